@@ -1,0 +1,1 @@
+"""dlexp: Keras-course experiments on Lightning + Hydra."""

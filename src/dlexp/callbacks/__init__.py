@@ -1,0 +1,1 @@
+"""Our own Lightning callbacks; everything else comes from ``lightning.pytorch.callbacks``."""

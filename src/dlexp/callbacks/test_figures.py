@@ -1,0 +1,67 @@
+"""At test end: a confusion-matrix image and a grid of misclassified test inputs, written to
+TensorBoard and as PNG files in the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and clusters
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.6 * n), dpi=100)
+    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set(xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
+           xlabel="predicted", ylabel="true", title="test confusion matrix")
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_figure(examples: list, class_names: list[str]) -> plt.Figure:
+    cols = 8
+    rows = max(1, -(-len(examples) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.4), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, pred, true) in zip(axes.flat, examples, strict=False):
+        ax.imshow(image.float().squeeze(0).numpy(), cmap="gray")
+        ax.set_title(f"{class_names[pred]} (true {class_names[true]})", fontsize=7, color="red")
+    fig.suptitle("misclassified test examples: predicted (true)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+class TestFigures(L.Callback):
+    """Renders what the task collected during ``trainer.test``."""
+
+    def __init__(self, class_names: list[str] | None = None, out_dir: str | None = None) -> None:
+        self.class_names, self.out_dir = class_names, out_dir
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        matrix = pl_module.test_confmat.compute().cpu().numpy()
+        names = self.class_names or [str(i) for i in range(len(matrix))]
+        figures = {"test/confusion_matrix": confusion_figure(matrix, names)}
+        if pl_module.misclassified:
+            figures["test/misclassified"] = misclassified_figure(pl_module.misclassified, names)
+        for tag, fig in figures.items():
+            for logger in trainer.loggers:
+                if hasattr(logger.experiment, "add_figure"):
+                    logger.experiment.add_figure(tag, fig, global_step=trainer.global_step,
+                                                 close=False)
+            if self.out_dir:
+                Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+                fig.savefig(Path(self.out_dir) / f"{tag.split('/')[-1]}.png")
+            plt.close(fig)

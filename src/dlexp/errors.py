@@ -1,0 +1,31 @@
+"""User-facing errors: entry points print these as one short message, no traceback."""
+
+from __future__ import annotations
+
+from dlexp.data.errors import DataError
+
+
+class ConfigError(ValueError):
+    """A config value or combination that cannot work, with what to change."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or from another model."""
+
+
+USER_ERRORS = (ConfigError, CheckpointError, DataError)
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The short message for an error a user can fix, or None for a genuine bug."""
+    from hydra.errors import InstantiationException
+
+    if isinstance(exc, USER_ERRORS):
+        return str(exc)
+    if isinstance(exc, InstantiationException):  # a bad value rejected by a constructor
+        cause = exc.__cause__
+        if isinstance(cause, USER_ERRORS + (ValueError, TypeError)):
+            key = str(exc).rsplit("full_key:", 1)[-1].strip() if "full_key:" in str(exc) else ""
+            return f"{key}: {cause}" if key else str(cause)
+        return str(exc)
+    return None

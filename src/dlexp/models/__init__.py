@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` networks. They know nothing of data, tasks or Hydra."""

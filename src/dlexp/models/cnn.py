@@ -1,0 +1,104 @@
+"""Convolutional network: a list of conv blocks, then a dense head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dlexp.models.layers import activation as make_activation
+from dlexp.models.layers import check_dropout, dense, init_weights
+
+COURSE_BLOCKS = ({"filters": 32}, {"filters": 64}, {"filters": 128})
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """One conv layer with its activation, optional batchnorm, pooling and dropout."""
+
+    filters: int
+    kernel: int = 3
+    stride: int = 1
+    padding: str = "same"  # Keras names: same | valid
+    pool: str = "max"  # max | avg | none
+    pool_size: int = 2
+    batchnorm: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {self.padding!r}")
+        if self.pool not in ("max", "avg", "none"):
+            raise ValueError(f"pool must be 'max', 'avg' or 'none', got {self.pool!r}")
+        if self.padding == "same" and self.stride != 1:
+            raise ValueError("padding='same' needs stride 1 (as in PyTorch); use padding='valid'")
+        check_dropout(self.dropout, "block dropout")
+
+    def build(self, in_channels: int, act: str) -> nn.Sequential:
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, self.filters, self.kernel, self.stride, self.padding,
+                      bias=not self.batchnorm)
+        ]
+        if self.batchnorm:
+            layers.append(nn.BatchNorm2d(self.filters))
+        layers.append(make_activation(act))
+        if self.pool != "none":
+            pool = nn.MaxPool2d if self.pool == "max" else nn.AvgPool2d
+            layers.append(pool(self.pool_size))
+        if self.dropout > 0:
+            layers.append(nn.Dropout2d(self.dropout))
+        return nn.Sequential(*layers)
+
+
+class CNN(nn.Module):
+    """Conv blocks -> flatten -> dense layers -> linear head. Default: the course network
+    conv32-pool-conv64-pool-conv128-pool-dense200-10. Runs in channels_last memory format."""
+
+    modality = "image"
+
+    def __init__(
+        self,
+        in_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        blocks: Sequence[Mapping] = COURSE_BLOCKS,
+        dense: Sequence[int] = (200,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        init: str = "default",
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if activation == "maxout":
+            raise ValueError("maxout is a dense layer; use it in model=mlp, not in conv blocks")
+        check_dropout(dropout)
+        specs = [ConvBlock(**dict(b)) for b in blocks]
+        channels = in_shape[0]
+        convs = []
+        for spec in specs:
+            convs.append(spec.build(channels, activation))
+            channels = spec.filters
+        self.features = nn.Sequential(*convs, nn.Flatten())
+        with torch.no_grad():  # infer the flattened width instead of asking the user
+            width = self.features(torch.zeros(1, *in_shape)).shape[1]
+        head: list[nn.Module] = []
+        for size in dense:
+            head += _dense_block(width, size, activation, dropout)
+            width = size
+        self.classifier = nn.Sequential(*head)
+        self.head = nn.Linear(width, num_classes)
+        self.channels_last = channels_last
+        init_weights(self, init, activation)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.head(self.classifier(self.features(x)))
+
+
+def _dense_block(width: int, size: int, act: str, p: float) -> list[nn.Module]:
+    layers = dense(width, size, act)
+    return layers + [nn.Dropout(p)] if p > 0 else layers

@@ -1,0 +1,52 @@
+"""Multi-layer perceptron: the course's 784-800-800-10 network and its variants."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dlexp.models.layers import check_dropout, dense, init_weights
+
+
+class MLP(nn.Module):
+    """Flatten -> [dense -> (batchnorm) -> activation -> dropout] * N -> linear head (logits)."""
+
+    modality = "image"
+
+    def __init__(
+        self,
+        in_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        hidden: Sequence[int] = (800, 800),
+        activation: str = "relu",
+        dropout: float | Sequence[float] = 0.0,
+        batchnorm: bool = False,
+        maxout_pieces: int = 2,
+        init: str = "default",
+    ) -> None:
+        super().__init__()
+        hidden = list(hidden)
+        drops = list(dropout) if isinstance(dropout, Sequence) else [dropout] * len(hidden)
+        if len(drops) != len(hidden):
+            raise ValueError(f"dropout has {len(drops)} values for {len(hidden)} hidden layers")
+        for p in drops:
+            check_dropout(p)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(in_shape)
+        for size, p in zip(hidden, drops, strict=True):
+            block = dense(width, size, activation, maxout_pieces)
+            if batchnorm:  # normalise pre-activation, as in Ioffe & Szegedy
+                block.insert(1, nn.BatchNorm1d(size))
+            layers += block
+            if p > 0:
+                layers.append(nn.Dropout(p))
+            width = size
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+        init_weights(self, init, activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

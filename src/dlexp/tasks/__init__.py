@@ -1,0 +1,1 @@
+"""LightningModules: training logic that takes a network, never builds datasets."""

@@ -1,0 +1,68 @@
+"""The ``loss`` group: cross-entropy (with label smoothing and class weights) or the course's
+MSE on softmax outputs against one-hot targets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def class_weights(spec: str | Sequence[float] | None, counts: torch.Tensor | None
+                  ) -> torch.Tensor | None:
+    """``balanced`` weights classes by n / (C * count_c), as scikit-learn does; a list is used
+    as given; ``None`` means unweighted."""
+    if spec is None:
+        return None
+    if spec == "balanced":
+        if counts is None:
+            raise ValueError("loss.class_weights=balanced needs the class counts of the data")
+        counts = counts.float().clamp(min=1)
+        return counts.sum() / (len(counts) * counts)
+    if isinstance(spec, str):
+        raise ValueError(f"loss.class_weights must be 'balanced', a list or null, got {spec!r}")
+    return torch.tensor(list(spec), dtype=torch.float)
+
+
+class ClassificationLoss(nn.Module):
+    """Base: holds the optional class-weight buffer so it follows the module across devices."""
+
+    def __init__(self, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight, persistent=False)
+
+    def set_class_weights(self, weight: torch.Tensor | None) -> None:
+        self.weight = weight
+
+
+class CrossEntropy(ClassificationLoss):
+    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> None:
+        super().__init__(weight)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target, weight=self.weight,
+                               label_smoothing=self.label_smoothing)
+
+
+class SoftmaxMSE(ClassificationLoss):
+    """Keras' ``loss='mse'`` after a softmax layer: mean over classes of (p - onehot)^2."""
+
+    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> None:
+        super().__init__(weight)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = logits.shape[-1]
+        onehot = F.one_hot(target, k).float()
+        if self.label_smoothing:
+            onehot = onehot * (1 - self.label_smoothing) + self.label_smoothing / k
+        per_sample = (logits.float().softmax(-1) - onehot).pow(2).mean(-1)
+        if self.weight is None:
+            return per_sample.mean()
+        w = self.weight[target]
+        return (per_sample * w).sum() / w.sum()

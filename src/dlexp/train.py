@@ -1,0 +1,139 @@
+"""``python train.py [overrides]``: seed, instantiate, fit, test the best checkpoint, and record
+everything in the run directory (config, checkpoints, TensorBoard logs, metrics.json)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from dlexp import wiring
+from dlexp.callbacks.test_figures import TestFigures
+from dlexp.callbacks.throughput import TrainThroughput
+from dlexp.errors import user_message
+from dlexp.runinfo import flat_hparams, is_rank_zero, write_metrics
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger("dlexp.train")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job; always returns the metrics dict (``status`` ok or failed)."""
+    start = time.perf_counter()
+    out_dir = Path(cfg.paths.output_dir)
+    metrics: dict[str, Any] = {"status": "running", "run_dir": str(out_dir),
+                               "monitor": cfg.monitor.metric}
+    try:
+        metrics.update(_fit_and_test(cfg, out_dir))
+        metrics["status"] = "ok"
+    except Exception as exc:  # recorded, so a sweep goes on and a report shows the failure
+        message = user_message(exc)
+        metrics.update(status="failed", error=message or f"{type(exc).__name__}: {exc}")
+        if is_rank_zero():
+            (out_dir / "error.log").write_text(traceback.format_exc())
+        if message is None:  # a bug, not bad input: keep the traceback in the log
+            log.exception("training failed")
+    finally:
+        metrics["wall_s"] = round(time.perf_counter() - start, 2)
+        if is_rank_zero():
+            write_metrics(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = wiring.build_datamodule(cfg)
+    net = wiring.build_net(cfg.model, datamodule.describe())
+    task = wiring.build_task(cfg, net, datamodule)
+    ckpt_path = _resume_checkpoint(cfg, task)
+    if cfg.get("compile"):
+        task.net = __import__("torch").compile(task.net)
+    throughput = TrainThroughput()
+    loggers = wiring.build_loggers(cfg)
+    callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + [
+        throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"))]
+    trainer: L.Trainer = wiring._build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    best = _best_checkpoint(trainer)
+    results: dict[str, Any] = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                               "best_ckpt": best, "train/samples_per_s": throughput.samples_per_s}
+    if trainer.interrupted:
+        raise RuntimeError("training was interrupted")
+    if not trainer.fast_dev_run:  # re-validate the checkpoint we keep, not the last epoch
+        results.update(_first(trainer.validate(task, datamodule=datamodule, ckpt_path=best,
+                                               verbose=False)))
+    else:
+        results.update({k: float(v) for k, v in trainer.callback_metrics.items()
+                        if k.startswith("val/")})
+    if cfg.get("test"):
+        results.update(_first(trainer.test(task, datamodule=datamodule, ckpt_path=best)))
+    _log_hparams(trainer, cfg, results)
+    return results
+
+
+def _resume_checkpoint(cfg: DictConfig, task: L.LightningModule) -> str | None:
+    if not cfg.get("ckpt_path"):
+        return None
+    path = str(Path(cfg.ckpt_path).expanduser().resolve())
+    ckpt = wiring.load_checkpoint(path)
+    wiring.check_same_model(ckpt, cfg, path)
+    wiring.check_state_dict(task, ckpt, path)
+    log.info("resuming from %s (epoch %s, step %s)", path, ckpt.get("epoch"),
+             ckpt.get("global_step"))
+    return path
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    if cb is None or trainer.fast_dev_run:
+        return None
+    return cb.best_model_path or cb.last_model_path or None
+
+
+def _first(results: list[dict]) -> dict[str, float]:
+    return {k: float(v) for k, v in (results[0] if results else {}).items()}
+
+
+def _log_hparams(trainer: L.Trainer, cfg: DictConfig, results: dict[str, Any]) -> None:
+    """Fill TensorBoard's hparams tab with the final metrics of this run."""
+    finals = {f"hp/{k.replace('/', '_')}": v for k, v in results.items()
+              if isinstance(v, float) and math.isfinite(v) and "/" in k}
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(flat_hparams(cfg, dict(choices)), metrics=finals)
+
+
+def monitored_value(cfg: DictConfig, metrics: dict[str, Any]) -> float:
+    """What sweepers optimise; NaN for a failed run (Optuna records the trial as failed)."""
+    value = metrics.get(cfg.monitor.metric)
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    if is_rank_zero():
+        log.info("run directory: %s", cfg.paths.output_dir)
+    metrics = train(cfg)
+    if metrics["status"] != "ok":
+        print(f"error: {metrics['error']}", file=sys.stderr)
+        if HydraConfig.get().mode.name == "RUN":  # single run: fail the process
+            sys.exit(1)
+    elif is_rank_zero():
+        shown = {k: metrics.get(k) for k in ("val/acc", "test/acc", "epoch", "wall_s")}
+        log.info("done: %s  (%s)", OmegaConf.to_yaml(shown).strip().replace("\n", ", "),
+                 Path(cfg.paths.output_dir) / "metrics.json")
+    return monitored_value(cfg, metrics)
+
+
+if __name__ == "__main__":
+    main()

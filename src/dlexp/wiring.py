@@ -1,0 +1,152 @@
+"""Turn a composed Hydra config into Lightning objects. Used only by the entry points."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from dlexp.errors import CheckpointError, ConfigError
+from dlexp.tasks.classification import ClassificationTask
+from dlexp.tasks.losses import class_weights
+from dlexp.tasks.schedulers import Horizon
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1
+
+
+def _build(node: DictConfig, **kwargs: Any) -> Any:
+    return instantiate(node, _convert_="all", **kwargs)
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return _build(cfg.data)
+
+
+def model_name(cfg: DictConfig | dict) -> str:
+    return str(cfg["model"]["_target_"]).rsplit(".", 1)[-1]
+
+
+def build_net(model_cfg: DictConfig | dict, data_info: dict) -> nn.Module:
+    """Instantiate the network with what the data dictates (shapes, classes, vocabulary)."""
+    target = model_cfg["_target_"]
+    net_cls = _import(target)
+    wants, gives = getattr(net_cls, "modality", None), data_info["modality"]
+    if wants is not None and wants != gives:
+        hint = {"text": "data=imdb", "image": "data=mnist"}.get(wants, "a matching data option")
+        raise ConfigError(f"model {net_cls.__name__} takes {wants} input but data "
+                          f"{data_info.get('name', '')} gives {gives}; use {hint}, or a "
+                          f"model for {gives}")
+    node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
+    return _build(node, **data_info["net_kwargs"])
+
+
+def _import(target: str) -> type:
+    from hydra.utils import get_class
+
+    try:
+        return get_class(target)
+    except Exception as e:
+        raise ConfigError(f"model target {target!r} cannot be imported: {e}") from None
+
+
+def build_loss(cfg: DictConfig, datamodule: Any) -> nn.Module:
+    node = OmegaConf.to_container(cfg.loss, resolve=True)
+    spec = node.pop("class_weights", None)
+    counts = datamodule.class_counts() if spec == "balanced" else None
+    return _build(OmegaConf.create(node), weight=class_weights(spec, counts))
+
+
+def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any) -> ClassificationTask:
+    optimizer = _build(cfg.optimizer)
+    scheduler = _build(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
+    _check_optimizer(net, optimizer, scheduler)
+    return ClassificationTask(
+        net=net,
+        optimizer=optimizer,
+        num_classes=datamodule.num_classes,
+        loss=build_loss(cfg, datamodule),
+        regularization=_build(cfg.regularization),
+        scheduler=scheduler,
+        scheduler_interval=cfg.scheduler.interval,
+        scheduler_monitor=cfg.scheduler.monitor,
+        checkpoint_extras=checkpoint_extras(cfg, datamodule),
+    )
+
+
+def _check_optimizer(net: nn.Module, optimizer: Any, scheduler: Any) -> None:
+    """Build optimizer and scheduler once on the real parameters, so a bad lr or momentum
+    fails now, not after the data has loaded."""
+    try:
+        opt = optimizer([p for p in net.parameters() if p.requires_grad])
+        if scheduler is not None:
+            scheduler(opt, Horizon(total_steps=10, max_epochs=1))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"optimizer/scheduler: {e}") from None
+
+
+def checkpoint_extras(cfg: DictConfig, datamodule: Any) -> dict:
+    """Plain data (no pickled objects) that rebuilds the network and its input pipeline."""
+    keep = ("model", "data", "loss", "task_name", "seed")
+    config = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
+              else cfg[k] for k in keep if k in cfg}
+    return {"format": CHECKPOINT_FORMAT, "config": config, "data": datamodule.describe()}
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback]:
+    nodes = cfg.get("callbacks") or {}
+    callbacks = [_build(n) for n in nodes.values() if n is not None and "_target_" in n]
+    if not has_logger:  # the LR monitor writes to a logger and refuses to run without one
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    nodes = cfg.get("logger") or {}
+    return [_build(node) for node in nodes.values() if node is not None and "_target_" in node]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a dlexp checkpoint without unpickling arbitrary objects (weights_only=True)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "dlexp" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a dlexp checkpoint (no 'dlexp' section); "
+                              "use a .ckpt written by `python train.py`")
+    return ckpt
+
+
+def check_same_model(ckpt: dict, cfg: DictConfig, path: str) -> None:
+    """Resuming needs the same network: compare the class and the parameter shapes."""
+    saved = ckpt["dlexp"]["config"]["model"]
+    if saved["_target_"] != cfg.model._target_:
+        raise CheckpointError(f"{path} holds a {model_name(ckpt['dlexp']['config'])} but this "
+                              f"run builds a {model_name(cfg)}; pick model={_short(saved)} or "
+                              "another checkpoint")
+
+
+def _short(model_cfg: dict) -> str:
+    return model_cfg["_target_"].rsplit(".", 2)[-2]
+
+
+def check_state_dict(task: nn.Module, ckpt: dict, path: str) -> None:
+    own = task.state_dict()
+    bad = [k for k, v in ckpt["state_dict"].items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in ckpt["state_dict"]]
+    if bad or missing:
+        what = bad[:3] or missing[:3]
+        raise CheckpointError(f"{path} does not fit this model: {len(bad)} shape mismatches, "
+                              f"{len(missing)} missing tensors (e.g. {', '.join(what)}); was it "
+                              "trained with other model settings?")
