@@ -22,7 +22,7 @@ def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng.shuffle(labels)
     images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
     for i, c in enumerate(labels):
-        r, q = 4 + 8 * (c // 4), 2 + 7 * (c % 4)
+        r, q = 4 + 8 * (c // 4), 2 + 6 * (c % 4)
         images[i, r : r + 6, q : q + 6] = rng.integers(180, 256, size=(6, 6))
     return images, labels.astype(np.uint8)
 
@@ -51,3 +51,29 @@ def real_data_dir() -> Path:
     if not root or not (Path(root) / "MNIST" / "raw").is_dir():
         pytest.skip("real MNIST not found: set DLEXP_DATA_DIR to a folder holding MNIST/raw/")
     return Path(root)
+
+
+def compose_train(overrides: list[str], out_dir: Path, data_root: Path | None = None):
+    """Compose ``conf/train.yaml`` as ``python train.py`` would, with outputs under ``out_dir``
+    and HydraConfig set, so ``${hydra:...}`` interpolations resolve outside a Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    extra = [f"paths.log_dir={out_dir}", f"hydra.run.dir={out_dir}"]
+    if data_root is not None:
+        extra.append(f"paths.data_dir={data_root}")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=extra + list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+FAST = ["trainer.accelerator=cpu", "+trainer.enable_progress_bar=false",
+        "+trainer.enable_model_summary=false", "~callbacks.progress_bar",
+        "~callbacks.model_summary"]
