@@ -77,3 +77,4 @@ def compose_train(overrides: list[str], out_dir: Path, data_root: Path | None = 
 FAST = ["trainer.accelerator=cpu", "+trainer.enable_progress_bar=false",
         "+trainer.enable_model_summary=false", "~callbacks.progress_bar",
         "~callbacks.model_summary"]
+TINY_DATA = ["data.val_size=100", "data.batch_size=32", "data.eval_batch_size=100"]

@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp import wiring
@@ -30,6 +31,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job; always returns the metrics dict (``status`` ok or failed)."""
     start = time.perf_counter()
     out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"status": "running", "run_dir": str(out_dir),
                                "monitor": cfg.monitor.metric}
     try:
@@ -94,10 +96,12 @@ def _resume_checkpoint(cfg: DictConfig, task: L.LightningModule) -> str | None:
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
-    cb = trainer.checkpoint_callback
-    if cb is None or trainer.fast_dev_run:
+    """The monitored best, else the latest (``callbacks.model_checkpoint`` removed)."""
+    if trainer.fast_dev_run:
         return None
-    return cb.best_model_path or cb.last_model_path or None
+    saved = [cb for cb in trainer.checkpoint_callbacks if cb.best_model_path]
+    ranked = sorted(saved, key=lambda cb: cb.monitor is None)
+    return ranked[0].best_model_path if ranked else None
 
 
 def _first(results: list[dict]) -> dict[str, float]:
@@ -109,8 +113,13 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, results: dict[str, Any]) -
     finals = {f"hp/{k.replace('/', '_')}": v for k, v in results.items()
               if isinstance(v, float) and math.isfinite(v) and "/" in k}
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    params = flat_hparams(cfg, dict(choices))
     for logger in trainer.loggers:
-        logger.log_hyperparams(flat_hparams(cfg, dict(choices)), metrics=finals)
+        if isinstance(logger, TensorBoardLogger):  # its hparams tab pairs params with metrics
+            logger.log_hyperparams(params, metrics=finals)
+        else:
+            logger.log_hyperparams(params)
+            logger.log_metrics(finals, step=trainer.global_step)
 
 
 def monitored_value(cfg: DictConfig, metrics: dict[str, Any]) -> float:

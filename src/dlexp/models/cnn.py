@@ -80,8 +80,12 @@ class CNN(nn.Module):
             convs.append(spec.build(channels, activation))
             channels = spec.filters
         self.features = nn.Sequential(*convs, nn.Flatten())
-        with torch.no_grad():  # infer the flattened width instead of asking the user
+        # infer the flattened width instead of asking the user; in eval mode, so the dummy
+        # pass leaves BatchNorm running statistics untouched
+        self.features.eval()
+        with torch.no_grad():
             width = self.features(torch.zeros(1, *in_shape)).shape[1]
+        self.features.train()
         head: list[nn.Module] = []
         for size in dense:
             head += _dense_block(width, size, activation, dropout)

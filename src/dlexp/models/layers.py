@@ -7,6 +7,7 @@ from torch import nn
 
 ACTIVATIONS = ("sigmoid", "tanh", "softsign", "relu", "leaky_relu", "softplus", "maxout")
 INITS = ("default", "kaiming", "xavier")
+LEAKY_SLOPE = 0.01
 
 
 class Maxout(nn.Module):
@@ -41,7 +42,7 @@ def activation(name: str) -> nn.Module:
         "tanh": nn.Tanh,
         "softsign": nn.Softsign,
         "relu": nn.ReLU,
-        "leaky_relu": lambda: nn.LeakyReLU(0.01),
+        "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE),
         "softplus": nn.Softplus,
     }
     if name not in table:
@@ -63,10 +64,11 @@ def init_weights(module: nn.Module, scheme: str, act: str = "relu") -> None:
     if scheme == "default":
         return
     nonlinearity = "leaky_relu" if act == "leaky_relu" else "relu"
+    slope = LEAKY_SLOPE if act == "leaky_relu" else 0.0
     for m in module.modules():
         if isinstance(m, nn.Linear | nn.Conv2d):
             if scheme == "kaiming":
-                nn.init.kaiming_normal_(m.weight, nonlinearity=nonlinearity)
+                nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity=nonlinearity)
             else:
                 nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:

@@ -54,6 +54,8 @@ class SoftmaxMSE(ClassificationLoss):
 
     def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> None:
         super().__init__(weight)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

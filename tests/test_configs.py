@@ -1,0 +1,67 @@
+"""Every option of every config group composes, and what it describes instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONFIG_DIR, TINY_DATA, compose_train
+from dlexp import wiring
+
+GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "regularization", "callbacks",
+          "logger", "trainer", "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+CASES = [(g, o) for g in GROUPS for o in options(g)]
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ is empty"
+
+
+@pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Path,
+                                          tiny_mnist: Path) -> None:
+    cfg = compose_train([f"{group}={option}", *TINY_DATA], tmp_path, tiny_mnist)
+    assert cfg.hydra.runtime.choices[group] == option
+    datamodule = wiring.build_datamodule(cfg)
+    net = wiring.build_net(cfg.model, datamodule.describe())
+    task = wiring.build_task(cfg, net, datamodule)
+    logits = task(torch.zeros(2, *datamodule.describe()["net_kwargs"]["in_shape"]))
+    assert logits.shape == (2, datamodule.num_classes)
+    loggers = wiring.build_loggers(cfg)
+    callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers))
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        return  # composes; instantiating a GPU trainer needs a GPU
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_mlp_course_preset_is_the_course_network(tmp_path: Path, tiny_mnist: Path) -> None:
+    cfg = compose_train(["experiment=mnist_mlp_course"], tmp_path, tiny_mnist)
+    net = wiring.build_net(cfg.model, wiring.build_datamodule(cfg).describe())
+    widths = [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [800, 800, 10]
+    assert any(isinstance(m, torch.nn.Sigmoid) for m in net.modules())
+    assert {m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)} == {0.4}
+    assert cfg.loss._target_.endswith("SoftmaxMSE")
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.1
+    assert cfg.data.batch_size == 50 and cfg.trainer.max_epochs == 40
+
+
+def test_cnn_course_preset_is_the_course_network(tmp_path: Path, tiny_mnist: Path) -> None:
+    cfg = compose_train(["experiment=mnist_cnn_course"], tmp_path, tiny_mnist)
+    net = wiring.build_net(cfg.model, wiring.build_datamodule(cfg).describe())
+    convs = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    dense = [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert convs == [32, 64, 128] and dense == [200, 10]
+    assert cfg.optimizer.lr == 0.008 and cfg.data.batch_size == 50
+    assert cfg.loss._target_.endswith("SoftmaxMSE")

@@ -1,0 +1,147 @@
+"""End-to-end training runs on generated data: learning, records, logs, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FAST, REPO, TINY_DATA, compose_train
+from dlexp.train import train
+
+MLP = ["model=mlp", "model.hidden=[64]", "model.dropout=0.0"]
+METRIC_KEYS = {"status", "val/acc", "val/loss", "test/acc", "test/loss", "epoch", "wall_s",
+               "train/samples_per_s", "best_ckpt"}
+
+
+def run(tmp_path: Path, data: Path, *overrides: str) -> dict:
+    cfg = compose_train([*FAST, *TINY_DATA, *overrides], tmp_path, data)
+    return train(cfg)
+
+
+def test_tiny_run_learns_and_writes_metrics(tmp_path: Path, tiny_mnist: Path) -> None:
+    metrics = run(tmp_path, tiny_mnist, *MLP, "trainer.max_epochs=4", "logger=csv")
+    assert metrics["status"] == "ok", metrics.get("error")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert METRIC_KEYS <= saved.keys()
+    assert saved["epoch"] == 4 and saved["train/samples_per_s"] > 0
+    assert saved["val/acc"] > 0.8 and saved["test/acc"] > 0.8  # chance is 0.1
+    assert Path(saved["best_ckpt"]).is_file()
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    losses = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    assert len(losses) == 4 and losses[-1] < 0.5 * losses[0]
+    assert (tmp_path / "figures" / "confusion_matrix.png").is_file()
+
+
+def test_tensorboard_has_expected_tags(tmp_path: Path, tiny_mnist: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    metrics = run(tmp_path, tiny_mnist, *MLP, "trainer.max_epochs=2", "logger=tensorboard",
+                  "trainer.log_every_n_steps=5")
+    assert metrics["status"] == "ok", metrics.get("error")
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    scalars = set(tags["scalars"])
+    expected = {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc",
+                "val/f1", "test/acc", "test/loss", "lr-Adam", "hp/test_acc", "hp/val_acc"}
+    assert expected <= scalars, expected - scalars
+    images = set(tags["images"])
+    assert "test/confusion_matrix" in images
+    assert ("test/misclassified" in images) == (metrics["test/acc"] < 1.0)
+    # the hparams plugin holds the final metrics and the chosen options
+    plugin = events.PluginTagToContent("hparams")
+    assert plugin, "no hparams summary written"
+    assert events.Scalars("hp/test_acc")[-1].value == pytest.approx(metrics["test/acc"])
+
+
+def test_resume_continues_exactly(tmp_path: Path, tiny_mnist: Path) -> None:
+    straight = run(tmp_path / "a", tiny_mnist, *MLP, "trainer.max_epochs=4")
+    first = run(tmp_path / "b", tiny_mnist, *MLP, "trainer.max_epochs=2")
+    last = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    resumed = run(tmp_path / "c", tiny_mnist, *MLP, "trainer.max_epochs=4",
+                  f"ckpt_path={last}")
+    assert resumed["status"] == "ok", resumed.get("error")
+    assert first["epoch"] == 2 and resumed["epoch"] == straight["epoch"] == 4
+    assert resumed["global_step"] == straight["global_step"] == 2 * first["global_step"]
+    a = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
+    c = torch.load(tmp_path / "c/checkpoints/last.ckpt", weights_only=True)
+    for key, value in a["state_dict"].items():  # same data order, same optimizer state
+        torch.testing.assert_close(c["state_dict"][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_another_model(tmp_path: Path, tiny_mnist: Path) -> None:
+    run(tmp_path / "mlp", tiny_mnist, *MLP, "trainer.max_epochs=1")
+    ckpt = tmp_path / "mlp" / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+    metrics = run(tmp_path / "cnn", tiny_mnist, "model=cnn", f"ckpt_path={ckpt}")
+    assert metrics["status"] == "failed"
+    assert "holds a MLP" in metrics["error"] and "model=mlp" in metrics["error"]
+    other = run(tmp_path / "wide", tiny_mnist, "model=mlp", "model.hidden=[32]",
+                f"ckpt_path={ckpt}")
+    assert other["status"] == "failed" and "does not fit this model" in other["error"]
+    assert ckpt.read_bytes() == before  # the checkpoint is never touched
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optimizer.lr=-0.1", "Invalid learning rate: -0.1"),
+    ("model.dropout=1.0", "dropout must be in [0, 1), got 1.0"),
+    ("model.activation=swish", "unknown activation 'swish'; choose one of sigmoid"),
+    ("data.val_size=1000", "data.val_size must be a count in [0, 600)"),
+    ("data.classes=[3,11]", "data.classes must be distinct digits 0-9"),
+    ("ckpt_path=/no/such.ckpt", "checkpoint not found: /no/such.ckpt"),
+    ("loss.label_smoothing=1.5", "label_smoothing must be in [0, 1)"),
+])
+def test_bad_values_fail_with_their_message(override: str, message: str, tmp_path: Path,
+                                            tiny_mnist: Path) -> None:
+    overrides = [*MLP, "trainer.max_epochs=1"]
+    if override.startswith("data.val_size"):
+        overrides = [o for o in overrides] + [override]
+        cfg = compose_train([*FAST, *overrides], tmp_path, tiny_mnist)
+        metrics = train(cfg)
+    else:
+        metrics = run(tmp_path, tiny_mnist, *overrides, override)
+    assert metrics["status"] == "failed"
+    assert message in metrics["error"]
+    assert "epoch" not in metrics  # failed before any training
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_missing_data_says_where_it_looked(tmp_path: Path) -> None:
+    metrics = run(tmp_path, tmp_path / "empty", *MLP, "data.download=false")
+    assert metrics["status"] == "failed"
+    assert str((tmp_path / "empty" / "MNIST" / "raw").resolve()) in metrics["error"]
+    assert "DLEXP_DATA_DIR" in metrics["error"]
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), f"paths.log_dir={tmp_path}",
+                           *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["optimizer=adamm"], "Available options in 'optimizer'"),
+    (["model=mlp", "optimizer.lr=-1"], "error: optimizer/scheduler: Invalid learning rate"),
+])
+def test_cli_errors_are_short(tmp_path: Path, tiny_mnist: Path, args: list[str],
+                              message: str) -> None:
+    result = _cli(tmp_path, f"paths.data_dir={tiny_mnist}", *args)
+    assert result.returncode == 1
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_run_writes_its_own_directory(tmp_path: Path, tiny_mnist: Path) -> None:
+    result = _cli(tmp_path, f"paths.data_dir={tiny_mnist}", *MLP, "debug=fdr", *TINY_DATA)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = list((tmp_path / "train" / "runs").iterdir())
+    assert len(runs) == 1
+    assert (runs[0] / ".hydra" / "config.yaml").is_file()
+    assert json.loads((runs[0] / "metrics.json").read_text())["status"] == "ok"
