@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONFIG_DIR, TINY_DATA, compose_train
 from hydra.utils import instantiate
 
-from conftest import CONFIG_DIR, TINY_DATA, compose_train
 from dlexp import wiring
 
 GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "regularization", "callbacks",

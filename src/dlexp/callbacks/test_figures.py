@@ -49,9 +49,9 @@ class TestFigures(L.Callback):
         self.class_names, self.out_dir = class_names, out_dir
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        matrix = pl_module.test_confmat.compute().cpu().numpy()  # a collective under DDP
         if trainer.global_rank != 0:
             return
-        matrix = pl_module.test_confmat.compute().cpu().numpy()
         names = self.class_names or [str(i) for i in range(len(matrix))]
         figures = {"test/confusion_matrix": confusion_figure(matrix, names)}
         if pl_module.misclassified:

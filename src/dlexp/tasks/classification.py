@@ -9,7 +9,11 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from dlexp.tasks.losses import CrossEntropy
 from dlexp.tasks.regularization import WeightPenalty
@@ -79,7 +83,7 @@ class ClassificationTask(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
+        self.log_dict(self.train_metrics.compute(), sync_dist=True)  # already synced values
         self.train_metrics.reset()
 
     def _eval_step(self, batch: tuple, stage: str) -> torch.Tensor:
