@@ -132,12 +132,22 @@ def test_kaiming_std_matches_fan_in() -> None:
     assert lin.weight.std().item() == pytest.approx(math.sqrt(2 / 1000), rel=0.03)
 
 
-def test_kaiming_uses_the_leaky_slope() -> None:
-    torch.manual_seed(0)
-    lin = nn.Linear(1000, 500)
-    init_weights(lin, "kaiming", "leaky_relu")
-    gain = math.sqrt(2 / (1 + LEAKY_SLOPE**2))
-    assert lin.weight.std().item() == pytest.approx(gain / math.sqrt(1000), rel=0.03)
+@pytest.mark.parametrize(("act", "a", "nonlinearity"),
+                         [("leaky_relu", LEAKY_SLOPE, "leaky_relu"), ("relu", 0.0, "relu"),
+                          ("tanh", 0.0, "relu")])
+def test_kaiming_gain_follows_the_activation(monkeypatch: pytest.MonkeyPatch, act: str, a: float,
+                                             nonlinearity: str) -> None:
+    calls: list[dict] = []
+    real = nn.init.kaiming_normal_
+
+    def spy(tensor: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        calls.append(kwargs)
+        return real(tensor, **kwargs)
+
+    monkeypatch.setattr(nn.init, "kaiming_normal_", spy)
+    init_weights(nn.Sequential(nn.Linear(4, 4), nn.Conv2d(1, 2, 3)), "kaiming", act)
+    assert len(calls) == 2
+    assert all(c["a"] == a and c["nonlinearity"] == nonlinearity for c in calls)
 
 
 def test_xavier_is_uniform_within_glorot_bound() -> None:

@@ -1,0 +1,202 @@
+"""MNIST as a LightningDataModule over the four raw IDX files, held in memory as uint8."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from dlexp.data import splits
+from dlexp.data.augment import random_affine
+from dlexp.data.download import download
+from dlexp.data.errors import DataError
+from dlexp.data.idx import read_idx
+from dlexp.data.loader import TensorBatchLoader
+
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+# md5 of the official .gz files, as torchvision checks them.
+FILES = {
+    "train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", 2051),
+    "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432", 2049),
+    "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", 2051),
+    "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", 2049),
+}
+MEAN, STD = 0.1307, 0.3081
+
+
+def default_root() -> str:
+    return os.environ.get("DLEXP_DATA_DIR", "data")
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """Train/val from the 60k training set (seeded shuffle), test = the official 10k.
+
+    Hooks for the other experiments: ``num_labeled`` (stratified labeled subset, the rest of
+    train is the unlabeled pool), ``classes`` (a class subset, relabelled 0..k-1) and
+    ``imbalance`` (an exponential class profile on train, for class-weighted losses).
+    """
+
+    modality = "image"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        download: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int | float = 5000,
+        seed: int = 0,
+        num_labeled: int | None = None,
+        classes: Sequence[int] | None = None,
+        imbalance: float | None = None,
+        augment: bool = False,
+        max_shift: float = 0.1,
+        max_degrees: float = 10.0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root or default_root()).expanduser()
+        self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
+        self.val_size, self.seed, self.num_labeled = val_size, seed, num_labeled
+        self.classes = sorted(int(c) for c in classes) if classes is not None else list(range(10))
+        if not self.classes or any(not 0 <= c <= 9 for c in self.classes) \
+                or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"data.classes must be distinct digits 0-9, got {classes}")
+        self.imbalance, self.augment = imbalance, augment
+        self.max_shift, self.max_degrees, self.pin_memory = max_shift, max_degrees, pin_memory
+        self.input_shape = (1, 28, 28)
+        self.num_classes = len(self.classes)
+        self.class_names = [str(c) for c in self.classes]
+        self._ready = False
+
+    # ---------------------------------------------------------------- files
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "MNIST" / "raw"
+
+    def _find(self, name: str) -> Path | None:
+        for candidate in (self.raw_dir / name, self.raw_dir / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def prepare_data(self) -> None:
+        missing = [n for n in FILES if self._find(n) is None]
+        if not missing:
+            return
+        if not self.download:
+            raise DataError(self._missing_message(missing, "data.download=false"))
+        for name in missing:
+            urls = [f"{m}{name}.gz" for m in MIRRORS]
+            try:
+                download(urls, self.raw_dir / f"{name}.gz", FILES[name][0])
+            except DataError as e:
+                raise DataError(self._missing_message(missing, str(e))) from None
+
+    def _missing_message(self, missing: list[str], why: str) -> str:
+        return (f"MNIST files missing in {self.raw_dir.resolve()}: {', '.join(missing)} ({why}).\n"
+                f"Put the four *-ubyte[.gz] files there, or point data.root (or $DLEXP_DATA_DIR) "
+                f"at a folder holding MNIST/raw/.")
+
+    def _read(self, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        paths = [self._find(f"{prefix}-{kind}") for kind in ("images-idx3-ubyte",
+                                                              "labels-idx1-ubyte")]
+        if None in paths:
+            self.prepare_data()  # raises the explanatory error when the files cannot be had
+            paths = [self._find(f"{prefix}-{kind}") for kind in ("images-idx3-ubyte",
+                                                                  "labels-idx1-ubyte")]
+        x, y = read_idx(paths[0], 2051), read_idx(paths[1], 2049)
+        if len(x) != len(y):
+            raise DataError(f"{paths[0].name} has {len(x)} images but {paths[1].name} has "
+                            f"{len(y)} labels; one of them is corrupt")
+        return x.unsqueeze(1), y.long()
+
+    # ---------------------------------------------------------------- splits
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        try:
+            self._setup_splits()
+        except ValueError as e:  # sizes that do not fit this data: the user's to fix
+            raise DataError(str(e)) from None
+        self._ready = True
+
+    def _setup_splits(self) -> None:
+        x, y = self._select_classes(*self._read("train"))
+        n_val = splits.val_count(self.val_size, len(y))
+        train_idx, val_idx = splits.shuffled_split(len(y), n_val, self.seed)
+        if self.imbalance is not None:
+            train_idx = train_idx[splits.imbalance(y[train_idx], self.imbalance, self.seed)]
+        unlabeled_idx = train_idx[:0]
+        if self.num_labeled is not None:
+            if not 0 < self.num_labeled <= len(train_idx):
+                raise ValueError(f"data.num_labeled must be in [1, {len(train_idx)}], "
+                                 f"got {self.num_labeled}")
+            chosen, rest = splits.stratified_subset(y[train_idx], self.num_labeled, self.seed)
+            train_idx, unlabeled_idx = train_idx[chosen], train_idx[rest]
+        self.train_set = (x[train_idx], y[train_idx])
+        self.val_set = (x[val_idx], y[val_idx])
+        self.unlabeled_set = (x[unlabeled_idx], y[unlabeled_idx])  # labels only for evaluation
+        self.test_set = self._select_classes(*self._read("t10k"))
+        self.split_indices = {"train": train_idx, "val": val_idx, "unlabeled": unlabeled_idx}
+
+    def _select_classes(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.classes == list(range(10)):
+            return x, y
+        keep = torch.isin(y, torch.tensor(self.classes))
+        lut = torch.full((10,), -1, dtype=torch.long)
+        lut[self.classes] = torch.arange(len(self.classes))
+        return x[keep], lut[y[keep]]
+
+    def class_counts(self) -> torch.Tensor:
+        """Samples per class in the labeled training split (for class-weighted losses)."""
+        self.setup()
+        return torch.bincount(self.train_set[1], minlength=self.num_classes)
+
+    def describe(self) -> dict:
+        """What inference needs to reproduce the input pipeline, stored in checkpoints."""
+        return {"name": "mnist", "modality": self.modality, "mean": MEAN, "std": STD,
+                "class_names": self.class_names, "num_classes": self.num_classes,
+                "net_kwargs": self.net_kwargs()}
+
+    def net_kwargs(self) -> dict:
+        """What a network must be told about this data: input shape and class count."""
+        return {"in_shape": list(self.input_shape), "num_classes": self.num_classes}
+
+    # ---------------------------------------------------------------- loaders
+    def _loader(self, tensors: tuple[torch.Tensor, ...], train: bool) -> TensorBatchLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer \
+            else (0, 1)
+        if self.pin_memory and torch.cuda.is_available():
+            tensors = tuple(t.pin_memory() for t in tensors)
+        return TensorBatchLoader(tensors, self.batch_size if train else self.eval_batch_size,
+                                 shuffle=train, seed=self.seed, rank=rank, world_size=world)
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader(self.test_set, train=False)
+
+    def unlabeled_dataloader(self) -> TensorBatchLoader:
+        return self._loader(self.unlabeled_set, train=False)
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+        """Normalise (and augment) on the device, on whole batches: uint8 travels, floats don't."""
+        x, *rest = batch
+        if self.augment and self.trainer is not None and self.trainer.training:
+            # warp raw intensities, so the pixels shifted in are black like MNIST's background,
+            # not the mean grey that zero padding would give after standardising
+            x = random_affine(x.float(), None, self.max_shift, self.max_degrees)
+        return (normalize(x), *rest)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] to floats standardised with the MNIST training statistics."""
+    return x.to(torch.float32, copy=True).mul_(1 / (255 * STD)).sub_(MEAN / STD)
