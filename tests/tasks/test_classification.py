@@ -169,7 +169,7 @@ def test_training_step_adds_the_penalty() -> None:
 def test_predict_step_gives_probabilities() -> None:
     task = ClassificationTask(MLP(hidden=(4,)), torch.optim.SGD, 10)
     x = torch.randn(5, 1, 28, 28)
-    for batch in ((x, torch.zeros(5, dtype=torch.long)), x):
+    for batch in ((x, torch.zeros(5, dtype=torch.long)), (x,)):  # labels are optional
         probs = task.predict_step(batch, 0)
         assert probs.shape == (5, 10) and (probs >= 0).all()
         torch.testing.assert_close(probs.sum(-1), torch.ones(5))

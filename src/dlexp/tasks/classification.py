@@ -117,9 +117,9 @@ class ClassificationTask(L.LightningModule):
         self.test_confmat.reset()
         self.misclassified = []
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, tuple | list) and len(batch) == 2 else batch
-        return self(x).float().softmax(-1)
+    def predict_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        """Batches are ``(inputs, labels)`` as in the other stages; labels are ignored."""
+        return self(batch[0]).float().softmax(-1)
 
     # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> Any:
