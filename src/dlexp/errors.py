@@ -19,8 +19,9 @@ USER_ERRORS = (ConfigError, CheckpointError, DataError)
 def user_message(exc: BaseException) -> str | None:
     """The short message for an error a user can fix, or None for a genuine bug."""
     from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    if isinstance(exc, USER_ERRORS):
+    if isinstance(exc, USER_ERRORS + (MisconfigurationException,)):  # Lightning: bad settings
         return str(exc)
     if isinstance(exc, InstantiationException):  # a bad value rejected by a constructor
         cause = exc.__cause__
