@@ -27,10 +27,14 @@ def class_weights(spec: str | Sequence[float] | None, counts: torch.Tensor | Non
 
 
 class ClassificationLoss(nn.Module):
-    """Base: holds the optional class-weight buffer so it follows the module across devices."""
+    """Base: label smoothing and the optional class-weight buffer (a buffer, so it follows
+    the module across devices)."""
 
-    def __init__(self, weight: torch.Tensor | None = None) -> None:
+    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> None:
         super().__init__()
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
         self.register_buffer("weight", weight, persistent=False)
 
     def set_class_weights(self, weight: torch.Tensor | None) -> None:
@@ -38,12 +42,6 @@ class ClassificationLoss(nn.Module):
 
 
 class CrossEntropy(ClassificationLoss):
-    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> None:
-        super().__init__(weight)
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = label_smoothing
-
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target, weight=self.weight,
                                label_smoothing=self.label_smoothing)
@@ -51,12 +49,6 @@ class CrossEntropy(ClassificationLoss):
 
 class SoftmaxMSE(ClassificationLoss):
     """Keras' ``loss='mse'`` after a softmax layer: mean over classes of (p - onehot)^2."""
-
-    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> None:
-        super().__init__(weight)
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         k = logits.shape[-1]
