@@ -57,8 +57,9 @@ def _import(target: str) -> type:
         raise ConfigError(f"model target {target!r} cannot be imported: {e}") from None
 
 
-def build_loss(cfg: DictConfig, datamodule: Any) -> nn.Module:
-    node = OmegaConf.to_container(cfg.loss, resolve=True)
+def build_loss(loss_cfg: DictConfig | dict, datamodule: Any) -> nn.Module:
+    node = dict(OmegaConf.to_container(loss_cfg, resolve=True)
+                if isinstance(loss_cfg, DictConfig) else loss_cfg)
     spec = node.pop("class_weights", None)
     counts = datamodule.class_counts() if spec == "balanced" else None
     return _build(OmegaConf.create(node), weight=class_weights(spec, counts))
@@ -72,7 +73,7 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any) -> Classificati
         net=net,
         optimizer=optimizer,
         num_classes=datamodule.num_classes,
-        loss=build_loss(cfg, datamodule),
+        loss=build_loss(cfg.loss, datamodule),
         regularization=_build(cfg.regularization),
         scheduler=scheduler,
         scheduler_interval=cfg.scheduler.interval,
@@ -120,8 +121,9 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    except Exception:
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or one "
+                              "holding objects that safe (weights_only) loading refuses") from None
     if not isinstance(ckpt, dict) or "dlexp" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a dlexp checkpoint (no 'dlexp' section); "
                               "use a .ckpt written by `python train.py`")
@@ -150,3 +152,18 @@ def check_state_dict(task: nn.Module, ckpt: dict, path: str) -> None:
         raise CheckpointError(f"{path} does not fit this model: {len(bad)} shape mismatches, "
                               f"{len(missing)} missing tensors (e.g. {', '.join(what)}); was it "
                               "trained with other model settings?")
+
+
+def task_from_checkpoint(ckpt: dict, path: str, datamodule: Any | None = None
+                         ) -> ClassificationTask:
+    """Rebuild the trained network from a checkpoint's own ``dlexp`` section (no run dir)."""
+    extras = ckpt["dlexp"]
+    net = build_net(extras["config"]["model"], extras["data"])
+    loss = build_loss(extras["config"].get("loss") or {"_target_": "dlexp.tasks.losses.CrossEntropy"},
+                      datamodule) if datamodule is not None else None
+    task = ClassificationTask(net, optimizer=torch.optim.SGD,
+                              num_classes=extras["data"]["num_classes"], loss=loss,
+                              checkpoint_extras=extras)
+    check_state_dict(task, ckpt, path)
+    task.load_state_dict(ckpt["state_dict"], strict=False)
+    return task.eval()

@@ -1,0 +1,138 @@
+"""eval.py and predict.py work from a checkpoint alone, and refuse bad input in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST, REPO, TINY_DATA, compose_train, synthetic_digits
+from PIL import Image
+
+from dlexp.predict import load_image, main, predict_images
+from dlexp.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> dict:
+    out = tmp_path_factory.mktemp("run")
+    metrics = train(compose_train([*FAST, *TINY_DATA, "model=mlp", "model.hidden=[32]",
+                                   "trainer.max_epochs=3"], out, tiny_mnist))
+    assert metrics["status"] == "ok", metrics.get("error")
+    return metrics
+
+
+def test_eval_reproduces_the_training_test_accuracy(trained: dict, tiny_mnist: Path,
+                                                    tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "eval.py"),
+                             f"ckpt_path={trained['best_ckpt']}", f"data_dir={tiny_mnist}",
+                             f"paths.log_dir={tmp_path}", "trainer.accelerator=cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok"
+    assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    assert (run_dir / "figures" / "confusion_matrix.png").is_file()
+
+
+def test_eval_refuses_a_file_that_is_no_checkpoint(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.ckpt"
+    bogus.write_text("not a checkpoint")
+    result = subprocess.run([sys.executable, str(REPO / "eval.py"), f"ckpt_path={bogus}",
+                             f"paths.log_dir={tmp_path}"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1
+    assert "error: cannot read checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _digit_files(tmp_path: Path) -> list[tuple[Path, int]]:
+    images, labels = synthetic_digits(12, seed=7)
+    files = []
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        if i % 2:  # dark ink on light paper, bigger, RGB JPEG: must be inverted back
+            path = tmp_path / f"{i}.jpg"
+            Image.fromarray(255 - image).resize((100, 80)).convert("RGB").save(path)
+        else:
+            path = tmp_path / f"{i}.png"
+            Image.fromarray(image).resize((56, 56)).save(path)
+        files.append((path, int(label)))
+    return files
+
+
+def test_load_image_gives_mnist_shaped_light_on_dark(tmp_path: Path) -> None:
+    path = tmp_path / "paper.png"
+    paper = np.full((90, 60), 240, np.uint8)
+    paper[30:60, 25:35] = 10  # a dark stroke on white paper
+    Image.fromarray(paper).save(path)
+    x = load_image(path)
+    assert x.shape == (1, 28, 28) and x.dtype.is_floating_point is False
+    assert x[0, 0, 0] < 50 and x.max() > 200  # inverted: dark border, light ink
+
+
+def test_predict_from_a_moved_checkpoint(trained: dict, tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere" / "model.ckpt"
+    moved.parent.mkdir()
+    shutil.copy(trained["best_ckpt"], moved)
+    Path(trained["best_ckpt"]).rename(tmp_path / "gone.ckpt")  # the run dir copy is gone
+    try:
+        files = [str(p) for p, _ in _digit_files(tmp_path)]
+        ranked = predict_images(str(moved), files)
+        again = predict_images(str(tmp_path / "gone.ckpt"), files)
+    finally:
+        (tmp_path / "gone.ckpt").rename(trained["best_ckpt"])
+    assert ranked == again and len(ranked) == len(files)
+    assert all(abs(sum(p for _, p in top) - 1) < 1e-4 for top in ranked)
+
+
+def test_predict_real_digit_photos(tmp_path: Path, real_data_dir: Path) -> None:
+    """Real test digits saved as large PNGs and as inverted (dark-on-light) JPEGs."""
+    from dlexp.data.idx import read_idx
+
+    metrics = train(compose_train([*FAST, "model=mlp", "model.hidden=[256]",
+                                   "data.num_labeled=10000", "data.val_size=1000",
+                                   "trainer.max_epochs=2", "test=false", "logger=none"],
+                                  tmp_path / "run", real_data_dir))
+    raw = real_data_dir / "MNIST" / "raw"
+    images = read_idx(raw / "t10k-images-idx3-ubyte.gz", 2051)[:40].numpy()
+    labels = read_idx(raw / "t10k-labels-idx1-ubyte.gz", 2049)[:40].tolist()
+    files = []
+    for i, image in enumerate(images):
+        if i % 2:
+            files.append(tmp_path / f"{i}.jpg")
+            Image.fromarray(255 - image).resize((200, 200)).convert("RGB").save(files[-1])
+        else:
+            files.append(tmp_path / f"{i}.png")
+            Image.fromarray(image).resize((140, 140)).save(files[-1])
+    ranked = predict_images(metrics["best_ckpt"], [str(f) for f in files])
+    hits = sum(top[0][0] == str(y) for top, y in zip(ranked, labels, strict=True))
+    assert hits >= 0.85 * len(files), hits
+
+
+def test_predict_cli_prints_class_and_probability(trained: dict, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    (path, _), *_ = _digit_files(tmp_path)
+    main([trained["best_ckpt"], str(path), "--json"])
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["file"] == str(path) and 0 <= line["probability"] <= 1
+    assert line["class"] in [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("case", ["missing_image", "missing_ckpt", "not_an_image"])
+def test_predict_bad_input_is_one_line(trained: dict, tmp_path: Path, case: str,
+                                       capsys: pytest.CaptureFixture) -> None:
+    text = tmp_path / "note.png"
+    text.write_text("hello")
+    args = {"missing_image": [trained["best_ckpt"], str(tmp_path / "none.png")],
+            "missing_ckpt": [str(tmp_path / "none.ckpt"), str(text)],
+            "not_an_image": [trained["best_ckpt"], str(text)]}[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
