@@ -1,0 +1,471 @@
+"""Training throughput of dlexp against a hand-written PyTorch loop, measured in the same run.
+
+    DLEXP_DATA_DIR=/path/to/data python scripts/benchmark.py [--models cnn mlp] [--steps 300]
+        [--repeats 3] [--precision 32-true|bf16-mixed] [--json out.json] [--plot out.png]
+
+The framework side composes the real ``conf/train.yaml`` and trains through dlexp's own
+datamodule, ``wiring.build_net``/``build_task`` and a Lightning ``Trainer`` (no validation,
+logger, checkpoints or progress bar). The plain side is a minimal loop over the same network
+class and config, the same uint8 tensors, batch size, optimizer, loss, ``normalize`` and
+precision. Only training steps after a warm-up are timed, over ``--repeats`` runs (median).
+
+Schedules: on CPU (``auto``) each framework step is followed by one plain step in the same run,
+each on its own clock, so both see the same machine load step by step (on a small shared machine
+whole runs differ several-fold); ``alternate`` (the GPU default) times whole runs, reversing the
+order every other repeat. Target: framework >= 0.95x plain.
+
+Each benchmark is one function in ``BENCHMARKS``; the IMDB/LSTM ones (tokenization tokens/s,
+bucketed vs unbucketed batches, framework vs plain LSTM) are meant to be added there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from dlexp import wiring
+from dlexp.callbacks.throughput import TrainThroughput
+from dlexp.data.mnist import normalize
+from dlexp.errors import user_message
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "conf"
+PRECISIONS = ("32-true", "bf16-mixed")
+STATS = ("median", "best")
+
+
+class BenchError(ValueError):
+    """A bad option: reported as one line, no traceback."""
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Comparison:
+    """Rates of two variants of one case, one per repeat, summarised by their median or, with
+    ``stat="best"``, their maximum. The ratio is first over second; for ``paired`` runs (measured
+    side by side) it is the median of the per-repeat ratios."""
+
+    bench: str
+    case: str
+    unit: str
+    runs: dict[str, list[float]] = field(default_factory=dict)
+    stat: str = "median"
+    paired: bool = False
+
+    def value(self, variant: str, stat: str | None = None) -> float:
+        rates = self.runs[variant]
+        return max(rates) if (stat or self.stat) == "best" else statistics.median(rates)
+
+    def ratio(self, stat: str | None = None) -> float:
+        a, b = list(self.runs)[:2]
+        if self.paired:
+            return statistics.median(x / y for x, y in zip(self.runs[a], self.runs[b],
+                                                             strict=True))
+        return self.value(a, stat) / self.value(b, stat)
+
+    def to_dict(self) -> dict[str, Any]:
+        summary = {stat: {v: round(self.value(v, stat), 1) for v in self.runs}
+                   for stat in STATS}
+        return {"bench": self.bench, "case": self.case, "unit": self.unit,
+                "paired": self.paired, **summary,
+                "ratio": {stat: round(self.ratio(stat), 4) for stat in STATS},
+                "runs": self.runs}
+
+
+def measure(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run each variant ``repeats`` times, reversing the order every other repeat, so a drift
+    in machine load (shared CPUs) does not always hit the same variant."""
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(repeats):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in order:
+            runs[name].append(variants[name]())
+    return runs
+
+
+# ----------------------------------------------------------------------------- config
+def compose_train(overrides: list[str], out_dir: Path) -> DictConfig:
+    """Compose ``conf/train.yaml`` as ``python train.py`` would, outputs under ``out_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    extra = [f"paths.log_dir={out_dir}", f"hydra.run.dir={out_dir}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=extra + overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def mnist_overrides(args: argparse.Namespace, model: str, max_steps: int) -> list[str]:
+    """Training only: no validation, test, logger, checkpoints, progress bar or summary."""
+    return [
+        f"model={model}", f"paths.data_dir={args.data_dir}", "data.download=false",
+        f"data.batch_size={args.batch_size}", "logger=none", "callbacks=none", "test=false",
+        f"trainer.accelerator={args.accelerator}", f"trainer.precision={args.precision}",
+        "trainer.max_epochs=-1", f"+trainer.max_steps={max_steps}",
+        "+trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false",
+        "+trainer.enable_model_summary=false", "+trainer.enable_checkpointing=false",
+        *args.overrides,
+    ]
+
+
+# ----------------------------------------------------------------------------- timing
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(L.Callback):
+    """Times the framework's training steps after ``warmup``: from the end of step ``warmup`` to
+    the end of step ``warmup + steps``, so every per-step cost of the loop falls inside.
+
+    With ``between`` (the interleaved schedule) it runs that other step after each framework
+    step, on its own clock, so both variants see the same machine load, step by step.
+    """
+
+    def __init__(self, warmup: int, steps: int, between: Callable[[], int] | None = None
+                 ) -> None:
+        self.warmup, self.steps, self.between = warmup, steps, between
+        self.done = self.samples = self.between_samples = 0
+        self.seconds = self.between_seconds = self._mark = 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.done += 1
+        timed = self.done > self.warmup
+        self.samples += len(batch[-1]) if timed else 0
+        if self.between is None:  # one window, no per-step sync
+            if self.done in (self.warmup, self.warmup + self.steps):
+                sync(pl_module.device)
+                now = time.perf_counter()
+                self.seconds, self._mark = (now - self._mark) if timed else 0.0, now
+            return
+        sync(pl_module.device)
+        now = time.perf_counter()
+        self.seconds += (now - self._mark) if timed else 0.0
+        samples = self.between()
+        sync(pl_module.device)
+        self._mark = time.perf_counter()
+        if timed:
+            self.between_samples += samples
+            self.between_seconds += self._mark - now
+
+    @property
+    def rates(self) -> tuple[float, float]:
+        """Samples/s of the framework, and of ``between`` (0 without it)."""
+        if self.done < self.warmup + self.steps:
+            raise RuntimeError(f"the trainer stopped after {self.done} of "
+                               f"{self.warmup + self.steps} steps")
+        other = self.between_samples / self.between_seconds if self.between_seconds else 0.0
+        return self.samples / self.seconds, other
+
+
+# ----------------------------------------------------------------------------- MNIST
+def fit_framework(cfg: DictConfig, datamodule: Any, timer: StepTimer) -> None:
+    """``trainer.fit`` built as ``dlexp.train`` builds it, plus the timer."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    net = wiring.build_net(cfg.model, datamodule.describe())
+    task = wiring.build_task(cfg, net, datamodule)
+    loggers = wiring.build_loggers(cfg)
+    callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + [TrainThroughput(), timer]
+    trainer = wiring._build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(task, datamodule=datamodule)
+
+
+def shuffled_batches(tensors: tuple[torch.Tensor, ...], batch_size: int, seed: int
+                     ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless epochs of shuffled slices of in-memory tensors."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(tensors[0])
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            sel = perm[i : i + batch_size]
+            yield tuple(t[sel] for t in tensors)
+
+
+def plain_stepper(cfg: DictConfig, datamodule: Any, device: torch.device) -> Callable[[], int]:
+    """One step of a hand-written loop with the framework's network, data, optimizer, loss,
+    penalty and precision; returns the batch size."""
+    L.seed_everything(cfg.seed, verbose=False)
+    net = wiring.build_net(cfg.model, datamodule.describe()).to(device).train()
+    criterion = wiring.build_loss(cfg.loss, datamodule).to(device)
+    penalty = wiring._build(cfg.regularization)
+    optimizer = wiring._build(cfg.optimizer)([p for p in net.parameters() if p.requires_grad])
+    bf16 = cfg.trainer.precision == "bf16-mixed"
+    batches = shuffled_batches(datamodule.train_set, cfg.data.batch_size, cfg.seed)
+
+    def step() -> int:
+        x, y = (t.to(device, non_blocking=True) for t in next(batches))
+        x = normalize(x)
+        with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            loss = criterion(net(x), y)
+            if penalty.active:
+                loss = loss + penalty(net)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return len(y)
+
+    return step
+
+
+def time_framework(cfg: DictConfig, datamodule: Any, warmup: int, steps: int) -> float:
+    timer = StepTimer(warmup, steps)
+    fit_framework(cfg, datamodule, timer)
+    return timer.rates[0]
+
+
+def time_plain(cfg: DictConfig, datamodule: Any, warmup: int, steps: int,
+               device: torch.device) -> float:
+    step = plain_stepper(cfg, datamodule, device)
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    samples = sum(step() for _ in range(steps))
+    sync(device)
+    return samples / (time.perf_counter() - start)
+
+
+def time_interleaved(cfg: DictConfig, datamodule: Any, warmup: int, steps: int,
+                     device: torch.device) -> tuple[float, float]:
+    timer = StepTimer(warmup, steps, between=plain_stepper(cfg, datamodule, device))
+    fit_framework(cfg, datamodule, timer)
+    return timer.rates
+
+
+def check_mnist_config(cfg: DictConfig) -> None:
+    """The plain loop mirrors what the framework does per step; refuse what it cannot."""
+    if cfg.scheduler.get("builder"):
+        raise BenchError("the plain loop has no lr scheduler: add scheduler=none to --overrides")
+    if cfg.data.get("augment"):
+        raise BenchError("the plain loop does not augment: add data.augment=false to --overrides")
+
+
+def bench_mnist(args: argparse.Namespace, out_dir: Path) -> list[Comparison]:
+    """CNN and MLP on MNIST, framework vs plain, samples/s of training steps."""
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    max_steps = args.warmup + args.steps
+    cfgs = {m: compose_train(mnist_overrides(args, m, max_steps), out_dir) for m in args.models}
+    for cfg in cfgs.values():
+        check_mnist_config(cfg)
+    datamodule = wiring.build_datamodule(cfgs[args.models[0]])
+    datamodule.setup("fit")  # read the files once, before any clock starts
+    results = []
+    for model, cfg in cfgs.items():
+        log(f"mnist/{model}: {args.repeats} x {args.steps} steps per variant ...")
+        paired = args.schedule == "interleave"
+        if paired:
+            pairs = [time_interleaved(cfg, datamodule, args.warmup, args.steps, device)
+                     for _ in range(args.repeats)]
+            runs = {"framework": [p[0] for p in pairs], "plain": [p[1] for p in pairs]}
+        else:
+            runs = measure({
+                "framework": partial(time_framework, cfg, datamodule, args.warmup, args.steps),
+                "plain": partial(time_plain, cfg, datamodule, args.warmup, args.steps, device),
+            }, args.repeats)
+        results.append(Comparison("mnist", model, "samples/s", runs, args.stat, paired))
+    return results
+
+
+# Later: "imdb_tokenize" (tokens/s), "imdb_bucketing" (bucketed vs unbucketed batches) and
+# "imdb_lstm" (framework vs plain LSTM), each a function of (args, out_dir) -> [Comparison].
+BENCHMARKS: dict[str, Callable[[argparse.Namespace, Path], list[Comparison]]] = {
+    "mnist": bench_mnist,
+}
+
+
+# ----------------------------------------------------------------------------- output
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def table(results: list[Comparison], target: float) -> str:
+    rows = [("bench", "case", "unit", "framework", "plain", "ratio", "")]
+    for c in results:
+        a, b = list(c.runs)[:2]
+        rows.append((c.bench, c.case, c.unit, f"{c.value(a):.1f}", f"{c.value(b):.1f}",
+                     f"{c.ratio():.3f}x", "ok" if c.ratio() >= target else f"below {target}x"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(w) if i < 3 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+                     for r in rows)
+
+
+def meta(args: argparse.Namespace) -> dict[str, Any]:
+    return {"precision": args.precision, "batch_size": args.batch_size, "steps": args.steps,
+            "warmup": args.warmup, "repeats": args.repeats, "schedule": args.schedule,
+            "stat": args.stat, "accelerator": args.accelerator,
+            "threads": torch.get_num_threads(), "overrides": args.overrides,
+            "torch": torch.__version__, "lightning": L.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count()}
+
+
+def plot(results: list[Comparison], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(results), 3.6), dpi=120)
+    variants = list(results[0].runs)[:2]
+    width = 0.38
+    for k, variant in enumerate(variants):
+        xs = [i + (k - 0.5) * width for i in range(len(results))]
+        ax.bar(xs, [c.value(variant) for c in results], width, label=variant)
+    for i, c in enumerate(results):
+        top = max(c.value(v) for v in variants)
+        ax.text(i, top * 1.02, f"{c.ratio():.2f}x", ha="center", fontsize=9)
+    ax.set_xticks(range(len(results)), [f"{c.bench}/{c.case}" for c in results])
+    ax.set_ylabel(results[0].unit)
+    ax.set_title(title, fontsize=9)
+    ax.margins(y=0.12)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- CLI
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bench", nargs="+", default=["mnist"], choices=sorted(BENCHMARKS))
+    p.add_argument("--models", nargs="+", default=["cnn", "mlp"], choices=["cnn", "mlp"])
+    p.add_argument("--steps", type=int, default=300, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps before the clock")
+    p.add_argument("--repeats", type=int, default=3, help="runs per variant")
+    p.add_argument("--schedule", default="auto", choices=["auto", "alternate", "interleave"],
+                   help="alternate: whole runs, order reversed each repeat; interleave: one "
+                        "plain step after each framework step, in the same run, so both see "
+                        "the same load; auto: interleave on CPU, alternate on GPU (where a "
+                        "sync per step would hide the framework's asynchrony)")
+    p.add_argument("--stat", default="median", choices=STATS,
+                   help="summary over repeats: median, or best (least disturbed) run")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="32-true", choices=PRECISIONS)
+    p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--data-dir", default=os.environ.get("DLEXP_DATA_DIR", "data"),
+                   help="folder holding MNIST/raw/ (default: $DLEXP_DATA_DIR or ./data)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--overrides", nargs="*", default=[],
+                   help="extra Hydra overrides for both variants, e.g. optimizer=sgd")
+    p.add_argument("--target", type=float, default=0.95, help="minimum framework/plain ratio")
+    p.add_argument("--strict", action="store_true", help="exit 2 when a ratio is below target")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG bar chart here")
+    p.add_argument("--verbose", action="store_true", help="keep Lightning's logs and warnings")
+    args = p.parse_args(argv)
+    if args.schedule == "auto":
+        args.schedule = "alternate" if args.accelerator == "gpu" else "interleave"
+    for name in ("steps", "warmup", "repeats", "batch_size", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return args
+
+
+def check_data(data_dir: str) -> None:
+    raw = Path(data_dir).expanduser() / "MNIST" / "raw"
+    if not raw.is_dir():
+        raise BenchError(f"MNIST not found: {raw.resolve()} does not exist; pass --data-dir or "
+                         "set $DLEXP_DATA_DIR to a folder holding MNIST/raw/*-ubyte[.gz]")
+
+
+def quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run(args: argparse.Namespace) -> list[Comparison]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        raise BenchError("--accelerator gpu but no CUDA device is available")
+    if "mnist" in args.bench:
+        check_data(args.data_dir)
+    results: list[Comparison] = []
+    with tempfile.TemporaryDirectory(prefix="dlexp-bench-") as tmp:
+        for name in args.bench:
+            results += BENCHMARKS[name](args, Path(tmp))
+    return results
+
+
+def report(args: argparse.Namespace, results: list[Comparison]) -> None:
+    info = meta(args)
+    title = (f"{info['precision']}, batch {args.batch_size}, {args.steps} steps x "
+             f"{args.repeats} ({args.stat}, {args.schedule}), {info['threads']} threads, "
+             f"{args.accelerator}")
+    print(f"framework vs plain PyTorch: {title}")
+    print(table(results, args.target))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"meta": info, "target": args.target,
+                   "results": [c.to_dict() for c in results]}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot(results, args.plot, f"framework vs plain: {title}")
+        log(f"wrote {args.plot}")
+
+
+def error_message(exc: Exception) -> str | None:
+    """The message of an error the user can fix (data, option, config), else None."""
+    from hydra.errors import HydraException
+
+    if isinstance(exc, BenchError):
+        return str(exc)
+    message = user_message(exc)
+    if message is None and isinstance(exc, HydraException):  # e.g. a bad override
+        message = str(exc)
+    return message
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.verbose:
+        quiet()
+    try:
+        results = run(args)
+    except Exception as exc:
+        message = error_message(exc)
+        if message is None:  # a bug, not bad input: keep the traceback
+            raise
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    report(args, results)
+    below = [c for c in results if c.ratio() < args.target]
+    return 2 if args.strict and below else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
