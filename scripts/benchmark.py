@@ -332,7 +332,7 @@ def plot(results: list[Comparison], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(results), 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 + 1.6 * len(results)), 3.8), dpi=120)
     variants = list(results[0].runs)[:2]
     width = 0.38
     for k, variant in enumerate(variants):
@@ -345,7 +345,7 @@ def plot(results: list[Comparison], path: Path, title: str) -> None:
     ax.set_ylabel(results[0].unit)
     ax.set_title(title, fontsize=9)
     ax.margins(y=0.12)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -358,7 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bench", nargs="+", default=["mnist"], choices=sorted(BENCHMARKS))
     p.add_argument("--models", nargs="+", default=["cnn", "mlp"], choices=["cnn", "mlp"])
     p.add_argument("--steps", type=int, default=300, help="timed steps per run")
-    p.add_argument("--warmup", type=int, default=10, help="untimed steps before the clock")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps before the clock (>= 1)")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant")
     p.add_argument("--schedule", default="auto", choices=["auto", "alternate", "interleave"],
                    help="alternate: whole runs, order reversed each repeat; interleave: one "
@@ -385,8 +385,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.schedule = "alternate" if args.accelerator == "gpu" else "interleave"
     for name in ("steps", "warmup", "repeats", "batch_size", "threads"):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == "warmup" else 1):
-            p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if value is not None and value < 1:  # the clock starts at the end of a warm-up step
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     return args
 
 
@@ -432,7 +432,7 @@ def report(args: argparse.Namespace, results: list[Comparison]) -> None:
         log(f"wrote {args.json}")
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(results, args.plot, f"framework vs plain: {title}")
+        plot(results, args.plot, f"framework vs plain PyTorch\n{title}")
         log(f"wrote {args.plot}")
 
 
