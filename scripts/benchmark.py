@@ -191,7 +191,7 @@ def fit_framework(cfg: DictConfig, datamodule: Any, timer: StepTimer) -> None:
     task = wiring.build_task(cfg, net, datamodule)
     loggers = wiring.build_loggers(cfg)
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + [TrainThroughput(), timer]
-    trainer = wiring._build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = wiring.build_node(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(task, datamodule=datamodule)
 
 
@@ -213,8 +213,8 @@ def plain_stepper(cfg: DictConfig, datamodule: Any, device: torch.device) -> Cal
     L.seed_everything(cfg.seed, verbose=False)
     net = wiring.build_net(cfg.model, datamodule.describe()).to(device).train()
     criterion = wiring.build_loss(cfg.loss, datamodule).to(device)
-    penalty = wiring._build(cfg.regularization)
-    optimizer = wiring._build(cfg.optimizer)([p for p in net.parameters() if p.requires_grad])
+    penalty = wiring.build_node(cfg.regularization)
+    optimizer = wiring.build_node(cfg.optimizer)([p for p in net.parameters() if p.requires_grad])
     bf16 = cfg.trainer.precision == "bf16-mixed"
     batches = shuffled_batches(datamodule.train_set, cfg.data.batch_size, cfg.seed)
 

@@ -30,9 +30,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg.root = cfg.data_dir
     if cfg.get("eval_batch_size"):
         data_cfg.eval_batch_size = cfg.eval_batch_size
-    datamodule = wiring._build(data_cfg)
+    datamodule = wiring.build_node(data_cfg)
     task = wiring.task_from_checkpoint(ckpt, path, datamodule)
-    trainer = wiring._build(cfg.trainer, logger=False, default_root_dir=str(out_dir),
+    trainer = wiring.build_node(cfg.trainer, logger=False, default_root_dir=str(out_dir),
                             callbacks=[TestFigures(datamodule.class_names,
                                                    str(out_dir / "figures"))])
     results = trainer.test(task, datamodule=datamodule)

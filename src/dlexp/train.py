@@ -63,7 +63,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     loggers = wiring.build_loggers(cfg)
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + [
         throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"))]
-    trainer: L.Trainer = wiring._build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = wiring.build_node(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     best = _best_checkpoint(trainer)

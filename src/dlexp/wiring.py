@@ -22,12 +22,13 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 
 
-def _build(node: DictConfig, **kwargs: Any) -> Any:
+def build_node(node: DictConfig, **kwargs: Any) -> Any:
+    """Instantiate one config node into plain Python containers (lists, not ListConfigs)."""
     return instantiate(node, _convert_="all", **kwargs)
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return _build(cfg.data)
+    return build_node(cfg.data)
 
 
 def model_name(cfg: DictConfig | dict) -> str:
@@ -45,7 +46,7 @@ def build_net(model_cfg: DictConfig | dict, data_info: dict) -> nn.Module:
                           f"{data_info.get('name', '')} gives {gives}; use {hint}, or a "
                           f"model for {gives}")
     node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
-    return _build(node, **data_info["net_kwargs"])
+    return build_node(node, **data_info["net_kwargs"])
 
 
 def _import(target: str) -> type:
@@ -62,19 +63,19 @@ def build_loss(loss_cfg: DictConfig | dict, datamodule: Any) -> nn.Module:
                 if isinstance(loss_cfg, DictConfig) else loss_cfg)
     spec = node.pop("class_weights", None)
     counts = datamodule.class_counts() if spec == "balanced" else None
-    return _build(OmegaConf.create(node), weight=class_weights(spec, counts))
+    return build_node(OmegaConf.create(node), weight=class_weights(spec, counts))
 
 
 def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any) -> ClassificationTask:
-    optimizer = _build(cfg.optimizer)
-    scheduler = _build(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
+    optimizer = build_node(cfg.optimizer)
+    scheduler = build_node(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
     _check_optimizer(net, optimizer, scheduler)
     return ClassificationTask(
         net=net,
         optimizer=optimizer,
         num_classes=datamodule.num_classes,
         loss=build_loss(cfg.loss, datamodule),
-        regularization=_build(cfg.regularization),
+        regularization=build_node(cfg.regularization),
         scheduler=scheduler,
         scheduler_interval=cfg.scheduler.interval,
         scheduler_monitor=cfg.scheduler.monitor,
@@ -103,7 +104,7 @@ def checkpoint_extras(cfg: DictConfig, datamodule: Any) -> dict:
 
 def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback]:
     nodes = cfg.get("callbacks") or {}
-    callbacks = [_build(n) for n in nodes.values() if n is not None and "_target_" in n]
+    callbacks = [build_node(n) for n in nodes.values() if n is not None and "_target_" in n]
     if not has_logger:  # the LR monitor writes to a logger and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
@@ -111,7 +112,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback
 
 def build_loggers(cfg: DictConfig) -> list:
     nodes = cfg.get("logger") or {}
-    return [_build(node) for node in nodes.values() if node is not None and "_target_" in node]
+    return [build_node(node) for node in nodes.values() if node is not None and "_target_" in node]
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -159,8 +160,7 @@ def task_from_checkpoint(ckpt: dict, path: str, datamodule: Any | None = None
     """Rebuild the trained network from a checkpoint's own ``dlexp`` section (no run dir)."""
     extras = ckpt["dlexp"]
     net = build_net(extras["config"]["model"], extras["data"])
-    loss = build_loss(extras["config"].get("loss") or {"_target_": "dlexp.tasks.losses.CrossEntropy"},
-                      datamodule) if datamodule is not None else None
+    loss = build_loss(extras["config"]["loss"], datamodule) if datamodule is not None else None
     task = ClassificationTask(net, optimizer=torch.optim.SGD,
                               num_classes=extras["data"]["num_classes"], loss=loss,
                               checkpoint_extras=extras)
