@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,18 +36,45 @@ def model_name(cfg: DictConfig | dict) -> str:
     return str(cfg["model"]["_target_"]).rsplit(".", 1)[-1]
 
 
-def build_net(model_cfg: DictConfig | dict, data_info: dict) -> nn.Module:
-    """Instantiate the network with what the data dictates (shapes, classes, vocabulary)."""
-    target = model_cfg["_target_"]
-    net_cls = _import(target)
+def build_net(model_cfg: DictConfig | dict, data_info: dict, load_vectors: bool = True
+              ) -> nn.Module:
+    """Instantiate the network with what the data dictates (shapes, classes, vocabulary).
+    ``model.vectors`` (a word-vectors file) initialises a text model's embedding; a model
+    rebuilt from a checkpoint skips that (``load_vectors=False``): its weights are saved."""
+    node = OmegaConf.create(model_cfg) if not isinstance(model_cfg, DictConfig) else model_cfg
+    node = OmegaConf.masked_copy(node, [k for k in node if k != "vectors"])
+    net_cls = _import(node["_target_"])
     wants, gives = getattr(net_cls, "modality", None), data_info["modality"]
     if wants is not None and wants != gives:
-        hint = {"text": "data=imdb", "image": "data=mnist"}.get(wants, "a matching data option")
         raise ConfigError(f"model {net_cls.__name__} takes {wants} input but data "
-                          f"{data_info.get('name', '')} gives {gives}; use {hint}, or a "
-                          f"model for {gives}")
-    node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
-    return build_node(node, **data_info["net_kwargs"])
+                          f"{data_info.get('name', '')} gives {gives}: use "
+                          f"{MODELS_FOR[gives]}, or {DATA_FOR[wants]} for this model")
+    net = build_node(node, **data_info["net_kwargs"])
+    vectors = model_cfg.get("vectors")
+    if vectors and load_vectors:
+        _load_vectors(net, vectors, data_info)
+    return net
+
+
+MODELS_FOR = {"image": "model=cnn or model=mlp", "text": "model=lstm (or gru, rnn)"}
+DATA_FOR = {"image": "data=mnist", "text": "data=imdb"}
+
+
+def _load_vectors(net: nn.Module, path: str, data_info: dict) -> None:
+    from dlexp.models.word_vectors import load_word_vectors
+
+    if not isinstance(getattr(net, "embedding", None), nn.Embedding) or "tokenizer" not in data_info:
+        raise ConfigError("model.vectors needs a text model (an embedding) and text data")
+    vocab = json.loads(data_info["tokenizer"])["model"]["vocab"]
+    try:
+        found = load_word_vectors(net.embedding, path, vocab)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    log.info("word vectors %s: %d of %d vocabulary words found, the rest stay random",
+             path, found, len(vocab))
+    if found == 0:
+        raise ConfigError(f"no vocabulary word found in {path}: is it a GloVe-format text "
+                          "file (word v1 v2 ...) for this language?")
 
 
 def _import(target: str) -> type:
@@ -159,7 +187,7 @@ def task_from_checkpoint(ckpt: dict, path: str, datamodule: Any | None = None
                          ) -> ClassificationTask:
     """Rebuild the trained network from a checkpoint's own ``dlexp`` section (no run dir)."""
     extras = ckpt["dlexp"]
-    net = build_net(extras["config"]["model"], extras["data"])
+    net = build_net(extras["config"]["model"], extras["data"], load_vectors=False)
     loss = build_loss(extras["config"]["loss"], datamodule) if datamodule is not None else None
     task = ClassificationTask(net, optimizer=torch.optim.SGD,
                               num_classes=extras["data"]["num_classes"], loss=loss,

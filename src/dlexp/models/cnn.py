@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import check_dropout, dense, init_weights
+from dlexp.models.layers import check_dropout, dense_block, init_weights
 
 COURSE_BLOCKS = ({"filters": 32}, {"filters": 64}, {"filters": 128})
 
@@ -88,7 +88,7 @@ class CNN(nn.Module):
         self.features.train()
         head: list[nn.Module] = []
         for size in dense:
-            head += _dense_block(width, size, activation, dropout)
+            head += dense_block(width, size, activation, dropout)
             width = size
         self.classifier = nn.Sequential(*head)
         self.head = nn.Linear(width, num_classes)
@@ -101,8 +101,3 @@ class CNN(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.classifier(self.features(x)))
-
-
-def _dense_block(width: int, size: int, act: str, p: float) -> list[nn.Module]:
-    layers = dense(width, size, act)
-    return layers + [nn.Dropout(p)] if p > 0 else layers

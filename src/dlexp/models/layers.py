@@ -57,6 +57,13 @@ def dense(in_features: int, out_features: int, act: str, maxout_pieces: int = 2)
     return [nn.Linear(in_features, out_features), activation(act)]
 
 
+def dense_block(in_features: int, out_features: int, act: str, dropout: float = 0.0
+                ) -> list[nn.Module]:
+    """:func:`dense` plus dropout when ``dropout`` > 0: one hidden layer of a classifier head."""
+    layers = dense(in_features, out_features, act)
+    return layers + [nn.Dropout(dropout)] if dropout > 0 else layers
+
+
 def init_weights(module: nn.Module, scheme: str, act: str = "relu") -> None:
     """Re-initialise conv and linear weights: ``default`` keeps PyTorch's, else kaiming/xavier."""
     if scheme not in INITS:

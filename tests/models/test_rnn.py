@@ -1,0 +1,133 @@
+"""The recurrent text classifier: shapes, padding invariance (packed and unpacked), pooling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlexp.models.rnn import RNNClassifier, padding_mask, reverse_within_length
+
+VOCAB = 50
+
+
+def _batch(lengths: list[int], extra_padding: int = 0, seed: int = 0
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids with ``extra_padding`` more pad columns than the longest row needs."""
+    g = torch.Generator().manual_seed(seed)
+    steps = max(lengths) + extra_padding
+    ids = torch.zeros(len(lengths), steps, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(2, VOCAB, (n,), generator=g)
+    return ids, torch.tensor(lengths)
+
+
+def _net(**kwargs) -> RNNClassifier:
+    torch.manual_seed(0)
+    return RNNClassifier(VOCAB, embedding_dim=8, hidden_size=6, **kwargs).eval()
+
+
+def test_reverse_within_length_keeps_padding_and_is_an_involution() -> None:
+    x = torch.arange(12).view(2, 6)
+    lengths = torch.tensor([4, 6])
+    r = reverse_within_length(x, lengths)
+    assert r.tolist() == [[3, 2, 1, 0, 4, 5], [11, 10, 9, 8, 7, 6]]
+    assert torch.equal(reverse_within_length(r, lengths), x)
+    x3 = torch.randn(2, 6, 3)
+    assert torch.equal(reverse_within_length(reverse_within_length(x3, lengths), lengths), x3)
+
+
+def test_padding_mask() -> None:
+    assert padding_mask(torch.tensor([1, 3]), 4).tolist() == [
+        [True, False, False, False], [True, True, True, False]]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("pooling", ["last", "max", "mean"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_output_does_not_change_with_the_amount_of_padding(cell: str, pooling: str,
+                                                           packed: bool) -> None:
+    net = _net(cell=cell, pooling=pooling, packed=packed, num_layers=2, bidirectional=True)
+    lengths = [5, 2, 7, 1]
+    with torch.no_grad():
+        tight = net(*_batch(lengths))
+        padded = net(*_batch(lengths, extra_padding=9))
+    assert tight.shape == (4, 2)
+    torch.testing.assert_close(padded, tight, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed_and_unpacked_agree_on_the_same_weights(bidirectional: bool) -> None:
+    net = _net(cell="lstm", pooling="last", bidirectional=bidirectional, num_layers=2)
+    ids, lengths = _batch([6, 3, 1, 4], extra_padding=3)
+    with torch.no_grad():
+        unpacked = net(ids, lengths)
+        net.packed = True
+        packed = net(ids, lengths)
+    torch.testing.assert_close(packed, unpacked, atol=1e-5, rtol=1e-5)
+
+
+def test_each_row_is_independent_of_its_batch_mates() -> None:
+    net = _net(pooling="mean")
+    ids, lengths = _batch([3, 8, 5])
+    with torch.no_grad():
+        together = net(ids, lengths)
+        alone = net(ids[:1, :3], lengths[:1])
+    torch.testing.assert_close(together[:1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_backward_shapes_and_gradients() -> None:
+    net = RNNClassifier(VOCAB, num_classes=3, embedding_dim=8, hidden_size=6, num_layers=2,
+                        dense=[5], dropout=0.2, embedding_dropout=0.1).train()
+    ids, lengths = _batch([4, 2, 6])
+    out = net(ids, lengths)
+    assert out.shape == (3, 3)
+    out.sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape, name
+    assert net.head.in_features == 5 and net.classifier[0].in_features == 12
+
+
+def test_the_backward_direction_reads_the_real_tokens() -> None:
+    """With ``last`` pooling the backward half must see the first token: changing it changes
+    the output even for a one-layer net that only pools the final states."""
+    net = _net(pooling="last", bidirectional=True)
+    ids, lengths = _batch([5], extra_padding=4)
+    changed = ids.clone()
+    changed[0, 0] = (ids[0, 0] + 1) % VOCAB or 2
+    with torch.no_grad():
+        assert not torch.allclose(net(ids, lengths), net(changed, lengths))
+
+
+def test_padding_row_and_frozen_embedding() -> None:
+    net = RNNClassifier(VOCAB, pad_idx=0, freeze_embedding=True)
+    assert torch.count_nonzero(net.embedding.weight[0]) == 0
+    assert not net.embedding.weight.requires_grad
+    assert all(p.requires_grad for n, p in net.named_parameters() if not n.startswith("embed"))
+
+
+def test_zero_lengths_are_treated_as_one_token() -> None:
+    net = _net()
+    ids, _ = _batch([3, 3])
+    with torch.no_grad():
+        out = net(ids, torch.tensor([0, 3]))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"cell": "transformer"}, "unknown cell 'transformer'; choose one of rnn, gru, lstm"),
+    ({"pooling": "attention"}, "unknown pooling 'attention'"),
+    ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+    ({"embedding_dropout": -0.1}, "embedding_dropout must be in [0, 1)"),
+    ({"hidden_size": 0}, "hidden_size must be >= 1"),
+])
+def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        RNNClassifier(VOCAB, **kwargs)
+
+
+def test_bf16_autocast_on_cpu_runs() -> None:
+    net = _net()
+    ids, lengths = _batch([4, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(ids, lengths)
+    assert out.shape == (2, 2) and torch.isfinite(out.float()).all()
