@@ -1,5 +1,6 @@
-"""``dlexp-predict CKPT IMAGE [IMAGE ...]``: class and probability for each image, from the
-checkpoint alone (its ``dlexp`` section rebuilds the network and the input pipeline)."""
+"""``dlexp-predict CKPT INPUT [INPUT ...]``: class and probability per image (image models) or
+per review (text models, also ``--file``), from the checkpoint alone: its ``dlexp`` section
+rebuilds the network and the input pipeline (normalisation, or the tokenizer)."""
 
 from __future__ import annotations
 
@@ -57,44 +58,89 @@ def _centre_of_mass_offset(ink: np.ndarray) -> tuple[int, int]:
 
 def predict_images(ckpt_path: str, images: list[str]) -> list[list[tuple[str, float]]]:
     """Per image, (class name, probability) pairs sorted by probability."""
-    ckpt = wiring.load_checkpoint(ckpt_path)
+    ckpt = _checkpoint(ckpt_path, "image")
     info = ckpt["dlexp"]["data"]
-    if info["modality"] != "image":
-        raise CheckpointError(f"{ckpt_path} is a {info['modality']} model; give it text, "
-                              "not images")
-    task = wiring.task_from_checkpoint(ckpt, ckpt_path)
     batch = torch.stack([load_image(p) for p in images]).float()
-    batch = (batch / 255 - info["mean"]) / info["std"]
+    return _ranked(ckpt, ckpt_path, (batch / 255 - info["mean"]) / info["std"])
+
+
+def predict_texts(ckpt_path: str, texts: list[str]) -> list[list[tuple[str, float]]]:
+    """Per text, (class name, probability) pairs sorted by probability. The tokenizer comes
+    from the checkpoint, so the text is encoded exactly as in training."""
+    from dlexp.data.text import encode_texts
+
+    ckpt = _checkpoint(ckpt_path, "text")
+    ids, lengths = encode_texts(ckpt["dlexp"]["data"], texts)
+    return _ranked(ckpt, ckpt_path, (ids, lengths))
+
+
+def _checkpoint(path: str, modality: str) -> dict:
+    ckpt = wiring.load_checkpoint(path)
+    given = ckpt["dlexp"]["data"]["modality"]
+    if given != modality:
+        wants = "image files" if given == "image" else "text (arguments, or --file)"
+        raise CheckpointError(f"{path} is a {given} model: give it {wants}, not {modality}")
+    return ckpt
+
+
+def _ranked(ckpt: dict, path: str, inputs: torch.Tensor | tuple) -> list[list[tuple[str, float]]]:
+    task = wiring.task_from_checkpoint(ckpt, path)
     with torch.inference_mode():
-        probs = task(batch).float().softmax(-1)
-    names = info["class_names"]
+        probs = task(inputs).float().softmax(-1)
+    names = ckpt["dlexp"]["data"]["class_names"]
     return [sorted(((names[i], float(p[i])) for i in range(len(names))),
                    key=lambda t: -t[1]) for p in probs]
+
+
+def modality(ckpt_path: str) -> str:
+    return wiring.load_checkpoint(ckpt_path)["dlexp"]["data"]["modality"]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dlexp-predict", description=__doc__)
     parser.add_argument("checkpoint", help="a .ckpt written by train.py")
-    parser.add_argument("images", nargs="+", help="PNG/JPG files of any size")
-    parser.add_argument("--top-k", type=int, default=1, help="classes shown per image")
+    parser.add_argument("inputs", nargs="*",
+                        help="image files (PNG/JPG of any size) for an image model; review "
+                             "texts for a text model")
+    parser.add_argument("--file", help="text model: a file with one review per line "
+                                       "('-' reads standard input)")
+    parser.add_argument("--top-k", type=int, default=1, help="classes shown per input")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     try:
-        ranked = predict_images(args.checkpoint, args.images)
+        key, names, ranked = _predict(args)
     except Exception as exc:
-        message = user_message(exc) or (str(exc) if isinstance(exc, ValueError) else None)
+        message = user_message(exc) or (str(exc) if isinstance(exc, ValueError | OSError)
+                                        else None)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
-    for path, top in zip(args.images, ranked, strict=True):
+    for name, top in zip(names, ranked, strict=True):
         top = top[: max(1, args.top_k)]
         if args.json:
-            print(json.dumps({"file": path, "class": top[0][0], "probability": top[0][1],
+            print(json.dumps({key: name, "class": top[0][0], "probability": top[0][1],
                               "top": [{"class": c, "probability": p} for c, p in top]}))
         else:
             shown = "  ".join(f"{c} ({p:.3f})" for c, p in top)
-            print(f"{path}: {shown}")
+            print(f"{name}: {shown}")
+
+
+def _predict(args: argparse.Namespace) -> tuple[str, list[str], list[list[tuple[str, float]]]]:
+    """(JSON key, what each input is shown as, ranked classes per input)."""
+    if modality(args.checkpoint) == "image":
+        if not args.inputs or args.file:
+            raise ValueError("give image files after the checkpoint (--file is for text models)")
+        return "file", args.inputs, predict_images(args.checkpoint, args.inputs)
+    texts = list(args.inputs)
+    if args.file:
+        lines = (sys.stdin.read() if args.file == "-"
+                 else Path(args.file).read_text(encoding="utf-8")).splitlines()
+        texts += [line for line in lines if line.strip()]
+    if not texts:
+        raise ValueError("give review texts after the checkpoint, or --file with one per line")
+    shown = [t if len(t) <= 60 else t[:57] + "..." for t in texts]
+    return "text", shown, predict_texts(args.checkpoint, texts)
 
 
 if __name__ == "__main__":

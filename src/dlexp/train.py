@@ -55,6 +55,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = wiring.build_datamodule(cfg)
     net = wiring.build_net(cfg.model, datamodule.describe())
+    _save_tokenizer(datamodule.describe(), out_dir)
     task = wiring.build_task(cfg, net, datamodule)
     ckpt_path = _resume_checkpoint(cfg, task)
     if cfg.get("compile"):
@@ -81,6 +82,12 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         results.update(_first(trainer.test(task, datamodule=datamodule, ckpt_path=best)))
     _log_hparams(trainer, cfg, results)
     return results
+
+
+def _save_tokenizer(data_info: dict, out_dir: Path) -> None:
+    """Text data: keep the tokenizer beside the run (the checkpoints carry it too)."""
+    if "tokenizer" in data_info and is_rank_zero():
+        (out_dir / "tokenizer.json").write_text(data_info["tokenizer"])
 
 
 def _resume_checkpoint(cfg: DictConfig, task: L.LightningModule) -> str | None:
