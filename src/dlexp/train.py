@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from dlexp import wiring
+from dlexp import cluster, wiring
 from dlexp.callbacks.test_figures import TestFigures
 from dlexp.callbacks.throughput import TrainThroughput
 from dlexp.errors import user_message
@@ -35,7 +35,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {"status": "running", "run_dir": str(out_dir),
                                "monitor": cfg.monitor.metric}
     try:
-        metrics.update(_fit_and_test(cfg, out_dir))
+        with cluster.ddp_children_in_this_job(cfg):  # DDP ranks 1..N-1 rejoin this sweep job
+            metrics.update(_fit_and_test(cfg, out_dir))
         metrics["status"] = "ok"
     except Exception as exc:  # recorded, so a sweep goes on and a report shows the failure
         message = user_message(exc)
@@ -57,7 +58,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     net = wiring.build_net(cfg.model, datamodule.describe())
     _save_tokenizer(datamodule.describe(), out_dir)
     task = wiring.build_task(cfg, net, datamodule)
-    ckpt_path = _resume_checkpoint(cfg, task)
+    ckpt_path = _resume_checkpoint(cfg, task, out_dir)
     if cfg.get("compile"):
         task.net = __import__("torch").compile(task.net)
     throughput = TrainThroughput()
@@ -90,10 +91,11 @@ def _save_tokenizer(data_info: dict, out_dir: Path) -> None:
         (out_dir / "tokenizer.json").write_text(data_info["tokenizer"])
 
 
-def _resume_checkpoint(cfg: DictConfig, task: L.LightningModule) -> str | None:
-    if not cfg.get("ckpt_path"):
+def _resume_checkpoint(cfg: DictConfig, task: L.LightningModule, out_dir: Path) -> str | None:
+    requeued = cluster.requeued_checkpoint(out_dir)  # SLURM requeue: continue this job's own run
+    if not (requeued or cfg.get("ckpt_path")):
         return None
-    path = str(Path(cfg.ckpt_path).expanduser().resolve())
+    path = requeued or str(Path(cfg.ckpt_path).expanduser().resolve())
     ckpt = wiring.load_checkpoint(path)
     wiring.check_same_model(ckpt, cfg, path)
     wiring.check_state_dict(task, ckpt, path)

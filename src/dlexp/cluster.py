@@ -1,0 +1,85 @@
+"""Sweeps and clusters: DDP child processes inside a Hydra multirun, and resuming a job that
+SLURM requeued (preemption, time limit) from the checkpoints it left in its own directory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from omegaconf import DictConfig, read_write
+
+from dlexp.errors import ConfigError
+
+
+def requeued_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint an earlier attempt of this SLURM job left, else None.
+
+    A requeued job reruns in the same directory (submitit pickles the job's config). Lightning's
+    SLURMEnvironment saves ``hpc_ckpt_N.ckpt`` there on the requeue signal; a job killed
+    without it (plain SIGTERM preemption) still has ``checkpoints/last.ckpt`` from its last epoch.
+    """
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1:
+        return None
+    found = [p for p in [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+             if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
+@contextmanager
+def ddp_children_in_this_job(cfg: DictConfig) -> Iterator[None]:
+    """Make Lightning's DDP subprocess launcher restart *this* multirun job on ranks 1..N-1.
+
+    Lightning starts each child as ``python train.py <sys.argv[1:]> hydra.run.dir=<run.dir>``.
+    In a multirun that argv holds ``-m`` and the whole sweep, and run.dir is not the job's
+    directory, so every child would start its own sweep somewhere else. For the duration of
+    the job, argv becomes this job's overrides in single-run mode and run.dir its directory.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
+    hydra_cfg = HydraConfig.get()
+    _check_launcher(cfg, hydra_cfg)
+    saved_argv, saved_dir, saved_env = sys.argv, hydra_cfg.run.dir, dict(os.environ)
+    sys.argv = [saved_argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = saved_dir
+        _end_process_group(saved_env)
+
+
+def _end_process_group(saved_env: dict[str, str]) -> None:
+    """The next job of the sweep runs in this process: without this it would reuse the
+    finished job's process group (its peers are gone) and MASTER_PORT/WORLD_SIZE."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key in set(os.environ) - set(saved_env):
+        del os.environ[key]
+    os.environ.update(saved_env)
+
+
+def _check_launcher(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """Joblib's worker processes are not ``train.py``: their DDP children could not rejoin."""
+    spawns = str(cfg.trainer.get("strategy", "")).startswith("ddp") and _devices(cfg) > 1
+    if spawns and "joblib" in str(hydra_cfg.launcher.get("_target_", "")):
+        raise ConfigError("trainer=ddp inside hydra/launcher=joblib cannot start its processes; "
+                          "use the default launcher or hydra/launcher=slurm")
+
+
+def _devices(cfg: DictConfig) -> int:
+    devices = cfg.trainer.get("devices", 1)
+    if isinstance(devices, int):
+        return devices
+    return len(devices) if not isinstance(devices, str) else 2  # "auto", "-1": assume several
