@@ -1,0 +1,52 @@
+"""scripts/word_vectors.py: PPMI co-occurrence vectors from unlabeled reviews."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from conftest import REPO, TEST_ONLY
+
+from dlexp.models.word_vectors import read_word_vectors
+
+spec = importlib.util.spec_from_file_location("word_vectors", REPO / "scripts" / "word_vectors.py")
+wv = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(wv)
+
+
+def test_cooccurrences_are_symmetric_weighted_and_stay_inside_a_review() -> None:
+    flat = torch.tensor([2, 3, 4, 5, 6], dtype=torch.int32)  # reviews [2 3 4] and [5 6]
+    offsets = torch.tensor([0, 3, 5])
+    counts = wv.cooccurrences(flat, offsets, vocab=7, window=2).to_dense()
+    assert torch.equal(counts, counts.t())
+    assert counts[2, 3] == 1 and counts[2, 4] == 0.5  # distance 1, distance 2
+    assert counts[4, 5] == 0  # across the review boundary
+    assert counts[0].sum() == 0 and counts[1].sum() == 0  # pad and unk never count
+
+
+def test_ppmi_keeps_only_positive_associations() -> None:
+    counts = torch.tensor([[0.0, 8, 1], [8, 0, 1], [1, 1, 0]]).to_sparse().coalesce()
+    values = wv.ppmi(counts, alpha=1.0).coalesce()
+    assert (values.values() > 0).all()
+    dense = values.to_dense()
+    assert dense[0, 1] > 0 and dense[0, 2] == 0  # 0-1 co-occur more than chance, 0-2 less
+
+
+def test_script_learns_from_unlabeled_reviews_only(tmp_path: Path, tiny_imdb: Path) -> None:
+    out = tmp_path / "vectors.txt"
+    assert wv.main(["--source", str(tiny_imdb / "aclImdb"), "--out", str(out), "--dim", "8",
+                    "--vocab", "500", "--min-count", "1", "--window", "3"]) == 0
+    words = [line.split(" ", 1)[0] for line in out.read_text().splitlines()]
+    assert "[PAD]" not in words and "[UNK]" not in words and "movie" in words
+    assert TEST_ONLY not in words  # planted in test reviews only
+    matrix, found = read_word_vectors(out, {w: i for i, w in enumerate(words)}, 8)
+    assert found.all() and torch.isfinite(matrix).all()
+    assert abs(float(matrix.std()) - 1) < 0.05  # scaled like nn.Embedding's N(0, 1)
+
+
+def test_script_without_data_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DLEXP_DATA_DIR", str(tmp_path))
+    assert wv.main(["--out", str(tmp_path / "v.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no aclImdb_v1.tar.gz or aclImdb/") and err.count("\n") == 1
