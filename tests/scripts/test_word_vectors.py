@@ -26,7 +26,8 @@ def test_cooccurrences_are_symmetric_weighted_and_stay_inside_a_review() -> None
 
 
 def test_ppmi_keeps_only_positive_associations() -> None:
-    counts = torch.tensor([[0.0, 8, 1], [8, 0, 1], [1, 1, 0]]).to_sparse().coalesce()
+    counts = torch.tensor([[0.0, 10, 1, 0], [10, 0, 0, 1], [1, 0, 0, 10], [0, 1, 10, 0]])
+    counts = counts.to_sparse().coalesce()
     values = wv.ppmi(counts, alpha=1.0).coalesce()
     assert (values.values() > 0).all()
     dense = values.to_dense()
