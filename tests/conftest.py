@@ -78,3 +78,77 @@ FAST = ["trainer.accelerator=cpu", "+trainer.enable_progress_bar=false",
         "+trainer.enable_model_summary=false", "~callbacks.progress_bar",
         "~callbacks.model_summary"]
 TINY_DATA = ["data.val_size=100", "data.batch_size=32", "data.eval_batch_size=100"]
+
+
+# ---------------------------------------------------------------- IMDB
+POSITIVE = ("great", "wonderful", "loved", "brilliant", "superb", "enjoyable")
+NEGATIVE = ("awful", "boring", "terrible", "waste", "worst", "dull")
+FILLER = ("the", "movie", "film", "plot", "actor", "scene", "story", "was", "and", "a", "it",
+          "this", "of", "to", "with", "director", "cast", "ending", "music", "character")
+TEST_ONLY = "zanzibar"  # planted in test reviews only: the vocabulary must never see it
+
+
+def _review(rng: np.random.Generator, label: int, test: bool) -> str:
+    """5-150 words of filler with a few sentiment words of the class (none when unlabeled),
+    some capitalised, some followed by punctuation, some with ``<br />`` line breaks."""
+    words = list(rng.choice(FILLER, size=int(rng.integers(5, 150))))
+    cue = {1: POSITIVE, 0: NEGATIVE}.get(label, POSITIVE + NEGATIVE)
+    words += list(rng.choice(cue, size=int(rng.integers(1, 4)) if label >= 0 else 1))
+    words += [TEST_ONLY] if test else []
+    rng.shuffle(words)
+    words = [w.capitalize() if rng.random() < 0.1 else w for w in words]
+    words = [w + str(rng.choice(["!", ".", ","])) if rng.random() < 0.1 else w for w in words]
+    if rng.random() < 0.3:
+        words.insert(len(words) // 2, "<br /><br />")
+    return " ".join(words)
+
+
+def make_imdb_tree(root: Path, n_train: int = 100, n_test: int = 50, n_unsup: int = 150,
+                   seed: int = 0) -> Path:
+    """Write ``root/aclImdb`` like the official release: ``{train,test}/{pos,neg}`` with
+    ``n_train``/``n_test`` reviews per class and ``train/unsup``, files ``<id>_<rating>.txt``
+    (pos 7-10, neg 1-4, unsup 0), plus the README/url files the reader must skip."""
+    rng = np.random.default_rng(seed)
+    base = root / "aclImdb"
+    for split, n in (("train", n_train), ("test", n_test)):
+        for folder, label, ratings in (("neg", 0, (1, 5)), ("pos", 1, (7, 11))):
+            out = base / split / folder
+            out.mkdir(parents=True)
+            for i in range(n):
+                text = _review(rng, label, split == "test")
+                (out / f"{i}_{rng.integers(*ratings)}.txt").write_text(text, encoding="utf-8")
+            (base / split / f"urls_{folder}.txt").write_text("http://imdb.example\n" * n)
+    unsup = base / "train" / "unsup"
+    unsup.mkdir()
+    for i in range(n_unsup):
+        (unsup / f"{i}_0.txt").write_text(_review(rng, -1, False), encoding="utf-8")
+    (base / "README").write_text("Large Movie Review Dataset v1.0 (generated for tests)\n")
+    (base / "imdb.vocab").write_text("\n".join(POSITIVE + NEGATIVE + FILLER))
+    return root
+
+
+def tar_imdb(tree_root: Path, archive: Path) -> Path:
+    """Pack ``tree_root/aclImdb`` into ``archive`` as the official tarball is packed."""
+    import tarfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tree_root / "aclImdb", arcname="aclImdb")
+    return archive
+
+
+@pytest.fixture(scope="session")
+def tiny_imdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding ``aclImdb/``: 200 train, 100 test and 150 unsup generated reviews."""
+    return make_imdb_tree(tmp_path_factory.mktemp("imdb"))
+
+
+@pytest.fixture
+def real_imdb_dir() -> Path:
+    """``$DLEXP_DATA_DIR`` when it holds aclImdb_v1.tar.gz or aclImdb/; skips otherwise."""
+    root = os.environ.get("DLEXP_DATA_DIR")
+    if not root or not ((Path(root) / "aclImdb_v1.tar.gz").is_file()
+                        or (Path(root) / "aclImdb").is_dir()):
+        pytest.skip("real IMDB not found: set DLEXP_DATA_DIR to a folder holding "
+                    "aclImdb_v1.tar.gz or aclImdb/")
+    return Path(root)

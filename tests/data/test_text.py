@@ -1,0 +1,128 @@
+"""Tokenizer (normalisation, determinism, JSON round trip, special ids) and the token cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlexp.data import text
+from dlexp.data.text import PAD_ID, UNK_ID, encode, encode_texts, from_json, to_json
+
+CORPUS = [
+    "A great movie!! I loved it.<br /><br />The cast was great, the music wonderful.",
+    "An awful film. Boring plot, terrible acting... A waste of time!",
+    "The plot was great but the ending was awful.",
+    "Loved the music; loved the cast. Great!",
+] * 3
+
+
+def _train(model: str = "word", **kwargs) -> text.Tokenizer:
+    return text.train_tokenizer(CORPUS, model, **{"vocab_size": 200, "min_frequency": 1,
+                                                  **kwargs})
+
+
+def _tokens(tok: text.Tokenizer, s: str) -> list[str]:
+    return tok.encode(s).tokens
+
+
+def test_normalisation_lowercases_strips_br_and_splits_punctuation() -> None:
+    tok = _train()
+    assert _tokens(tok, "GREAT movie!!<br /><br />I LOVED it.") == \
+        ["great", "movie", "!!", "i", "loved", "it", "."]
+    assert _tokens(tok, "music,cast<br/>plot") == ["music", ",", "cast", "plot"]
+    assert "<" not in tok.get_vocab() and "br" not in tok.get_vocab()
+
+
+@pytest.mark.parametrize("model", ["word", "bpe"])
+def test_special_ids_and_unknown_words(model: str) -> None:
+    tok = _train(model)
+    assert tok.token_to_id(text.PAD) == PAD_ID == 0 and tok.token_to_id(text.UNK) == UNK_ID == 1
+    ids = encode(tok, ["great", "", "qqqq", "a [PAD] [UNK]"])
+    assert ids.lengths[1] == 1 and ids.flat[ids.offsets[1]] == UNK_ID  # empty: one unk
+    assert PAD_ID not in ids.flat.tolist()  # quoting "[PAD]" never yields the pad id
+
+
+def test_word_vs_bpe_on_an_unseen_word() -> None:
+    assert encode(_train("word"), ["greatest"]).flat.tolist() == [UNK_ID]
+    pieces = _train("bpe").encode("greatest").tokens
+    assert len(pieces) > 1 and "[UNK]" not in pieces  # subwords instead of unk
+
+
+def test_vocab_size_and_min_frequency() -> None:
+    assert _train(vocab_size=10).get_vocab_size() == 10
+    rare = _train(min_frequency=4).get_vocab()  # each CORPUS line appears 3 times
+    assert "great" in rare and "boring" not in rare
+
+
+@pytest.mark.parametrize("model", ["word", "bpe"])
+def test_deterministic_and_json_round_trip(model: str) -> None:
+    tok = _train(model)
+    blob = to_json(tok)
+    assert isinstance(blob, str) and json.loads(blob)["model"]["type"] in ("WordLevel", "BPE")
+    assert blob == to_json(_train(model))
+    again = from_json(blob)
+    assert to_json(again) == blob
+    assert encode(again, CORPUS).flat.tolist() == encode(tok, CORPUS).flat.tolist()
+
+
+def test_same_json_in_a_fresh_process() -> None:
+    """Frequency ties must not be broken by per-process hash seeds."""
+    code = ("import sys, json; from dlexp.data import text; c = json.load(sys.stdin); "
+            "print(json.dumps([text.to_json(text.train_tokenizer(c, m, 200, 1)) "
+            "for m in ('word', 'bpe')]))")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(CORPUS), text=True,
+                         capture_output=True, check=True).stdout
+    assert json.loads(out) == [to_json(_train(m)) for m in ("word", "bpe")]
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError, match="data.tokenizer.model"):
+        text.train_tokenizer(CORPUS, "char")
+    with pytest.raises(ValueError, match="data.tokenizer.vocab_size"):
+        text.train_tokenizer(CORPUS, "word", vocab_size=2)
+
+
+def test_encode_store_layout() -> None:
+    tok = _train()
+    store = encode(tok, CORPUS[:3])
+    assert store.flat.dtype == torch.int32 and store.offsets.dtype == torch.int64
+    for i, s in enumerate(CORPUS[:3]):
+        assert store.flat[store.offsets[i]:store.offsets[i + 1]].tolist() == tok.encode(s).ids
+
+
+def test_encode_texts_from_a_description() -> None:
+    tok = _train()
+    info = {"tokenizer": to_json(tok), "max_len": 4, "truncate": "head_tail"}
+    ids, lengths = encode_texts(info, ["great", "the plot was great but the ending was awful", ""])
+    assert ids.dtype == lengths.dtype == torch.int64 and lengths.tolist() == [1, 4, 1]
+    assert ids.shape == (3, 4) and ids[0, 1:].eq(0).all()
+    want = tok.encode("the plot was great but the ending was awful").ids
+    assert ids[1].tolist() == want[:1] + want[-3:]  # head 4 // 4 = 1, tail 3
+    assert ids[2].tolist() == [UNK_ID, 0, 0, 0]
+
+
+def test_cache_key_changes_with_any_setting() -> None:
+    base = {"tokenizer": {"model": "word", "vocab_size": 100}, "seed": 0}
+    key = text.cache_key(**base)
+    assert key == text.cache_key(**dict(reversed(list(base.items()))))
+    assert key != text.cache_key(**{**base, "seed": 1})
+    assert key != text.cache_key(**{**base, "tokenizer": {"model": "word", "vocab_size": 101}})
+
+
+def test_cache_round_trip_with_safe_loading(tmp_path: Path) -> None:
+    payload = {"tokenizer": "{}", "train": {"flat": torch.arange(5).int(),
+                                            "offsets": torch.tensor([0, 2, 5])}}
+    path = tmp_path / "sub" / "tokens.pt"
+    text.save_cache(path, payload)
+    assert [p.name for p in path.parent.iterdir()] == ["tokens.pt"]  # no .part left
+    loaded = text.load_cache(path)
+    assert loaded["tokenizer"] == "{}" and torch.equal(loaded["train"]["flat"],
+                                                      payload["train"]["flat"])
+    assert text.load_cache(tmp_path / "absent.pt") is None
+    path.write_bytes(b"not a checkpoint")
+    assert text.load_cache(path) is None  # rebuilt, not fatal
