@@ -1,4 +1,4 @@
-"""Thin launcher so `python report.py outputs/train/multiruns/<time>` works from the repository root."""
+"""Thin launcher so `python report.py outputs/multiruns/<time>` works from the repository root."""
 
 import sys
 

@@ -3,6 +3,7 @@ SLURM requeued (preemption, time limit) from the checkpoints it left in its own 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -83,3 +84,19 @@ def _devices(cfg: DictConfig) -> int:
     if isinstance(devices, int):
         return devices
     return len(devices) if not isinstance(devices, str) else 2  # "auto", "-1": assume several
+
+
+class TrialFailed(RuntimeError):
+    """A failed job under the Optuna sweeper: raising marks its trial FAIL and the study goes
+    on (``max_failure_rate: 1.0``). Returning NaN instead crashes hydra-optuna-sweeper 1.3 with
+    optuna 2.x: it tells the study FAIL *with* the NaN value, which optuna rejects (hydra#2237)."""
+
+
+def sweep_value(value: float, error: str | None) -> float:
+    """What the job returns to its sweeper: NaN marks a failure, except under Optuna."""
+    from hydra.core.hydra_config import HydraConfig
+
+    optuna = HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper._target_)
+    if math.isnan(value) and optuna:
+        raise TrialFailed(error or "the monitored metric is NaN")
+    return value

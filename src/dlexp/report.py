@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dlexp-report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="the directory of a -m sweep "
-                        "(outputs/<task>/multiruns/<time>)")
+                        "(outputs/multiruns/<time>)")
     parser.add_argument("--out", type=Path, help="where to write (default: SWEEP_DIR/report)")
     parser.add_argument("--top", type=int, default=5, help="validation curves of the N best runs")
     args = parser.parse_args(argv)

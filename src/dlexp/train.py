@@ -150,7 +150,7 @@ def main(cfg: DictConfig) -> float:
         shown = {k: metrics.get(k) for k in ("val/acc", "test/acc", "epoch", "wall_s")}
         log.info("done: %s  (%s)", OmegaConf.to_yaml(shown).strip().replace("\n", ", "),
                  Path(cfg.paths.output_dir) / "metrics.json")
-    return monitored_value(cfg, metrics)
+    return cluster.sweep_value(monitored_value(cfg, metrics), metrics.get("error"))
 
 
 if __name__ == "__main__":

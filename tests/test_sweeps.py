@@ -1,0 +1,150 @@
+"""Multiruns through ``train.py -m``: grid, every experiment preset, Optuna with a resumed SQLite
+study, joblib in parallel, and DDP jobs inside a sweep. Each runs the real CLI on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import CONFIG_DIR, FAST, REPO, TINY_DATA, compose_train
+
+from dlexp.report import find_jobs, report
+
+MLP = ["model=mlp", "model.hidden=[32]", "model.dropout=0.0"]
+
+
+def multirun(log_dir: Path, data: Path, *args: str, multi: bool = True,
+             timeout: int = 300) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run ``train.py [-m] args`` with outputs under ``log_dir``; returns the process and the
+    sweep directory it wrote (the newest one)."""
+    cmd = [sys.executable, str(REPO / "train.py"), *(["-m"] if multi else []),
+           f"paths.log_dir={log_dir}", f"paths.data_dir={data}", *FAST, *TINY_DATA, *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=log_dir,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    sweeps = sorted((log_dir / "multiruns").glob("*"))
+    assert result.returncode == 0 and sweeps, result.stderr[-3000:]
+    return result, sweeps[-1]
+
+
+def job_metrics(sweep: Path) -> dict[str, dict]:
+    """Job directory name -> its metrics.json."""
+    return {job.name: job.metrics for job in find_jobs(sweep)}
+
+
+def test_grid_sweep_gives_every_job_its_directory(tmp_path: Path, tiny_mnist: Path) -> None:
+    _, sweep = multirun(tmp_path, tiny_mnist, "model=mlp,cnn", "optimizer=sgd,adam",
+                        "debug=fdr")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}", sweep.name)  # microseconds
+    jobs = find_jobs(sweep)
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    combos = {(j.overrides["model"], j.overrides["optimizer"]) for j in jobs}
+    assert combos == {(m, o) for m in ("mlp", "cnn") for o in ("sgd", "adam")}
+    for job in jobs:
+        assert job.status == "ok", job.metrics.get("error")
+        assert job.metrics["run_dir"] == str(job.path)
+        assert (job.path / ".hydra" / "config.yaml").is_file()
+    assert (sweep / "multirun.yaml").is_file()
+    assert not (tmp_path / "train" / "runs").exists()  # no job fell back to a single-run dir
+
+
+def _mnist_presets() -> tuple[list[str], list[str]]:
+    """Experiment presets on MNIST (the tiny generated data fits them) and the others."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    mnist, other = [], []
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for path in sorted(Path(CONFIG_DIR, "experiment").glob("*.yaml")):
+            cfg = compose("train", overrides=[f"experiment={path.stem}"])
+            (mnist if cfg.data._target_.endswith("MNISTDataModule") else other).append(path.stem)
+    GlobalHydra.instance().clear()
+    return mnist, other
+
+
+def test_every_experiment_preset_runs(tmp_path: Path, tiny_mnist: Path) -> None:
+    mnist, other = _mnist_presets()
+    exclude = f",exclude=[{','.join(other)}]" if other else ""
+    _, sweep = multirun(tmp_path, tiny_mnist, f"experiment=glob(*{exclude})", "debug=fdr")
+    jobs = find_jobs(sweep)
+    assert sorted(j.overrides["experiment"] for j in jobs) == mnist
+    failed = {j.overrides["experiment"]: j.metrics.get("error") for j in jobs if j.status != "ok"}
+    assert not failed
+
+
+def test_optuna_search_resumes_from_sqlite(tmp_path: Path, tiny_mnist: Path) -> None:
+    import optuna
+
+    db = tmp_path / "study.db"
+    args = ["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=3", *MLP[:2], "debug=fdr",
+            f"hydra.sweeper.storage=sqlite:///{db}",
+            # one value that cannot work: its trials fail, and the study goes on
+            "model.dropout=choice(0.0,0.3,1.0)"]
+    _, first = multirun(tmp_path, tiny_mnist, *args, multi=False)  # the preset is a multirun
+    _, second = multirun(tmp_path, tiny_mnist, *args, multi=False)
+    assert first != second
+    study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{db}")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # monitor.mode: max
+    assert [t.number for t in study.trials] == list(range(6))  # 3 more trials, same study
+    states = {t.number: t.state for t in study.trials}
+    for sweep, numbers in ((first, range(3)), (second, range(3, 6))):
+        jobs = find_jobs(sweep)
+        assert len(jobs) == 3 and (sweep / "optimization_results.yaml").is_file()
+        for job, number in zip(jobs, numbers, strict=True):
+            swept = {"optimizer", "optimizer.lr", "optimizer.weight_decay", "model.dropout",
+                     "data.batch_size"}
+            assert swept <= job.overrides.keys()
+            failed = job.overrides["model.dropout"] == "1.0"
+            assert job.status == ("failed" if failed else "ok"), job.metrics.get("error")
+            expected = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE
+            assert states[number] == expected
+    assert optuna.trial.TrialState.COMPLETE in states.values()
+    text = report(second, tmp_path / "report")["markdown"]
+    assert "Optuna best value" in text and text.count("| ok |") + text.count("| failed |") == 3
+
+
+def test_joblib_runs_jobs_in_parallel(tmp_path: Path, tiny_mnist: Path) -> None:
+    result, sweep = multirun(tmp_path, tiny_mnist, "hydra/launcher=joblib",
+                             "hydra.launcher.n_jobs=2", *MLP, "optimizer=sgd,adam", "debug=fdr")
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    metrics = job_metrics(sweep)
+    assert sorted(metrics) == ["0", "1"]
+    assert all(m["status"] == "ok" for m in metrics.values()), metrics
+
+
+def test_ddp_jobs_inside_a_multirun(tmp_path: Path, tiny_mnist: Path) -> None:
+    result, sweep = multirun(tmp_path, tiny_mnist, "trainer=ddp_cpu", *MLP,
+                             "optimizer=sgd,adam", "trainer.max_epochs=1", timeout=400)
+    assert (result.stdout + result.stderr).count("Starting with 2 processes") == 2
+    # the children joined their job: no sweep or run directory of their own
+    assert [p.name for p in (tmp_path / "multiruns").iterdir()] == [sweep.name]
+    assert not (tmp_path / "train" / "runs").exists()
+    for job in find_jobs(sweep):
+        assert job.status == "ok", job.metrics.get("error")
+        assert job.metrics["global_step"] == 8  # 500 samples, batch 32, split over 2 ranks
+        assert Path(job.metrics["best_ckpt"]).parent == job.path / "checkpoints"
+        assert "test/acc" in job.metrics  # the best checkpoint tested after DDP
+        assert (job.path / "train_ddp_process_1.log").is_file()  # rank 1 ran in this job
+        assert not list(job.path.glob("*/.hydra"))
+
+
+def test_ddp_refuses_joblib(tmp_path: Path, tiny_mnist: Path) -> None:
+    """Joblib's workers are not train.py: DDP children could not rejoin, so the job says so."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from dlexp.train import train
+
+    cfg = compose_train(["hydra/launcher=joblib", "trainer=ddp_cpu", *MLP, "debug=fdr"],
+                        tmp_path, tiny_mnist)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig().set_config(cfg)
+    metrics = train(cfg)
+    assert metrics["status"] == "failed" and "hydra/launcher=joblib" in metrics["error"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
