@@ -56,6 +56,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = wiring.build_datamodule(cfg)
     net = wiring.build_net(cfg.model, datamodule.describe())
+    method_callbacks = wiring.apply_transfer(cfg, net) + wiring.build_method_callbacks(cfg)
     _save_tokenizer(datamodule.describe(), out_dir)
     task = wiring.build_task(cfg, net, datamodule)
     ckpt_path = _resume_checkpoint(cfg, task, out_dir)
@@ -63,7 +64,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         task.net = __import__("torch").compile(task.net)
     throughput = TrainThroughput()
     loggers = wiring.build_loggers(cfg)
-    callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + [
+    callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + method_callbacks + [
         throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"))]
     trainer: L.Trainer = wiring.build_node(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

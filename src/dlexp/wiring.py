@@ -98,7 +98,7 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any) -> Classificati
     optimizer = build_node(cfg.optimizer)
     scheduler = build_node(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
     _check_optimizer(net, optimizer, scheduler)
-    return ClassificationTask(
+    return task_class(cfg)(
         net=net,
         optimizer=optimizer,
         num_classes=datamodule.num_classes,
@@ -109,6 +109,32 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any) -> Classificati
         scheduler_monitor=cfg.scheduler.monitor,
         checkpoint_extras=checkpoint_extras(cfg, datamodule),
     )
+
+
+def task_class(cfg: DictConfig) -> Any:
+    """The method's LightningModule (``method.task``: a partial with its own options)."""
+    node = (cfg.get("method") or {}).get("task")
+    return build_node(node, _partial_=True) if node else ClassificationTask
+
+
+def build_method_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Callbacks that implement the training method (``method.callbacks``, e.g. pseudo_label)."""
+    nodes = (cfg.get("method") or {}).get("callbacks") or {}
+    return [build_node(n) for n in nodes.values() if n is not None and "_target_" in n]
+
+
+def apply_transfer(cfg: DictConfig, net: nn.Module) -> list[L.Callback]:
+    """Load ``transfer.source`` into the fresh network and freeze per ``transfer.mode``; returns
+    the callbacks the mode needs during fit."""
+    from dlexp import transfer
+
+    node = cfg.get("transfer")
+    if not node or node.mode == "none":
+        return []
+    if node.mode == "gradual" and "onecycle" in str(cfg.scheduler.get("builder")).lower():
+        raise ConfigError("transfer=gradual adds the backbone to the optimizer mid-run, which "
+                          "scheduler=onecycle cannot follow; use scheduler=none, step or cosine")
+    return transfer.apply(net, cfg.model._target_, **OmegaConf.to_container(node, resolve=True))
 
 
 def _check_optimizer(net: nn.Module, optimizer: Any, scheduler: Any) -> None:

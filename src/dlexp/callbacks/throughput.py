@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import lightning as L
 import torch
@@ -11,6 +12,13 @@ import torch
 def _sync(module: L.LightningModule) -> None:
     if module.device.type == "cuda":
         torch.cuda.synchronize(module.device)
+
+
+def _count(batch: Any) -> int:
+    """Samples in a batch: ``(inputs, labels)``, or a dict of such (labeled + unlabeled)."""
+    if isinstance(batch, dict):
+        return sum(_count(b) for b in batch.values())
+    return len(batch[-1])
 
 
 class TrainThroughput(L.Callback):
@@ -27,7 +35,7 @@ class TrainThroughput(L.Callback):
         self._epoch_start, self._val_seconds = time.perf_counter(), 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += len(batch[-1]) * trainer.world_size
+        self.samples += _count(batch) * trainer.world_size
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.training:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 
 from dlexp.data import splits
 from dlexp.data.augment import random_affine
@@ -56,6 +57,7 @@ class MNISTDataModule(L.LightningDataModule):
         max_shift: float = 0.1,
         max_degrees: float = 10.0,
         pin_memory: bool = False,
+        unlabeled_ratio: float | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root or default_root()).expanduser()
@@ -67,6 +69,10 @@ class MNISTDataModule(L.LightningDataModule):
             raise ValueError(f"data.classes must be distinct digits 0-9, got {classes}")
         self.imbalance, self.augment = imbalance, augment
         self.max_shift, self.max_degrees, self.pin_memory = max_shift, max_degrees, pin_memory
+        if unlabeled_ratio is not None and unlabeled_ratio <= 0:
+            raise ValueError(f"data.unlabeled_ratio must be > 0, got {unlabeled_ratio}")
+        self.unlabeled_ratio = unlabeled_ratio
+        self.pseudo_labels: tuple[torch.Tensor, torch.Tensor] | None = None
         self.input_shape = (1, 28, 28)
         self.num_classes = len(self.classes)
         self.class_names = [str(c) for c in self.classes]
@@ -167,16 +173,47 @@ class MNISTDataModule(L.LightningDataModule):
         return {"in_shape": list(self.input_shape), "num_classes": self.num_classes}
 
     # ---------------------------------------------------------------- loaders
-    def _loader(self, tensors: tuple[torch.Tensor, ...], train: bool) -> TensorBatchLoader:
+    def _loader(self, tensors: tuple[torch.Tensor, ...], train: bool,
+                batch_size: int | None = None) -> TensorBatchLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer \
             else (0, 1)
         if self.pin_memory and torch.cuda.is_available():
             tensors = tuple(t.pin_memory() for t in tensors)
-        return TensorBatchLoader(tensors, self.batch_size if train else self.eval_batch_size,
+        size = batch_size or (self.batch_size if train else self.eval_batch_size)
+        return TensorBatchLoader(tensors, size,
                                  shuffle=train, seed=self.seed, rank=rank, world_size=world)
 
-    def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.train_set, train=True)
+    def train_dataloader(self) -> TensorBatchLoader | CombinedLoader:
+        """The labeled set (plus any pseudo-labelled samples); with ``unlabeled_ratio`` also the
+        unlabeled pool, ``ratio`` times the batch size, as ``{"labeled", "unlabeled"}`` batches
+        that cycle the labeled set until the pool is done."""
+        labeled = self._loader(self._labeled_tensors(), train=True)
+        if self.unlabeled_ratio is None:
+            return labeled
+        size = max(1, round(self.unlabeled_ratio * self.batch_size))
+        unlabeled = self._loader(self.unlabeled_set, train=True, batch_size=size)
+        return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, "max_size_cycle")
+
+    def _labeled_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pseudo_labels is None:
+            return self.train_set
+        idx, labels = self.pseudo_labels
+        return (torch.cat([self.train_set[0], self.unlabeled_set[0][idx]]),
+                torch.cat([self.train_set[1], labels]))
+
+    def set_pseudo_labels(self, indices: torch.Tensor, labels: torch.Tensor) -> None:
+        """Train on these unlabeled samples too (positions in ``unlabeled_dataloader()`` order),
+        with these labels; replaces earlier pseudo labels. Takes effect at the next
+        ``train_dataloader()`` call (``reload_dataloaders_every_n_epochs``)."""
+        self.setup()
+        indices, labels = torch.as_tensor(indices).long().cpu(), torch.as_tensor(labels).long().cpu()
+        n = len(self.unlabeled_set[1])
+        if len(indices) != len(labels) or (len(indices) and not 0 <= int(indices.min())
+                                           <= int(indices.max()) < n):
+            raise ValueError(f"pseudo labels need as many labels as indices, all in [0, {n})")
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+            raise ValueError(f"pseudo labels must be classes in [0, {self.num_classes})")
+        self.pseudo_labels = (indices, labels) if len(indices) else None
 
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader(self.val_set, train=False)
@@ -188,7 +225,14 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader(self.unlabeled_set, train=False)
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
-        """Normalise (and augment) on the device, on whole batches: uint8 travels, floats don't."""
+        """Normalise (and augment) on the device, on whole batches: uint8 travels, floats don't.
+        The unlabeled stream is only normalised: its views are the training method's business."""
+        if isinstance(batch, dict):
+            return {k: (self._prepare(b) if k == "labeled" else (normalize(b[0]), *b[1:]))
+                    for k, b in batch.items()}
+        return self._prepare(batch)
+
+    def _prepare(self, batch: tuple) -> tuple:
         x, *rest = batch
         if self.augment and self.trainer is not None and self.trainer.training:
             # warp raw intensities, so the pixels shifted in are black like MNIST's background,

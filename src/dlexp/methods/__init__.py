@@ -1,0 +1,1 @@
+"""Training methods beyond plain supervision that live in callbacks (pseudo-labelling)."""

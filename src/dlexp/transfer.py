@@ -1,0 +1,161 @@
+"""Transfer learning from a dlexp checkpoint: the course's two uses of a trained network (fixed
+feature extractor, initialisation) plus gradual unfreezing.
+
+Convention: ``net.head`` is the head (the last linear layer, sized by the task's classes);
+every other child module of the network is the backbone (CNN: ``features`` and ``classifier``;
+MLP: ``features``; ResNet18: ``features``). The head is always trained; the source's head is
+only kept on request, as a new task's classes mean something else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BackboneFinetuning
+from torch import nn
+
+from dlexp.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+MODES = ("none", "finetune", "feature_extractor", "gradual")
+
+
+def split(net: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
+    """(head, backbone modules) by the ``net.head`` convention."""
+    head = getattr(net, "head", None)
+    if not isinstance(head, nn.Module):
+        raise ConfigError(f"transfer needs a network with a `head` module; "
+                          f"{type(net).__name__} has none")
+    return head, [m for name, m in net.named_children() if name != "head"]
+
+
+def load_source(net: nn.Module, ckpt: dict, path: str, model_target: str,
+                keep_head: bool = False) -> dict[str, list[str]]:
+    """Copy the source network's backbone (and with ``keep_head`` its head, when the sizes
+    match) into ``net``. Returns and logs what was loaded, skipped and reinitialised."""
+    saved = ckpt["dlexp"]["config"]["model"]["_target_"]
+    if saved != model_target:
+        raise CheckpointError(f"transfer.source {path} holds a {_name(saved)} but this run builds "
+                              f"a {_name(model_target)}; transfer needs the same architecture")
+    source = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    own = net.state_dict()
+    bad = [f"{k} {tuple(source[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+           if not _is_head(k) and k in source and source[k].shape != v.shape]
+    missing = [k for k in own if not _is_head(k) and k not in source]
+    if bad or missing:
+        raise CheckpointError(f"transfer.source {path} has another {_name(saved)} architecture: "
+                              f"{len(bad)} backbone shape mismatches, {len(missing)} missing "
+                              f"tensors (e.g. {', '.join((bad or missing)[:2])}); pretrain with "
+                              "the same model settings")
+    report: dict[str, list[str]] = {"loaded": [], "skipped": [], "reinitialised": []}
+    for k in own:
+        if not _is_head(k) or (keep_head and k in source and source[k].shape == own[k].shape):
+            report["loaded"].append(k)
+        else:
+            report["reinitialised"].append(k)
+            if k in source:
+                why = "kept off" if source[k].shape == own[k].shape else \
+                    f"{tuple(source[k].shape)} vs {tuple(own[k].shape)}"
+                report["skipped"].append(f"{k} ({why})")
+    report["skipped"] += [f"{k} (not in this network)" for k in source if k not in own]
+    net.load_state_dict({k: source[k] for k in report["loaded"]}, strict=False)
+    log.info("transfer from %s: loaded %d tensors (%s), skipped %s, reinitialised %s", path,
+             len(report["loaded"]), _summary(report["loaded"]), report["skipped"] or "nothing",
+             report["reinitialised"] or "nothing")
+    return report
+
+
+def _is_head(key: str) -> bool:
+    return key.startswith("head.")
+
+
+def _name(target: str) -> str:
+    return target.rsplit(".", 1)[-1]
+
+
+def _summary(keys: list[str]) -> str:
+    tops = sorted({k.split(".", 1)[0] for k in keys})
+    return "+".join(tops) if tops else "none"
+
+
+def freeze(modules: list[nn.Module]) -> None:
+    """No gradients, and eval mode: BatchNorm keeps its running statistics, dropout is off."""
+    for m in modules:
+        m.requires_grad_(False)
+        m.eval()
+
+
+class FrozenBackbone(L.Callback):
+    """Keeps frozen modules in eval mode through fit (Lightning restores per-module modes after
+    validation, but a mode set before fit is not guaranteed to survive every path)."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.modules = modules
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for m in self.modules:
+            m.eval()
+
+
+class GradualUnfreeze(BackboneFinetuning):
+    """Lightning's ``BackboneFinetuning`` on the ``net.head`` convention: the backbone is frozen
+    (eval mode) until ``unfreeze_at_epoch``, then trains at ``backbone_lr_ratio`` x the head's
+    learning rate, growing by ``lr_growth`` per epoch up to the head's rate."""
+
+    def __init__(self, backbone: list[nn.Module], unfreeze_at_epoch: int = 3,
+                 backbone_lr_ratio: float = 0.1, lr_growth: float = 1.5) -> None:
+        super().__init__(unfreeze_backbone_at_epoch=unfreeze_at_epoch,
+                         lambda_func=_constant(lr_growth),
+                         backbone_initial_ratio_lr=backbone_lr_ratio, should_align=True,
+                         train_bn=True, verbose=False)
+        self.backbone = nn.ModuleList(backbone)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # skip BackboneFinetuning's check for a `pl_module.backbone` attribute
+        super(BackboneFinetuning, self).on_fit_start(trainer, pl_module)
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        freeze(list(self.backbone))
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int,
+                          optimizer: torch.optim.Optimizer) -> None:
+        super().finetune_function(self, epoch, optimizer)  # reads only `.backbone`
+        if epoch < self.unfreeze_backbone_at_epoch:
+            self.backbone.eval()
+        elif epoch == self.unfreeze_backbone_at_epoch:
+            self.backbone.train()
+            log.info("gradual transfer: backbone unfrozen at epoch %d, lr %.3g", epoch,
+                     self.previous_backbone_lr)
+
+
+def _constant(factor: float) -> Callable[[int], float]:
+    return lambda epoch: factor
+
+
+def apply(net: nn.Module, model_target: str, mode: str = "none", source: str | None = None,
+          keep_head: bool = False, **gradual: float) -> list[L.Callback]:
+    """Load ``source`` into ``net`` and freeze as ``mode`` says; returns the callbacks the mode
+    needs during fit. ``gradual`` holds :class:`GradualUnfreeze`'s options."""
+    if mode not in MODES:
+        raise ConfigError(f"transfer.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "none":
+        return []
+    head, backbone = split(net)
+    if source is not None:
+        from dlexp.wiring import load_checkpoint  # wiring imports this module
+
+        path = str(Path(source).expanduser().resolve())
+        load_source(net, load_checkpoint(path), path, model_target, keep_head)
+    elif not getattr(net, "pretrained", False):
+        raise ConfigError(f"transfer={mode} needs transfer.source=<a .ckpt from python train.py> "
+                          "(or a network built with pretrained weights)")
+    if mode == "feature_extractor":
+        freeze(backbone)
+        return [FrozenBackbone(backbone)]
+    if mode == "gradual":
+        return [GradualUnfreeze(backbone, **gradual)]
+    return []
