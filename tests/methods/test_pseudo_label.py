@@ -51,9 +51,10 @@ def test_balanced_gives_every_class_the_scarcest_count() -> None:
 
 
 def test_precision_per_class_counts_hits() -> None:
-    added, correct = precision_per_class(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 0]),
-                                         3)
-    assert added.tolist() == [2, 1, 1] and correct.tolist() == [1, 1, 0]
+    added, checkable, correct = precision_per_class(torch.tensor([0, 0, 1, 2, 2]),
+                                                    torch.tensor([0, 1, 1, 0, -1]), 3)
+    assert added.tolist() == [2, 1, 2] and correct.tolist() == [1, 1, 0]
+    assert checkable.tolist() == [2, 1, 1]  # -1: true label unknown, not counted
 
 
 @pytest.mark.parametrize("kwargs", [{"rounds": -1}, {"epochs_per_round": 0},

@@ -48,11 +48,14 @@ def select_pseudo_labels(probs: torch.Tensor, threshold: float, per_class_cap: i
 
 
 def precision_per_class(labels: torch.Tensor, truth: torch.Tensor, num_classes: int
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(added, correct) per pseudo class."""
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(added, checkable, correct) per pseudo class; ``truth`` -1 marks a sample whose true
+    label nobody knows (IMDB's unsup reviews): added, but not checkable."""
+    known = truth >= 0
     added = torch.bincount(labels, minlength=num_classes)
-    correct = torch.bincount(labels[labels == truth], minlength=num_classes)
-    return added, correct
+    checkable = torch.bincount(labels[known], minlength=num_classes)
+    correct = torch.bincount(labels[known & (labels == truth)], minlength=num_classes)
+    return added, checkable, correct
 
 
 class PseudoLabel(L.Callback):
@@ -146,12 +149,12 @@ class PseudoLabel(L.Callback):
     def _report(self, pl_module: L.LightningModule, labels: torch.Tensor, truth: torch.Tensor,
                 pool: int) -> None:
         k = pl_module.num_classes
-        added, correct = precision_per_class(labels, truth, k)
-        precision = correct.sum().item() / max(len(labels), 1)
+        added, checkable, correct = precision_per_class(labels, truth, k)
+        precision = correct.sum().item() / max(checkable.sum().item(), 1)
         row = {"round": self.round, "added": len(labels), "pool": pool, "precision": precision,
                "added_per_class": added.tolist(),
                "precision_per_class": [round(c / a, 4) if a else None
-                                       for c, a in zip(correct.tolist(), added.tolist(),
+                                       for c, a in zip(correct.tolist(), checkable.tolist(),
                                                        strict=True)]}
         self.history.append(row)
         log.info("pseudo-label round %d: %d of %d pool samples added (precision %.4f); per "

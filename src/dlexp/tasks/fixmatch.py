@@ -28,9 +28,9 @@ class FixMatchTask(ClassificationTask):
             raise ValueError(f"method.task.threshold must be in [0, 1], got {threshold}")
         self.threshold, self.unlabeled_weight = threshold, unlabeled_weight
         self.augment = dict(augment or {})
-        # [unlabeled seen, accepted, accepted and correct]: epoch sums. Not a buffer, so weight
-        # averaging (EMA) and checkpoints leave it alone
-        self.pseudo_sums = torch.zeros(3)
+        # [unlabeled seen, accepted, accepted with a known label, accepted and correct]: epoch
+        # sums. Not a buffer, so weight averaging (EMA) and checkpoints leave it alone
+        self.pseudo_sums = torch.zeros(4)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if not isinstance(batch, dict):
@@ -51,8 +51,10 @@ class FixMatchTask(ClassificationTask):
             penalty = self.penalty(self.net)
             loss = loss + penalty
         self.train_stats.update(logits_l.detach(), yl, loss, penalty)
+        known = (yu >= 0).float()  # -1: a pool sample whose true label nobody knows
         self.pseudo_sums = self.pseudo_sums.to(mask.device) + torch.stack(
-            [mask.new_tensor(len(mask)), mask.sum(), (mask * (pseudo == yu).float()).sum()])
+            [mask.new_tensor(len(mask)), mask.sum(), (mask * known).sum(),
+             (mask * (pseudo == yu).float()).sum()])
         if self._writes_step_logs():
             self.log_dict({"train/loss_step": loss, "train/unsup_loss_step": unsup,
                            "train/mask_rate_step": mask.mean()}, on_step=True, on_epoch=False)
@@ -74,8 +76,8 @@ class FixMatchTask(ClassificationTask):
         return self(xl), self(xs)
 
     def on_train_epoch_end(self) -> None:
-        seen, accepted, correct = self.pseudo_sums.tolist()
+        seen, accepted, checkable, correct = self.pseudo_sums.tolist()
         self.log_dict({"train/mask_rate": accepted / max(seen, 1),
-                       "train/pseudo_acc": correct / max(accepted, 1)}, sync_dist=True)
+                       "train/pseudo_acc": correct / max(checkable, 1)}, sync_dist=True)
         self.pseudo_sums.zero_()
         super().on_train_epoch_end()
