@@ -1,0 +1,85 @@
+"""``dlexp-report`` on a finished sweep with failing jobs: the table, the CSV, the plots."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from test_sweeps import MLP, multirun
+
+from dlexp.report import find_jobs, read_curve, report
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> Path:
+    """2 optimizers x 3 learning rates, 2 epochs each; lr=-1 fails in both optimizers."""
+    _, sweep_dir = multirun(tmp_path_factory.mktemp("sweep"), tiny_mnist, *MLP,
+                            "optimizer=sgd,adam", "optimizer.lr=0.01,0.1,-1",
+                            "trainer.max_epochs=2", "callbacks=no_early_stopping")
+    return sweep_dir
+
+
+def test_failing_job_is_recorded_and_the_sweep_goes_on(sweep: Path) -> None:
+    jobs = find_jobs(sweep)
+    assert len(jobs) == 6
+    failed = [j for j in jobs if j.status == "failed"]
+    assert sorted(j.overrides["optimizer"] for j in failed) == ["adam", "sgd"]
+    assert all(j.overrides["optimizer.lr"] == "-1" for j in failed)
+    assert all("Invalid learning rate" in j.metrics["error"] for j in failed)
+    assert all(j.status == "ok" and j.metrics["epoch"] == 2 for j in jobs if j not in failed)
+
+
+def test_tensorboard_hparams_of_every_run(sweep: Path) -> None:
+    """`tensorboard --logdir <sweep>` compares the runs: each finished job wrote its hparams."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for job in find_jobs(sweep):
+        if job.status == "ok":
+            events = EventAccumulator(str(job.path / "tensorboard"))
+            events.Reload()
+            assert events.PluginTagToContent("hparams"), job.name
+
+
+def test_report_table_and_plots(sweep: Path, tmp_path: Path) -> None:
+    result = report(sweep, tmp_path, top=3)
+    text = (tmp_path / "report.md").read_text()
+    assert text == result["markdown"]
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    header, rows = table[0], table[1:]
+    assert header.startswith("| rank | job | status | val/acc | optimizer | optimizer.lr |")
+    assert len(rows) == 6
+    accs = [float(r.split(" | ")[3]) for r in rows[:4]]
+    assert accs == sorted(accs, reverse=True)  # monitor.mode max: best first
+    assert all("| failed |" in r and "Invalid learning rate" in r for r in rows[4:])
+    with open(tmp_path / "report.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    for name in ("val_acc_vs_optimizer.png", "val_acc_vs_optimizer.lr.png", "val_curves.png"):
+        assert (tmp_path / name).stat().st_size > 5000, name
+    # the curve is the fit's validation, one point per epoch
+    best = find_jobs(sweep)[int(rows[0].split(" | ")[1])]
+    assert len(read_curve(best.path, "val/acc")) == 2
+
+
+def test_curves_from_the_csv_logger(tmp_path: Path) -> None:
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/loss_epoch,val/acc\n0,9,,0.5\n0,9,1.2,\n1,19,,0.7\n1,19,0.8,\n"
+        "1,20,,0.6\n")  # the last row: the best checkpoint re-validated after fit
+    assert read_curve(tmp_path, "val/acc") == [(9, 0.5), (19, 0.7)]
+
+
+def test_cli(sweep: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    ok = subprocess.run([sys.executable, str(REPO / "report.py"), str(sweep), "--out",
+                         str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "| 1 |" in ok.stdout and (tmp_path / "out" / "report.md").is_file()
+    empty = subprocess.run([sys.executable, str(REPO / "report.py"), str(tmp_path / "out")],
+                           capture_output=True, text=True, env=env)
+    assert empty.returncode == 1
+    assert empty.stderr.startswith("error: no jobs in") and "Traceback" not in empty.stderr

@@ -1,0 +1,87 @@
+"""Sweeps through ``hydra/launcher=slurm`` on a real single-node Slurm cluster
+(``scripts/slurm_local.sh``), and a job that SLURM requeues resuming from its checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FAST, REPO, TINY_DATA
+from test_sweeps import MLP, multirun
+
+from dlexp.report import find_jobs
+
+pytestmark = pytest.mark.slurm
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+# small jobs: the local cluster has 2 CPUs and the machine's memory
+SMALL = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+         "hydra.launcher.timeout_min=10"]
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    """Start the local cluster when needed (the script is idempotent); skip when it can't."""
+    if not (shutil.which("sbatch") and shutil.which("slurmctld")):
+        pytest.skip("Slurm is not installed: run `scripts/slurm_local.sh install` (root, apt)")
+    started = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        reason = (started.stderr or started.stdout).strip().splitlines()[-1:]
+        pytest.skip(f"Slurm could not start: {' '.join(reason) or started.returncode}")
+
+
+def test_sweep_through_slurm(slurm: None, tmp_path: Path, tiny_mnist: Path) -> None:
+    _, sweep = multirun(tmp_path, tiny_mnist, *SMALL, *MLP, "optimizer=sgd,adam", "debug=fdr",
+                        timeout=300)
+    jobs = find_jobs(sweep)
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        assert job.status == "ok", job.metrics.get("error")
+    # one array task per job, each with its own submitit log
+    assert sorted(d.name.split("_")[1] for d in (sweep / ".submitit").glob("*_*") if d.is_dir()) == ["0", "1"]
+
+
+def test_requeued_job_resumes_from_its_checkpoint(slurm: None, tmp_path: Path,
+                                                  tiny_mnist: Path) -> None:
+    """USR1 (what SLURM sends before the time limit) -> Lightning saves hpc_ckpt_1.ckpt and
+    requeues -> the same job reruns in the same directory and resumes, not restarts."""
+    epochs = 20
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", f"paths.log_dir={tmp_path}",
+           f"paths.data_dir={tiny_mnist}", *FAST, *TINY_DATA, *SMALL, *MLP,
+           f"trainer.max_epochs={epochs}", "callbacks=no_early_stopping", "logger=csv"]
+    with open(tmp_path / "launcher.log", "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        try:
+            job_dir, slurm_id = _wait_for_first_epoch(tmp_path)
+            subprocess.run(["scancel", "--signal=USR1", slurm_id], check=True, timeout=30)
+            assert proc.wait(timeout=300) == 0, (tmp_path / "launcher.log").read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                subprocess.run(["scancel", slurm_id.split("_")[0]], timeout=30)
+    (job,) = find_jobs(job_dir.parent)
+    assert job.status == "ok", job.metrics.get("error")
+    assert (job_dir / "hpc_ckpt_1.ckpt").is_file()
+    log = (job_dir / "train.log").read_text()
+    assert f"resuming from {job_dir / 'hpc_ckpt_1.ckpt'}" in log
+    # exact continuation: 500 samples / batch 32 = 16 steps per epoch, none repeated
+    assert job.metrics["epoch"] == epochs and job.metrics["global_step"] == 16 * epochs
+
+
+def _wait_for_first_epoch(log_dir: Path, timeout: float = 180) -> tuple[Path, str]:
+    """The job's directory and its SLURM id (submitit's folder: ``<id>`` for a single job,
+    ``<array id>_<task>`` for several) once it has saved last.ckpt."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ckpts = list(log_dir.glob("multiruns/*/0/checkpoints/last.ckpt"))
+        ids = [d.name for d in log_dir.glob("multiruns/*/.submitit/*")
+               if d.is_dir() and d.name.replace("_", "").isdigit()]
+        if ckpts and ids:
+            return ckpts[0].parents[1], ids[0]
+        time.sleep(0.2)
+    raise AssertionError(f"the job wrote no checkpoint within {timeout}s")
