@@ -110,10 +110,14 @@ def test_reinit_restarts_from_the_initial_weights(tmp_path: Path, tiny_mnist: Pa
     assert cb._initial is not None and len(cb.history) == 1
 
 
-def test_needs_a_datamodule_with_a_pool(tmp_path: Path, tiny_mnist: Path) -> None:
+def test_needs_one_device_and_a_datamodule_with_a_pool(tiny_mnist: Path) -> None:
     from types import SimpleNamespace
 
+    from dlexp.data.mnist import MNISTDataModule
+
     cb = PseudoLabel()
-    trainer = SimpleNamespace(datamodule=object())
     with pytest.raises(ConfigError, match="unlabeled pool"):
-        cb.setup(trainer, None, "fit")
+        cb.setup(SimpleNamespace(datamodule=object(), world_size=1), None, "fit")
+    ddp = SimpleNamespace(datamodule=MNISTDataModule(root=str(tiny_mnist)), world_size=2)
+    with pytest.raises(ConfigError, match="trainer.devices=1"):
+        cb.setup(ddp, None, "fit")

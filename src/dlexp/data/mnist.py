@@ -206,7 +206,8 @@ class MNISTDataModule(L.LightningDataModule):
         with these labels; replaces earlier pseudo labels. Takes effect at the next
         ``train_dataloader()`` call (``reload_dataloaders_every_n_epochs``)."""
         self.setup()
-        indices, labels = torch.as_tensor(indices).long().cpu(), torch.as_tensor(labels).long().cpu()
+        indices = torch.as_tensor(indices).long().flatten().cpu()
+        labels = torch.as_tensor(labels).long().flatten().cpu()
         n = len(self.unlabeled_set[1])
         if len(indices) != len(labels) or (len(indices) and not 0 <= int(indices.min())
                                            <= int(indices.max()) < n):
