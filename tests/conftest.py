@@ -143,6 +143,13 @@ def tiny_imdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_imdb_tree(tmp_path_factory.mktemp("imdb"))
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data root with both tiny datasets, for tests that compose any data option."""
+    root = tmp_path_factory.mktemp("data")
+    return make_imdb_tree(make_mnist_tree(root))
+
+
 @pytest.fixture
 def real_imdb_dir() -> Path:
     """``$DLEXP_DATA_DIR`` when it holds aclImdb_v1.tar.gz or aclImdb/; skips otherwise."""

@@ -10,9 +10,12 @@ from conftest import CONFIG_DIR, TINY_DATA, compose_train
 from hydra.utils import instantiate
 
 from dlexp import wiring
+from dlexp.errors import ConfigError
 
 GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "regularization", "callbacks",
-          "logger", "trainer", "experiment", "debug"]
+          "logger", "trainer", "method", "transfer", "experiment", "debug"]
+# an option that needs a partner to form a working pair (data=imdb keeps the default CNN)
+PARTNERS = {("data", "imdb"): ["model=lstm"]}
 
 
 def options(group: str) -> list[str]:
@@ -29,13 +32,14 @@ def test_every_group_has_options() -> None:
 
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Path,
-                                          tiny_mnist: Path) -> None:
-    cfg = compose_train([f"{group}={option}", *TINY_DATA], tmp_path, tiny_mnist)
+                                          tiny_data: Path) -> None:
+    overrides = [f"{group}={option}", *PARTNERS.get((group, option), []), *TINY_DATA]
+    cfg = compose_train(overrides, tmp_path, tiny_data)
     assert cfg.hydra.runtime.choices[group] == option
     datamodule = wiring.build_datamodule(cfg)
     net = wiring.build_net(cfg.model, datamodule.describe())
     task = wiring.build_task(cfg, net, datamodule)
-    logits = task(torch.zeros(2, *datamodule.describe()["net_kwargs"]["in_shape"]))
+    logits = task(dummy_inputs(datamodule.describe()))
     assert logits.shape == (2, datamodule.num_classes)
     loggers = wiring.build_loggers(cfg)
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers))
@@ -43,6 +47,33 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
         return  # composes; instantiating a GPU trainer needs a GPU
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def dummy_inputs(data_info: dict) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Two all-zero images, or two short reviews of unknown tokens."""
+    if data_info["modality"] == "text":
+        return torch.ones(2, 5, dtype=torch.long), torch.tensor([5, 3])
+    return torch.zeros(2, *data_info["net_kwargs"]["in_shape"])
+
+
+def test_model_lstm_alone_picks_imdb(tmp_path: Path, tiny_data: Path) -> None:
+    cfg = compose_train(["model=gru"], tmp_path, tiny_data)
+    assert cfg.hydra.runtime.choices.data == "imdb" and cfg.model.cell == "gru"
+    assert cfg.trainer.gradient_clip_val == 1.0  # RNNs clip by default
+    assert compose_train(["model=lstm", "trainer.gradient_clip_val=null"], tmp_path,
+                         tiny_data).trainer.gradient_clip_val is None
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data=imdb"], "model CNN takes image input but data imdb gives text: use model=lstm"),
+    (["model=lstm", "data=mnist"], "model RNNClassifier takes text input but data mnist gives "
+                                   "image: use model=cnn or model=mlp, or data=imdb"),
+])
+def test_model_and_data_that_do_not_fit_are_refused(overrides: list[str], message: str,
+                                                    tmp_path: Path, tiny_data: Path) -> None:
+    cfg = compose_train([*overrides, *TINY_DATA], tmp_path, tiny_data)
+    with pytest.raises(ConfigError, match=message):
+        wiring.build_net(cfg.model, wiring.build_datamodule(cfg).describe())
 
 
 def test_mlp_course_preset_is_the_course_network(tmp_path: Path, tiny_mnist: Path) -> None:
