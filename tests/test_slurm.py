@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,15 +35,20 @@ def slurm() -> None:
         pytest.skip(f"Slurm could not start: {' '.join(reason) or started.returncode}")
 
 
-def test_sweep_through_slurm(slurm: None, tmp_path: Path, tiny_mnist: Path) -> None:
-    _, sweep = multirun(tmp_path, tiny_mnist, *SMALL, *MLP, "optimizer=sgd,adam", "debug=fdr",
-                        timeout=300)
+def test_ddp_sweep_through_slurm(slurm: None, tmp_path: Path, tiny_mnist: Path) -> None:
+    """2 jobs, each DDP over 2 SLURM tasks (tasks_per_node = trainer.devices)."""
+    _, sweep = multirun(tmp_path, tiny_mnist, *SMALL, "trainer=ddp_cpu", *MLP,
+                        "optimizer=sgd,adam", "debug=fdr", timeout=300)
     jobs = find_jobs(sweep)
     assert [j.name for j in jobs] == ["0", "1"]
     for job in jobs:
         assert job.status == "ok", job.metrics.get("error")
-    # one array task per job, each with its own submitit log
-    assert sorted(d.name.split("_")[1] for d in (sweep / ".submitit").glob("*_*") if d.is_dir()) == ["0", "1"]
+    # one array task per job, each run by 2 SLURM tasks that formed one process group
+    tasks = sorted(d for d in (sweep / ".submitit").glob("*_*") if d.is_dir())
+    assert [d.name.split("_")[1] for d in tasks] == ["0", "1"]
+    for task in tasks:
+        assert len(list(task.glob("*_log.out"))) == 2
+        assert "Starting with 2 processes" in "".join(p.read_text() for p in task.glob("*_0_log.*"))
 
 
 def test_requeued_job_resumes_from_its_checkpoint(slurm: None, tmp_path: Path,
@@ -67,8 +73,12 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm: None, tmp_path: Path,
     (job,) = find_jobs(job_dir.parent)
     assert job.status == "ok", job.metrics.get("error")
     assert (job_dir / "hpc_ckpt_1.ckpt").is_file()
+    handled = "".join(p.read_text() for p in job_dir.parent.glob(".submitit/*/*_log.err"))
+    assert "Handling auto-requeue signal" in handled and "Requeued SLURM job" in handled
+    # the newest of the two: last.ckpt when the epoch ended before SLURM's SIGTERM stopped it
     log = (job_dir / "train.log").read_text()
-    assert f"resuming from {job_dir / 'hpc_ckpt_1.ckpt'}" in log
+    resumed = re.escape(str(job_dir)) + r"/(hpc_ckpt_1|checkpoints/last)\.ckpt"
+    assert re.search(f"resuming from {resumed}", log), log
     # exact continuation: 500 samples / batch 32 = 16 steps per epoch, none repeated
     assert job.metrics["epoch"] == epochs and job.metrics["global_step"] == 16 * epochs
 
