@@ -126,3 +126,22 @@ def test_lstm_on_real_reviews_learns(tmp_path: Path, real_imdb_dir: Path) -> Non
         tmp_path, real_imdb_dir))
     assert metrics["status"] == "ok", metrics.get("error")
     assert metrics["val/acc"] >= 0.75, metrics
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "pseudo_label"])
+def test_semi_supervised_methods_run_on_reviews(method: str, tmp_path: Path,
+                                                tiny_imdb: Path) -> None:
+    """Text views (token dropout and swaps) for FixMatch; pool predictions for pseudo-labels;
+    the pool mixes labeled-but-hidden reviews and train/unsup ones (label -1)."""
+    extra = (["data.unlabeled_ratio=2", "method.task.threshold=0.6"] if method == "fixmatch"
+             else ["method.callbacks.pseudo_label.rounds=1", "trainer.max_epochs=2",
+                   "method.callbacks.pseudo_label.warmup_epochs=1",
+                   "method.callbacks.pseudo_label.epochs_per_round=1",
+                   "method.callbacks.pseudo_label.threshold=0.5"])
+    metrics = run(tmp_path, tiny_imdb, f"method={method}", "data.num_labeled=60",
+                  "logger=csv", "trainer.max_epochs=2", *extra)
+    assert metrics["status"] == "ok", metrics.get("error")
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        logged = f.readline().split(",")
+    wanted = "train/mask_rate" if method == "fixmatch" else "pseudo/added"
+    assert any(name.startswith(wanted) for name in logged), logged

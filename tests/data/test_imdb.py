@@ -215,6 +215,20 @@ def test_pseudo_labels_join_the_next_train_loader(tiny_imdb: Path) -> None:
         dm.set_pseudo_labels(torch.tensor([0]), torch.tensor([-1]))
 
 
+def test_unlabeled_ratio_serves_both_streams(tiny_imdb: Path) -> None:
+    dm = _dm(tiny_imdb, num_labeled=20, unlabeled_ratio=2)
+    loader = iter(dm.train_dataloader())
+    batches = [item[0] for item in loader]  # CombinedLoader yields (batch, idx, loader idx)
+    assert all(set(b) == {"labeled", "unlabeled"} for b in batches)
+    assert max(len(b["unlabeled"][1]) for b in batches) == 32  # 2 x the batch size
+    assert max(len(b["labeled"][1]) for b in batches) == 16
+    served = sorted(sum((_rows(b["unlabeled"]) for b in batches), []))
+    assert served == sorted(zip(_ids(dm.unlabeled_set), dm.unlabeled_set[1].tolist(),
+                                strict=True))  # the pool, once per epoch
+    with pytest.raises(ValueError, match="unlabeled_ratio must be > 0"):
+        IMDBDataModule(root=str(tiny_imdb), unlabeled_ratio=0)
+
+
 def _rows(batch: tuple) -> list[tuple[list[int], int]]:
     (ids, lengths), y = batch
     return [(r[:n].tolist(), int(c)) for r, n, c in zip(ids, lengths, y, strict=True)]

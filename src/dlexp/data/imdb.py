@@ -20,6 +20,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 
 from dlexp.data import splits
 from dlexp.data.download import download, file_digest, safe_extract
@@ -163,6 +164,7 @@ class IMDBDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         extract: bool = False,
         pin_memory: bool = False,
+        unlabeled_ratio: float | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root or default_root()).expanduser()
@@ -180,6 +182,9 @@ class IMDBDataModule(L.LightningDataModule):
             raise ValueError(f"data.bucket_chunk must be >= 1, got {bucket_chunk}")
         self.max_len, self.truncate = max_len, truncate
         self.bucket, self.bucket_chunk = bucket, bucket_chunk
+        if unlabeled_ratio is not None and unlabeled_ratio <= 0:
+            raise ValueError(f"data.unlabeled_ratio must be > 0, got {unlabeled_ratio}")
+        self.unlabeled_ratio = unlabeled_ratio
         self.pseudo_labels: tuple[torch.Tensor, torch.Tensor] | None = None
         self._ready = False
 
@@ -376,19 +381,29 @@ class IMDBDataModule(L.LightningDataModule):
                 torch.cat([self.train_set[1], labels]))
 
     # ---------------------------------------------------------------- loaders
-    def _loader(self, part: Part, train: bool, sort: bool = True) -> TextBatchLoader:
+    def _loader(self, part: Part, train: bool, sort: bool = True,
+                batch_size: int | None = None) -> TextBatchLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer \
             else (0, 1)
         # evaluation order is free, so sort it all by length (least padding) unless the
         # caller needs the pool's own order back
         return TextBatchLoader(
-            *part, self.batch_size if train else self.eval_batch_size, shuffle=train,
+            *part, batch_size or (self.batch_size if train else self.eval_batch_size),
+            shuffle=train,
             bucket=self.bucket and sort, seed=self.seed, rank=rank, world_size=world,
             chunk_batches=self.bucket_chunk if train else None,
             pin_memory=self.pin_memory and torch.cuda.is_available())
 
-    def train_dataloader(self) -> TextBatchLoader:
-        return self._loader(self._train_part(), train=True)
+    def train_dataloader(self) -> TextBatchLoader | CombinedLoader:
+        """The labeled reviews (plus any pseudo-labelled ones); with ``unlabeled_ratio`` also
+        the unlabeled pool, ``ratio`` times the batch size, as ``{"labeled", "unlabeled"}``
+        batches that cycle the labeled set until the pool is done (as on MNIST)."""
+        labeled = self._loader(self._train_part(), train=True)
+        if self.unlabeled_ratio is None:
+            return labeled
+        size = max(1, round(self.unlabeled_ratio * self.batch_size))
+        unlabeled = self._loader(self.unlabeled_set, train=True, batch_size=size)
+        return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, "max_size_cycle")
 
     def val_dataloader(self) -> TextBatchLoader:
         return self._loader(self.val_set, train=False)
