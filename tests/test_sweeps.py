@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import CONFIG_DIR, FAST, REPO, TINY_DATA, compose_train, make_mnist_tree
 
 from dlexp.report import find_jobs, report
@@ -76,6 +77,30 @@ def test_every_experiment_preset_runs(tmp_path: Path) -> None:
     assert sorted(j.overrides["experiment"] for j in jobs) == mnist
     failed = {j.overrides["experiment"]: j.metrics.get("error") for j in jobs if j.status != "ok"}
     assert not failed
+
+
+@pytest.mark.parametrize(("preset", "needs", "data"), [
+    ("mnist_optuna", [], "MNISTDataModule"),
+    ("imdb_optuna", ["data/imdb.yaml", "model/lstm.yaml"], "IMDBDataModule"),
+])
+def test_optuna_presets_compose(preset: str, needs: list[str], data: str, tmp_path: Path) -> None:
+    """Every searched key exists in the composed config; the direction follows monitor.mode."""
+    from omegaconf import OmegaConf
+
+    missing = [n for n in needs if not Path(CONFIG_DIR, n).is_file()]
+    if missing:
+        pytest.skip(f"{preset} needs conf/{', conf/'.join(missing)} (not written yet)")
+    cfg = compose_train([f"hparams_search={preset}", "monitor.mode=min"], tmp_path)
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.direction == "minimize"
+    assert cfg.data._target_.endswith(data)
+    params = cfg.hydra.sweeper.params
+    assert {"optimizer", "optimizer.lr", "optimizer.weight_decay", "model.dropout",
+            "data.batch_size"} <= params.keys()
+    for key in params:
+        if key != "optimizer":
+            assert OmegaConf.select(cfg, key) is not None, key
+    for choice in re.findall(r"\w+", params["optimizer"].split("(", 1)[1]):
+        assert Path(CONFIG_DIR, "optimizer", f"{choice}.yaml").is_file(), choice
 
 
 def test_optuna_search_resumes_from_sqlite(tmp_path: Path, tiny_mnist: Path) -> None:
