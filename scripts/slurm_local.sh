@@ -118,7 +118,11 @@ stop() {
   local name pidfile
   for name in slurmd slurmctld; do
     pidfile="$STATE/$name.pid"
-    if running "$pidfile"; then kill "$(cat "$pidfile")"; echo "slurm: stopped $name"; fi
+    if running "$pidfile"; then
+      kill "$(cat "$pidfile")"
+      for _ in $(seq 20); do running "$pidfile" || break; sleep 0.5; done
+      echo "slurm: stopped $name"
+    fi
   done
 }
 
@@ -128,7 +132,7 @@ status() {
     if running "$STATE/$name.pid"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"
     else echo "$name: stopped"; fi
   done
-  if running "$STATE/slurmctld.pid"; then SLURM_CONF="$CONF" sinfo; fi
+  if running "$STATE/slurmctld.pid"; then SLURM_CONF="$CONF" sinfo || true; fi
 }
 
 case "${1:-}" in
