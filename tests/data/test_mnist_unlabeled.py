@@ -37,7 +37,7 @@ def test_pseudo_labels_join_the_training_set_and_replace_earlier_ones(tiny_mnist
 
 @pytest.mark.parametrize(("idx", "labels"), [([0, 1], [1]), ([10_000], [1]), ([0], [10])])
 def test_bad_pseudo_labels_are_refused(tiny_mnist: Path, idx: list, labels: list) -> None:
-    with pytest.raises(ValueError, match="pseudo labels"):
+    with pytest.raises(ValueError, match="pseudo-label"):
         _dm(tiny_mnist).set_pseudo_labels(torch.tensor(idx), torch.tensor(labels))
 
 

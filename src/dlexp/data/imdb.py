@@ -316,13 +316,8 @@ class IMDBDataModule(L.LightningDataModule):
         train, test, unsup = (self._part(data[k]) for k in ("train", "test", "unsup"))
         y = train[1]
         train_idx, val_idx = self._val_split(len(y))
-        unlabeled_idx = train_idx[:0]
-        if self.num_labeled is not None:
-            if not 0 < self.num_labeled <= len(train_idx):
-                raise ValueError(f"data.num_labeled must be in [1, {len(train_idx)}], "
-                                 f"got {self.num_labeled}")
-            chosen, rest = splits.stratified_subset(y[train_idx], self.num_labeled, self.seed)
-            train_idx, unlabeled_idx = train_idx[chosen], train_idx[rest]
+        train_idx, unlabeled_idx = splits.labeled_and_pool(y, train_idx, self.num_labeled,
+                                                           self.seed)
         self.train_set = (train[0].take(train_idx), y[train_idx])
         self.val_set = (train[0].take(val_idx), y[val_idx])
         self.test_set = test
@@ -363,15 +358,9 @@ class IMDBDataModule(L.LightningDataModule):
         unlabeled-pool reviews ``indices`` (positions in :meth:`unlabeled_dataloader` order)
         with ``labels``. Replaces earlier pseudo-labels; empty tensors clear them."""
         self.setup()
-        indices = torch.as_tensor(indices, dtype=torch.long).flatten().cpu()
-        labels = torch.as_tensor(labels, dtype=torch.long).flatten().cpu()
-        n = len(self.unlabeled_set[1])
-        if len(indices) != len(labels):
-            raise ValueError(f"{len(indices)} indices but {len(labels)} pseudo-labels")
-        for values, high, what in ((indices, n, "indices"), (labels, self.num_classes, "labels")):
-            if len(values) and (values.min() < 0 or values.max() >= high):
-                raise ValueError(f"pseudo-label {what} must be in [0, {high})")
-        self.pseudo_labels = (indices.clone(), labels.clone()) if len(indices) else None
+        self.pseudo_labels = splits.checked_pseudo_labels(indices, labels,
+                                                          len(self.unlabeled_set[1]),
+                                                          self.num_classes)
 
     def _train_part(self) -> Part:
         if self.pseudo_labels is None:

@@ -136,13 +136,8 @@ class MNISTDataModule(L.LightningDataModule):
         train_idx, val_idx = splits.shuffled_split(len(y), n_val, self.seed)
         if self.imbalance is not None:
             train_idx = train_idx[splits.imbalance(y[train_idx], self.imbalance, self.seed)]
-        unlabeled_idx = train_idx[:0]
-        if self.num_labeled is not None:
-            if not 0 < self.num_labeled <= len(train_idx):
-                raise ValueError(f"data.num_labeled must be in [1, {len(train_idx)}], "
-                                 f"got {self.num_labeled}")
-            chosen, rest = splits.stratified_subset(y[train_idx], self.num_labeled, self.seed)
-            train_idx, unlabeled_idx = train_idx[chosen], train_idx[rest]
+        train_idx, unlabeled_idx = splits.labeled_and_pool(y, train_idx, self.num_labeled,
+                                                           self.seed)
         self.train_set = (x[train_idx], y[train_idx])
         self.val_set = (x[val_idx], y[val_idx])
         self.unlabeled_set = (x[unlabeled_idx], y[unlabeled_idx])  # labels only for evaluation
@@ -206,15 +201,9 @@ class MNISTDataModule(L.LightningDataModule):
         with these labels; replaces earlier pseudo labels. Takes effect at the next
         ``train_dataloader()`` call (``reload_dataloaders_every_n_epochs``)."""
         self.setup()
-        indices = torch.as_tensor(indices).long().flatten().cpu()
-        labels = torch.as_tensor(labels).long().flatten().cpu()
-        n = len(self.unlabeled_set[1])
-        if len(indices) != len(labels) or (len(indices) and not 0 <= int(indices.min())
-                                           <= int(indices.max()) < n):
-            raise ValueError(f"pseudo labels need as many labels as indices, all in [0, {n})")
-        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
-            raise ValueError(f"pseudo labels must be classes in [0, {self.num_classes})")
-        self.pseudo_labels = (indices, labels) if len(indices) else None
+        self.pseudo_labels = splits.checked_pseudo_labels(indices, labels,
+                                                          len(self.unlabeled_set[1]),
+                                                          self.num_classes)
 
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader(self.val_set, train=False)

@@ -48,6 +48,31 @@ def stratified_subset(labels: torch.Tensor, per_class_total: int, seed: int
     return picked, mask.nonzero().squeeze(1)
 
 
+def labeled_and_pool(labels: torch.Tensor, train_idx: torch.Tensor, num_labeled: int | None,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labeled, unlabeled pool) indices out of ``train_idx``: a stratified ``num_labeled``
+    subset and the rest, or everything labeled when ``num_labeled`` is None."""
+    if num_labeled is None:
+        return train_idx, train_idx[:0]
+    if not 0 < num_labeled <= len(train_idx):
+        raise ValueError(f"data.num_labeled must be in [1, {len(train_idx)}], got {num_labeled}")
+    chosen, rest = stratified_subset(labels[train_idx], num_labeled, seed)
+    return train_idx[chosen], train_idx[rest]
+
+
+def checked_pseudo_labels(indices: torch.Tensor, labels: torch.Tensor, pool_size: int,
+                          num_classes: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Validated CPU copies of pseudo-labels for pool positions ``indices``; None when empty."""
+    indices = torch.as_tensor(indices, dtype=torch.long).flatten().cpu().clone()
+    labels = torch.as_tensor(labels, dtype=torch.long).flatten().cpu().clone()
+    if len(indices) != len(labels):
+        raise ValueError(f"{len(indices)} indices but {len(labels)} pseudo-labels")
+    for values, high, what in ((indices, pool_size, "indices"), (labels, num_classes, "labels")):
+        if len(values) and (values.min() < 0 or values.max() >= high):
+            raise ValueError(f"pseudo-label {what} must be in [0, {high})")
+    return (indices, labels) if len(indices) else None
+
+
 def imbalance(labels: torch.Tensor, ratio: float, seed: int) -> torch.Tensor:
     """Positions kept for an exponentially imbalanced class profile: class ``k`` of ``C`` keeps
     ``ratio ** (k / (C - 1))`` of its samples, so the last class keeps ``ratio`` of them."""
