@@ -67,4 +67,6 @@ class TensorBatchLoader:
         idx = self.sampler.indices()
         for b in range(len(self)):
             sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            yield tuple(t[sel] for t in self.tensors)
+            # index_select, not t[sel]: advanced indexing of the (N, 1, 28, 28) uint8 images
+            # takes ~80 us per batch of 128 on this CPU, index_select ~10 us
+            yield tuple(t.index_select(0, sel) for t in self.tensors)

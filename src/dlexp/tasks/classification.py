@@ -52,10 +52,13 @@ class TrainStats(Metric):
 
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor,
                penalty: torch.Tensor | None = None) -> None:
+        # in place and without temporaries: ~10 us a step instead of ~20 us (every state
+        # assignment also goes through Metric/Module.__setattr__)
         k, n = self.num_classes, len(target)
-        self.confusion += torch.bincount(target * k + logits.argmax(-1), minlength=k * k)
-        extra = penalty.detach().double() * n if penalty is not None else loss.new_zeros(())
-        self.sums += torch.stack([loss.detach().double() * n, extra.double()])
+        self.confusion.add_(torch.bincount(target * k + logits.argmax(-1), minlength=k * k))
+        self.sums[0].add_(loss.detach(), alpha=n)  # accumulated in float64
+        if penalty is not None:
+            self.sums[1].add_(penalty.detach(), alpha=n)
 
     def compute(self) -> dict[str, torch.Tensor]:
         k = self.num_classes
@@ -96,6 +99,15 @@ class ClassificationTask(L.LightningModule):
         self.test_metrics = _metrics(num_classes, "test/")
         self.test_confmat = MulticlassConfusionMatrix(num_classes)
         self.misclassified: list[tuple[Any, int, int]] = []
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets ``_current_fx_name`` twice around every hook call (~45 times a step);
+        # nn.Module.__setattr__ spends ~1.4 us on each checking for parameters and buffers that
+        # a string never is. The result is the same, without those checks.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: Any) -> torch.Tensor:
         return forward_net(self.net, x)
