@@ -219,7 +219,7 @@ def shuffled_batches(tensors: tuple[torch.Tensor, ...], batch_size: int, seed: i
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n, batch_size):
             sel = perm[i : i + batch_size]
-            yield tuple(t[sel] for t in tensors)
+            yield tuple(t.index_select(0, sel) for t in tensors)  # as TensorBatchLoader does
 
 
 def count_samples(batch: Any) -> int:
