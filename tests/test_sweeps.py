@@ -62,9 +62,10 @@ def test_grid_sweep_gives_every_job_its_directory(tmp_path: Path, tiny_mnist: Pa
 
 def test_every_experiment_preset_runs(tmp_path: Path) -> None:
     presets = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
-    # 2000 digits: presets that keep a few classes or labels still find enough of them; the
-    # generated reviews serve the IMDB presets from the same root
-    data = make_imdb_tree(make_mnist_tree(tmp_path / "data", n_train=2000, n_test=200))
+    # 2000 digits, 1200 reviews: presets that keep a few classes or labels still find enough
+    data = make_imdb_tree(make_mnist_tree(tmp_path / "data", n_train=2000, n_test=200),
+                          n_train=600)  # imdb presets with 1000 labels
+
     _, sweep = multirun(tmp_path, data, "experiment=glob(*)", "debug=fdr")
     jobs = find_jobs(sweep)
     assert sorted(j.overrides["experiment"] for j in jobs) == presets
