@@ -98,6 +98,7 @@ def test_resume_refuses_another_model(tmp_path: Path, tiny_mnist: Path) -> None:
     ("data.classes=[3,11]", "data.classes must be distinct digits 0-9"),
     ("ckpt_path=/no/such.ckpt", "checkpoint not found: /no/such.ckpt"),
     ("loss.label_smoothing=1.5", "label_smoothing must be in [0, 1)"),
+    ("threads=0", "threads must be a whole number >= 1 (or null), got 0"),
 ])
 def test_bad_values_fail_with_their_message(override: str, message: str, tmp_path: Path,
                                             tiny_mnist: Path) -> None:

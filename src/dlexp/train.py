@@ -13,6 +13,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlexp import cluster, wiring
 from dlexp.callbacks.test_figures import TestFigures
 from dlexp.callbacks.throughput import TrainThroughput
-from dlexp.errors import user_message
+from dlexp.errors import ConfigError, user_message
 from dlexp.runinfo import flat_hparams, is_rank_zero, write_metrics
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -54,6 +55,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("threads") is not None:
+        if not isinstance(cfg.threads, int) or cfg.threads < 1:
+            raise ConfigError(f"threads must be a whole number >= 1 (or null), got {cfg.threads}")
+        torch.set_num_threads(cfg.threads)
     datamodule = wiring.build_datamodule(cfg)
     net = wiring.build_net(cfg.model, datamodule.describe())
     method_callbacks = wiring.apply_transfer(cfg, net) + wiring.build_method_callbacks(cfg)
@@ -61,7 +66,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     task = wiring.build_task(cfg, net, datamodule)
     ckpt_path = _resume_checkpoint(cfg, task, out_dir)
     if cfg.get("compile"):
-        task.net = __import__("torch").compile(task.net)
+        task.net = torch.compile(task.net)
     throughput = TrainThroughput()
     loggers = wiring.build_loggers(cfg)
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + method_callbacks + [
