@@ -145,3 +145,12 @@ def test_semi_supervised_methods_run_on_reviews(method: str, tmp_path: Path,
         logged = f.readline().split(",")
     wanted = "train/mask_rate" if method == "fixmatch" else "pseudo/added"
     assert any(name.startswith(wanted) for name in logged), logged
+
+
+def test_misclassified_reviews_are_written_as_text(trained: dict) -> None:
+    table = Path(trained["run_dir"]) / "figures" / "misclassified.md"
+    assert table.is_file() == (trained["test/acc"] < 1.0)
+    if table.is_file():
+        rows = table.read_text().splitlines()[2:]
+        assert rows and all(r.count(" | ") >= 2 for r in rows)
+        assert any(w in table.read_text() for w in POSITIVE + NEGATIVE + ("movie", "film"))

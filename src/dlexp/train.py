@@ -70,7 +70,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     throughput = TrainThroughput()
     loggers = wiring.build_loggers(cfg)
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + method_callbacks + [
-        throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"))]
+        throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"),
+                                wiring.token_decoder(datamodule.describe()))]
     trainer: L.Trainer = wiring.build_node(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)

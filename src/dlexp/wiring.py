@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,15 @@ def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback
     if not has_logger:  # the LR monitor writes to a logger and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
+
+
+def token_decoder(data_info: dict) -> Callable[[list[int]], str] | None:
+    """Token ids back to text, for text data (misclassified reviews); None for images."""
+    if "tokenizer" not in data_info:
+        return None
+    from dlexp.data.text import from_json
+
+    return from_json(data_info["tokenizer"]).decode
 
 
 def build_loggers(cfg: DictConfig) -> list:

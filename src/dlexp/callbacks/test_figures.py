@@ -3,6 +3,7 @@ TensorBoard and as PNG files in the run directory."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -42,20 +43,36 @@ def misclassified_figure(examples: list, class_names: list[str]) -> plt.Figure:
     return fig
 
 
-class TestFigures(L.Callback):
-    """Renders what the task collected during ``trainer.test``."""
+def misclassified_markdown(examples: list, class_names: list[str],
+                           decode: Callable[[list[int]], str], width: int = 400) -> str:
+    """Misclassified reviews as a Markdown table (TensorBoard's text tab renders it)."""
+    rows = ["| predicted | true | text |", "| --- | --- | --- |"]
+    for ids, pred, true in examples:
+        text = " ".join(decode(ids.tolist()).split()).replace("|", "\\|")
+        text = text if len(text) <= width else text[: width - 3] + "..."
+        rows.append(f"| {class_names[pred]} | {class_names[true]} | {text} |")
+    return "\n".join(rows) + "\n"
 
-    def __init__(self, class_names: list[str] | None = None, out_dir: str | None = None) -> None:
-        self.class_names, self.out_dir = class_names, out_dir
+
+class TestFigures(L.Callback):
+    """Renders what the task collected during ``trainer.test``: the confusion matrix, and the
+    misclassified examples (images as a grid; token ids, with ``decode``, as a text table)."""
+
+    def __init__(self, class_names: list[str] | None = None, out_dir: str | None = None,
+                 decode: Callable[[list[int]], str] | None = None) -> None:
+        self.class_names, self.out_dir, self.decode = class_names, out_dir, decode
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = pl_module.test_confmat.compute().cpu().numpy()  # a collective under DDP
         if trainer.global_rank != 0:
             return
         names = self.class_names or [str(i) for i in range(len(matrix))]
+        wrong = pl_module.misclassified
+        texts = [e for e in wrong if e[0].dim() == 1]
+        images = [e for e in wrong if e[0].dim() > 1]
         figures = {"test/confusion_matrix": confusion_figure(matrix, names)}
-        if pl_module.misclassified:
-            figures["test/misclassified"] = misclassified_figure(pl_module.misclassified, names)
+        if images:
+            figures["test/misclassified"] = misclassified_figure(images, names)
         for tag, fig in figures.items():
             for logger in trainer.loggers:
                 if hasattr(logger.experiment, "add_figure"):
@@ -65,3 +82,13 @@ class TestFigures(L.Callback):
                 Path(self.out_dir).mkdir(parents=True, exist_ok=True)
                 fig.savefig(Path(self.out_dir) / f"{tag.split('/')[-1]}.png")
             plt.close(fig)
+        if texts and self.decode is not None:
+            self._write_text(trainer, misclassified_markdown(texts, names, self.decode))
+
+    def _write_text(self, trainer: L.Trainer, table: str) -> None:
+        for logger in trainer.loggers:
+            if hasattr(logger.experiment, "add_text"):
+                logger.experiment.add_text("test/misclassified", table, trainer.global_step)
+        if self.out_dir:
+            Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(self.out_dir) / "misclassified.md").write_text(table)

@@ -162,11 +162,19 @@ class ClassificationTask(L.LightningModule):
         self._keep_misclassified(batch[0], preds, y)
 
     def _keep_misclassified(self, x: Any, preds: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep the first wrong examples: images as they are, token batches ``(ids, lengths)``
+        as each review's real tokens."""
         room = MAX_MISCLASSIFIED - len(self.misclassified)
-        if room <= 0 or not isinstance(x, torch.Tensor):
+        if room <= 0:
             return
         wrong = (preds != y).nonzero().squeeze(1)[:room].tolist()
-        self.misclassified += [(x[i].detach().cpu(), int(preds[i]), int(y[i])) for i in wrong]
+        if isinstance(x, tuple | list):
+            ids, lengths = x
+            examples = [ids[i, : int(lengths[i])] for i in wrong]
+        else:
+            examples = [x[i] for i in wrong]
+        self.misclassified += [(e.detach().cpu(), int(preds[i]), int(y[i]))
+                               for e, i in zip(examples, wrong, strict=True)]
 
     def on_test_epoch_start(self) -> None:
         self.test_confmat.reset()
