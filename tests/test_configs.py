@@ -17,7 +17,8 @@ GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "regularization", "
 # an option that needs a partner to form a working pair (data=imdb keeps the default CNN)
 PARTNERS = {("data", "imdb"): ["model=lstm"],
             ("experiment", "imdb_supervised_1000"): ["data.num_labeled=20"],
-            ("experiment", "imdb_pseudo_label"): ["data.num_labeled=20"]}
+            ("experiment", "imdb_pseudo_label"): ["data.num_labeled=20"],
+            ("experiment", "imdb_fixmatch"): ["data.num_labeled=20"]}
 
 
 def options(group: str) -> list[str]:
