@@ -18,13 +18,12 @@ import time
 import zlib
 from pathlib import Path
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import CombinedLoader
 
 from dlexp.data import splits
 from dlexp.data.download import download, file_digest, safe_extract
 from dlexp.data.errors import DataError
+from dlexp.data.pooled import PooledDataModule
 from dlexp.data.text import (
     MODELS,
     PAD_ID,
@@ -133,7 +132,7 @@ def fingerprint(source: Path) -> list:
                                       (p.stat() for p in paths if p.exists())]
 
 
-class IMDBDataModule(L.LightningDataModule):
+class IMDBDataModule(PooledDataModule):
     """Train/val from the 25k labeled training reviews (seeded shuffle), test = the official
     25k, the unlabeled pool = ``train/unsup`` (50k, ``include_unsup``) plus the labeled train
     reviews left out by ``num_labeled``. Batches are ``((ids, lengths), labels)``.
@@ -166,7 +165,7 @@ class IMDBDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(unlabeled_ratio)
         self.root = Path(root or default_root()).expanduser()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir \
             else default_cache_dir(self.root)
@@ -182,11 +181,6 @@ class IMDBDataModule(L.LightningDataModule):
             raise ValueError(f"data.bucket_chunk must be >= 1, got {bucket_chunk}")
         self.max_len, self.truncate = max_len, truncate
         self.bucket, self.bucket_chunk = bucket, bucket_chunk
-        if unlabeled_ratio is not None and unlabeled_ratio <= 0:
-            raise ValueError(f"data.unlabeled_ratio must be > 0, got {unlabeled_ratio}")
-        self.unlabeled_ratio = unlabeled_ratio
-        self.pseudo_labels: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._ready = False
 
     @staticmethod
     def _tokenizer_settings(given: dict) -> dict:
@@ -300,15 +294,6 @@ class IMDBDataModule(L.LightningDataModule):
     def _val_split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return splits.shuffled_split(n, splits.val_count(self.val_size, n), self.seed)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._ready:
-            return
-        try:
-            self._setup_splits()
-        except ValueError as e:  # sizes that do not fit this data: the user's to fix
-            raise DataError(str(e)) from None
-        self._ready = True
-
     def _setup_splits(self) -> None:
         data = self._token_ids()
         self.tokenizer_json = data["tokenizer"]
@@ -333,11 +318,6 @@ class IMDBDataModule(L.LightningDataModule):
         store = TokenStore(saved["flat"], saved["offsets"])
         return store.truncate(self.max_len, self.truncate), saved["labels"]
 
-    def class_counts(self) -> torch.Tensor:
-        """Reviews per class in the labeled training split (for class-weighted losses)."""
-        self.setup()
-        return torch.bincount(self.train_set[1], minlength=self.num_classes)
-
     def describe(self) -> dict:
         """What inference needs to reproduce the input pipeline, stored in checkpoints (plain
         data only: checkpoints are loaded with weights_only=True)."""
@@ -353,27 +333,14 @@ class IMDBDataModule(L.LightningDataModule):
         return {"vocab_size": self.vocab_size, "num_classes": self.num_classes, "pad_idx": PAD_ID}
 
     # ---------------------------------------------------------------- semi-supervised
-    def set_pseudo_labels(self, indices: torch.Tensor, labels: torch.Tensor) -> None:
-        """From the next :meth:`train_dataloader` on, train on the labeled reviews plus the
-        unlabeled-pool reviews ``indices`` (positions in :meth:`unlabeled_dataloader` order)
-        with ``labels``. Replaces earlier pseudo-labels; empty tensors clear them."""
-        self.setup()
-        self.pseudo_labels = splits.checked_pseudo_labels(indices, labels,
-                                                          len(self.unlabeled_set[1]),
-                                                          self.num_classes)
-
-    def _train_part(self) -> Part:
-        if self.pseudo_labels is None:
-            return self.train_set
-        idx, labels = self.pseudo_labels
-        return (TokenStore.cat([self.train_set[0], self.unlabeled_set[0].take(idx)]),
-                torch.cat([self.train_set[1], labels]))
+    def _with_pool_rows(self, part: Part, idx: torch.Tensor, labels: torch.Tensor) -> Part:
+        return (TokenStore.cat([part[0], self.unlabeled_set[0].take(idx)]),
+                torch.cat([part[1], labels]))
 
     # ---------------------------------------------------------------- loaders
     def _loader(self, part: Part, train: bool, sort: bool = True,
                 batch_size: int | None = None) -> TextBatchLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer \
-            else (0, 1)
+        rank, world = self.rank_and_world()
         # evaluation order is free, so sort it all by length (least padding) unless the
         # caller needs the pool's own order back
         return TextBatchLoader(
@@ -382,23 +349,6 @@ class IMDBDataModule(L.LightningDataModule):
             bucket=self.bucket and sort, seed=self.seed, rank=rank, world_size=world,
             chunk_batches=self.bucket_chunk if train else None,
             pin_memory=self.pin_memory and torch.cuda.is_available())
-
-    def train_dataloader(self) -> TextBatchLoader | CombinedLoader:
-        """The labeled reviews (plus any pseudo-labelled ones); with ``unlabeled_ratio`` also
-        the unlabeled pool, ``ratio`` times the batch size, as ``{"labeled", "unlabeled"}``
-        batches that cycle the labeled set until the pool is done (as on MNIST)."""
-        labeled = self._loader(self._train_part(), train=True)
-        if self.unlabeled_ratio is None:
-            return labeled
-        size = max(1, round(self.unlabeled_ratio * self.batch_size))
-        unlabeled = self._loader(self.unlabeled_set, train=True, batch_size=size)
-        return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, "max_size_cycle")
-
-    def val_dataloader(self) -> TextBatchLoader:
-        return self._loader(self.val_set, train=False)
-
-    def test_dataloader(self) -> TextBatchLoader:
-        return self._loader(self.test_set, train=False)
 
     def unlabeled_dataloader(self) -> TextBatchLoader:
         """The unlabeled pool in its own order (labels: true ones, or -1 for train/unsup)."""

@@ -6,9 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import CombinedLoader
 
 from dlexp.data import splits
 from dlexp.data.augment import random_affine
@@ -16,6 +14,7 @@ from dlexp.data.download import download
 from dlexp.data.errors import DataError
 from dlexp.data.idx import read_idx
 from dlexp.data.loader import TensorBatchLoader
+from dlexp.data.pooled import PooledDataModule
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # md5 of the official .gz files, as torchvision checks them.
@@ -32,7 +31,7 @@ def default_root() -> str:
     return os.environ.get("DLEXP_DATA_DIR", "data")
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(PooledDataModule):
     """Train/val from the 60k training set (seeded shuffle), test = the official 10k.
 
     Hooks for the other experiments: ``num_labeled`` (stratified labeled subset, the rest of
@@ -59,7 +58,7 @@ class MNISTDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(unlabeled_ratio)
         self.root = Path(root or default_root()).expanduser()
         self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
         self.val_size, self.seed, self.num_labeled = val_size, seed, num_labeled
@@ -69,14 +68,9 @@ class MNISTDataModule(L.LightningDataModule):
             raise ValueError(f"data.classes must be distinct digits 0-9, got {classes}")
         self.imbalance, self.augment = imbalance, augment
         self.max_shift, self.max_degrees, self.pin_memory = max_shift, max_degrees, pin_memory
-        if unlabeled_ratio is not None and unlabeled_ratio <= 0:
-            raise ValueError(f"data.unlabeled_ratio must be > 0, got {unlabeled_ratio}")
-        self.unlabeled_ratio = unlabeled_ratio
-        self.pseudo_labels: tuple[torch.Tensor, torch.Tensor] | None = None
         self.input_shape = (1, 28, 28)
         self.num_classes = len(self.classes)
         self.class_names = [str(c) for c in self.classes]
-        self._ready = False
 
     # ---------------------------------------------------------------- files
     @property
@@ -121,15 +115,6 @@ class MNISTDataModule(L.LightningDataModule):
         return x.unsqueeze(1), y.long()
 
     # ---------------------------------------------------------------- splits
-    def setup(self, stage: str | None = None) -> None:
-        if self._ready:
-            return
-        try:
-            self._setup_splits()
-        except ValueError as e:  # sizes that do not fit this data: the user's to fix
-            raise DataError(str(e)) from None
-        self._ready = True
-
     def _setup_splits(self) -> None:
         x, y = self._select_classes(*self._read("train"))
         n_val = splits.val_count(self.val_size, len(y))
@@ -152,11 +137,6 @@ class MNISTDataModule(L.LightningDataModule):
         lut[self.classes] = torch.arange(len(self.classes))
         return x[keep], lut[y[keep]]
 
-    def class_counts(self) -> torch.Tensor:
-        """Samples per class in the labeled training split (for class-weighted losses)."""
-        self.setup()
-        return torch.bincount(self.train_set[1], minlength=self.num_classes)
-
     def describe(self) -> dict:
         """What inference needs to reproduce the input pipeline, stored in checkpoints."""
         return {"name": "mnist", "modality": self.modality, "mean": MEAN, "std": STD,
@@ -170,46 +150,15 @@ class MNISTDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------- loaders
     def _loader(self, tensors: tuple[torch.Tensor, ...], train: bool,
                 batch_size: int | None = None) -> TensorBatchLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer \
-            else (0, 1)
+        rank, world = self.rank_and_world()
         if self.pin_memory and torch.cuda.is_available():
             tensors = tuple(t.pin_memory() for t in tensors)
         size = batch_size or (self.batch_size if train else self.eval_batch_size)
         return TensorBatchLoader(tensors, size,
                                  shuffle=train, seed=self.seed, rank=rank, world_size=world)
 
-    def train_dataloader(self) -> TensorBatchLoader | CombinedLoader:
-        """The labeled set (plus any pseudo-labelled samples); with ``unlabeled_ratio`` also the
-        unlabeled pool, ``ratio`` times the batch size, as ``{"labeled", "unlabeled"}`` batches
-        that cycle the labeled set until the pool is done."""
-        labeled = self._loader(self._labeled_tensors(), train=True)
-        if self.unlabeled_ratio is None:
-            return labeled
-        size = max(1, round(self.unlabeled_ratio * self.batch_size))
-        unlabeled = self._loader(self.unlabeled_set, train=True, batch_size=size)
-        return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, "max_size_cycle")
-
-    def _labeled_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pseudo_labels is None:
-            return self.train_set
-        idx, labels = self.pseudo_labels
-        return (torch.cat([self.train_set[0], self.unlabeled_set[0][idx]]),
-                torch.cat([self.train_set[1], labels]))
-
-    def set_pseudo_labels(self, indices: torch.Tensor, labels: torch.Tensor) -> None:
-        """Train on these unlabeled samples too (positions in ``unlabeled_dataloader()`` order),
-        with these labels; replaces earlier pseudo labels. Takes effect at the next
-        ``train_dataloader()`` call (``reload_dataloaders_every_n_epochs``)."""
-        self.setup()
-        self.pseudo_labels = splits.checked_pseudo_labels(indices, labels,
-                                                          len(self.unlabeled_set[1]),
-                                                          self.num_classes)
-
-    def val_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.val_set, train=False)
-
-    def test_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.test_set, train=False)
+    def _with_pool_rows(self, part: tuple, idx: torch.Tensor, labels: torch.Tensor) -> tuple:
+        return (torch.cat([part[0], self.unlabeled_set[0][idx]]), torch.cat([part[1], labels]))
 
     def unlabeled_dataloader(self) -> TensorBatchLoader:
         return self._loader(self.unlabeled_set, train=False)
