@@ -80,7 +80,8 @@ def test_predict_missing_review_file_is_one_line(trained: dict, tmp_path: Path,
         predict_main([trained["best_ckpt"], "--file", str(tmp_path / "missing.txt")])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "missing.txt" in err and err.count("\n") == 1
+    assert err.startswith("error: cannot read --file ") and "missing.txt" in err
+    assert err.count("\n") == 1
 
 
 def test_eval_reproduces_the_test_accuracy(trained: dict, tiny_imdb: Path,

@@ -134,8 +134,12 @@ def _predict(args: argparse.Namespace) -> tuple[str, list[str], list[list[tuple[
         return "file", args.inputs, predict_images(args.checkpoint, args.inputs)
     texts = list(args.inputs)
     if args.file:
-        lines = (sys.stdin.read() if args.file == "-"
-                 else Path(args.file).read_text(encoding="utf-8")).splitlines()
+        try:
+            lines = (sys.stdin.read() if args.file == "-"
+                     else Path(args.file).read_text(encoding="utf-8")).splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read --file {args.file}: {getattr(e, 'strerror', e)}"
+                             ) from None
         texts += [line for line in lines if line.strip()]
     if not texts:
         raise ValueError("give review texts after the checkpoint, or --file with one per line")
