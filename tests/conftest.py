@@ -45,6 +45,21 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No network: every download attempt fails as offline machines do; lists the URLs tried."""
+    from dlexp.data import download
+
+    tried: list[str] = []
+
+    def urlopen(url: str, timeout: float = 0) -> None:
+        tried.append(url)
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", urlopen)
+    return tried
+
+
+@pytest.fixture
 def real_data_dir() -> Path:
     """``$DLEXP_DATA_DIR`` when it holds the real MNIST files; skips the test otherwise."""
     root = os.environ.get("DLEXP_DATA_DIR")

@@ -60,9 +60,10 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             raise ConfigError(f"threads must be a whole number >= 1 (or null), got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
     datamodule = wiring.build_datamodule(cfg)
-    net = wiring.build_net(cfg.model, datamodule.describe())
+    data_info = datamodule.describe()
+    net = wiring.build_net(cfg.model, data_info)
     method_callbacks = wiring.apply_transfer(cfg, net) + wiring.build_method_callbacks(cfg)
-    _save_tokenizer(datamodule.describe(), out_dir)
+    _save_tokenizer(data_info, out_dir)
     task = wiring.build_task(cfg, net, datamodule)
     ckpt_path = _resume_checkpoint(cfg, task, out_dir)
     if cfg.get("compile"):
@@ -71,7 +72,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     loggers = wiring.build_loggers(cfg)
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + method_callbacks + [
         throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"),
-                                wiring.token_decoder(datamodule.describe()))]
+                                wiring.token_decoder(data_info))]
     trainer: L.Trainer = wiring.build_node(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -120,8 +120,7 @@ def task_class(cfg: DictConfig) -> Any:
 
 def build_method_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """Callbacks that implement the training method (``method.callbacks``, e.g. pseudo_label)."""
-    nodes = (cfg.get("method") or {}).get("callbacks") or {}
-    return [build_node(n) for n in nodes.values() if n is not None and "_target_" in n]
+    return build_group((cfg.get("method") or {}).get("callbacks"))
 
 
 def apply_transfer(cfg: DictConfig, net: nn.Module) -> list[L.Callback]:
@@ -157,9 +156,13 @@ def checkpoint_extras(cfg: DictConfig, datamodule: Any) -> dict:
     return {"format": CHECKPOINT_FORMAT, "config": config, "data": datamodule.describe()}
 
 
+def build_group(nodes: Any) -> list:
+    """Instantiate every entry of a name -> node mapping; removed (null) entries are skipped."""
+    return [build_node(n) for n in (nodes or {}).values() if n is not None and "_target_" in n]
+
+
 def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback]:
-    nodes = cfg.get("callbacks") or {}
-    callbacks = [build_node(n) for n in nodes.values() if n is not None and "_target_" in n]
+    callbacks = build_group(cfg.get("callbacks"))
     if not has_logger:  # the LR monitor writes to a logger and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
@@ -175,8 +178,7 @@ def token_decoder(data_info: dict) -> Callable[[list[int]], str] | None:
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    nodes = cfg.get("logger") or {}
-    return [build_node(node) for node in nodes.values() if node is not None and "_target_" in node]
+    return build_group(cfg.get("logger"))
 
 
 def load_checkpoint(path: str | Path) -> dict:

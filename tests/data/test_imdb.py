@@ -13,7 +13,6 @@ import pytest
 import torch
 from conftest import TEST_ONLY, compose_train, make_imdb_tree, tar_imdb
 
-from dlexp.data import download as download_module
 from dlexp.data import imdb
 from dlexp.data.download import file_digest
 from dlexp.data.errors import DataError
@@ -338,19 +337,8 @@ def test_cache_dir_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert IMDBDataModule(root=str(tmp_path), cache_dir="/x").cache_dir == Path("/x")
 
 
-def _offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    tried: list[str] = []
-
-    def urlopen(url: str, timeout: float = 0) -> None:
-        tried.append(url)
-        raise OSError("[Errno 101] Network is unreachable")
-
-    monkeypatch.setattr(download_module.urllib.request, "urlopen", urlopen)
-    return tried
-
-
-def test_offline_with_nothing_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tried = _offline(monkeypatch)
+def test_offline_with_nothing_local(offline: list[str], tmp_path: Path) -> None:
+    tried = offline
     root, cache = tmp_path / "data", tmp_path / "cache"
     dm = IMDBDataModule(root=str(root), cache_dir=str(cache), download=True)
     with pytest.raises(DataError) as err:

@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import make_mnist_tree
 
-from dlexp.data import download as download_module
 from dlexp.data import mnist
 from dlexp.data.errors import DataError
 from dlexp.data.idx import read_idx, write_idx
@@ -213,19 +212,8 @@ def test_one_missing_file_is_named(tmp_path: Path) -> None:
     assert "train-images" not in str(err.value)
 
 
-def _offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    tried: list[str] = []
-
-    def urlopen(url: str, timeout: float = 0) -> None:
-        tried.append(url)
-        raise OSError("[Errno 101] Network is unreachable")
-
-    monkeypatch.setattr(download_module.urllib.request, "urlopen", urlopen)
-    return tried
-
-
-def test_download_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tried = _offline(monkeypatch)
+def test_download_without_network(offline: list[str], tmp_path: Path) -> None:
+    tried = offline
     dm = MNISTDataModule(root=str(tmp_path), download=True, val_size=10)
     with pytest.raises(DataError) as err:
         dm.prepare_data()
@@ -237,8 +225,8 @@ def test_download_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         dm.setup("fit")  # setup explains the same way
 
 
-def test_no_download_when_files_exist(tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tried = _offline(monkeypatch)
+def test_no_download_when_files_exist(offline: list[str], tiny_mnist: Path) -> None:
+    tried = offline
     dm = MNISTDataModule(root=str(tiny_mnist), download=True, val_size=100)
     dm.prepare_data()
     dm.setup()
