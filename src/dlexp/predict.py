@@ -58,29 +58,36 @@ def _centre_of_mass_offset(ink: np.ndarray) -> tuple[int, int]:
 
 def predict_images(ckpt_path: str, images: list[str]) -> list[list[tuple[str, float]]]:
     """Per image, (class name, probability) pairs sorted by probability."""
-    ckpt = _checkpoint(ckpt_path, "image")
-    info = ckpt["dlexp"]["data"]
-    batch = torch.stack([load_image(p) for p in images]).float()
-    return _ranked(ckpt, ckpt_path, (batch / 255 - info["mean"]) / info["std"])
+    return _rank_images(wiring.load_checkpoint(ckpt_path), ckpt_path, images)
 
 
 def predict_texts(ckpt_path: str, texts: list[str]) -> list[list[tuple[str, float]]]:
     """Per text, (class name, probability) pairs sorted by probability. The tokenizer comes
     from the checkpoint, so the text is encoded exactly as in training."""
+    return _rank_texts(wiring.load_checkpoint(ckpt_path), ckpt_path, texts)
+
+
+def _rank_images(ckpt: dict, path: str, images: list[str]) -> list[list[tuple[str, float]]]:
+    info = _expect(ckpt, path, "image")
+    batch = torch.stack([load_image(p) for p in images]).float()
+    return _ranked(ckpt, path, (batch / 255 - info["mean"]) / info["std"])
+
+
+def _rank_texts(ckpt: dict, path: str, texts: list[str]) -> list[list[tuple[str, float]]]:
     from dlexp.data.text import encode_texts
 
-    ckpt = _checkpoint(ckpt_path, "text")
-    ids, lengths = encode_texts(ckpt["dlexp"]["data"], texts)
-    return _ranked(ckpt, ckpt_path, (ids, lengths))
+    ids, lengths = encode_texts(_expect(ckpt, path, "text"), texts)
+    return _ranked(ckpt, path, (ids, lengths))
 
 
-def _checkpoint(path: str, modality: str) -> dict:
-    ckpt = wiring.load_checkpoint(path)
-    given = ckpt["dlexp"]["data"]["modality"]
-    if given != modality:
-        wants = "image files" if given == "image" else "text (arguments, or --file)"
-        raise CheckpointError(f"{path} is a {given} model: give it {wants}, not {modality}")
-    return ckpt
+def _expect(ckpt: dict, path: str, modality: str) -> dict:
+    """The checkpoint's data description, if its model takes ``modality`` input."""
+    info = ckpt["dlexp"]["data"]
+    if info["modality"] != modality:
+        wants = "image files" if info["modality"] == "image" else "text (arguments, or --file)"
+        raise CheckpointError(f"{path} is a {info['modality']} model: give it {wants}, not "
+                              f"{modality}")
+    return info
 
 
 def _ranked(ckpt: dict, path: str, inputs: torch.Tensor | tuple) -> list[list[tuple[str, float]]]:
@@ -90,10 +97,6 @@ def _ranked(ckpt: dict, path: str, inputs: torch.Tensor | tuple) -> list[list[tu
     names = ckpt["dlexp"]["data"]["class_names"]
     return [sorted(((names[i], float(p[i])) for i in range(len(names))),
                    key=lambda t: -t[1]) for p in probs]
-
-
-def modality(ckpt_path: str) -> str:
-    return wiring.load_checkpoint(ckpt_path)["dlexp"]["data"]["modality"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,10 +131,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _predict(args: argparse.Namespace) -> tuple[str, list[str], list[list[tuple[str, float]]]]:
     """(JSON key, what each input is shown as, ranked classes per input)."""
-    if modality(args.checkpoint) == "image":
+    ckpt = wiring.load_checkpoint(args.checkpoint)  # read once: it decides the input kind too
+    if ckpt["dlexp"]["data"]["modality"] == "image":
         if not args.inputs or args.file:
             raise ValueError("give image files after the checkpoint (--file is for text models)")
-        return "file", args.inputs, predict_images(args.checkpoint, args.inputs)
+        return "file", args.inputs, _rank_images(ckpt, args.checkpoint, args.inputs)
     texts = list(args.inputs)
     if args.file:
         try:
@@ -144,7 +148,7 @@ def _predict(args: argparse.Namespace) -> tuple[str, list[str], list[list[tuple[
     if not texts:
         raise ValueError("give review texts after the checkpoint, or --file with one per line")
     shown = [t if len(t) <= 60 else t[:57] + "..." for t in texts]
-    return "text", shown, predict_texts(args.checkpoint, texts)
+    return "text", shown, _rank_texts(ckpt, args.checkpoint, texts)
 
 
 if __name__ == "__main__":
