@@ -35,6 +35,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -51,6 +52,7 @@ from dlexp import wiring
 from dlexp.callbacks.throughput import TrainThroughput
 from dlexp.data.mnist import normalize
 from dlexp.errors import user_message
+from dlexp.overhead import NVML_CHECK
 from dlexp.tasks.classification import forward_net
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,7 +208,7 @@ def fit_framework(cfg: DictConfig, datamodule: Any, timer: StepTimer) -> None:
     task = wiring.build_task(cfg, net, datamodule)
     loggers = wiring.build_loggers(cfg)
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + [TrainThroughput(), timer]
-    trainer = wiring.build_node(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = wiring.build_trainer(cfg.trainer, callbacks, logger=loggers or False)
     trainer.fit(task, datamodule=datamodule)
 
 
@@ -495,7 +497,7 @@ def plot(results: list[Comparison], path: Path, title: str) -> None:
         ax.text(i, top * 1.02, f"{c.ratio():.2f}x", ha="center", fontsize=9)
     ax.set_xticks(range(len(results)), [f"{c.bench}/{c.case}" for c in results])
     ax.set_ylabel(results[0].unit)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 64), fontsize=9)
     ax.margins(y=0.12)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -603,6 +605,9 @@ def error_message(exc: Exception) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # the plain loop runs as in a process that never imported Lightning, which sets this to 1
+    # (the framework side sets its own value while it trains: dlexp.overhead.CpuCudaCheck)
+    os.environ.pop(NVML_CHECK, None)
     if not args.verbose:
         quiet()
     try:

@@ -27,15 +27,15 @@ MLP = ["model=mlp", "model.hidden=[32]", "model.dropout=0.0"]
 
 
 def multirun(log_dir: Path, data: Path, *args: str, multi: bool = True,
-             timeout: int = 300) -> tuple[subprocess.CompletedProcess, Path]:
+             timeout: int = 300, ok: bool = True) -> tuple[subprocess.CompletedProcess, Path]:
     """Run ``train.py [-m] args`` with outputs under ``log_dir``; returns the process and the
-    sweep directory it wrote (the newest one)."""
+    sweep directory it wrote (the newest one). ``ok``: the process must succeed."""
     cmd = [sys.executable, str(REPO / "train.py"), *(["-m"] if multi else []),
            f"paths.log_dir={log_dir}", f"paths.data_dir={data}", *FAST, *TINY_DATA, *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=log_dir,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     sweeps = sorted((log_dir / "multiruns").glob("*"))
-    assert result.returncode == 0 and sweeps, result.stderr[-3000:]
+    assert sweeps and (result.returncode == 0) == ok, result.stderr[-3000:]
     return result, sweeps[-1]
 
 
@@ -126,6 +126,23 @@ def test_optuna_search_resumes_from_sqlite(tmp_path: Path, tiny_mnist: Path) -> 
     assert optuna.trial.TrialState.COMPLETE in states.values()
     text = report(second, tmp_path / "report")["markdown"]
     assert "Optuna best value" in text and text.count("| ok |") + text.count("| failed |") == 3
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ([], "Optuna study ended with no successful trial: every trial failed"),
+    (["hydra.sweeper.max_failure_rate=0.0"],
+     "more trials failed than hydra.sweeper.max_failure_rate allows; the first failure: "
+     "dropout must be in [0, 1)"),
+])
+def test_a_study_of_failed_trials_ends_in_one_line(extra: list[str], says: str, tmp_path: Path,
+                                                   tiny_mnist: Path) -> None:
+    args = ["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", *MLP[:2], "debug=fdr",
+            "model.dropout=1.0", *extra]
+    result, sweep = multirun(tmp_path, tiny_mnist, *args, multi=False, ok=False)
+    assert result.returncode == 1
+    assert says in result.stderr and f"metrics.json under {sweep}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert all(job.status == "failed" for job in find_jobs(sweep))
 
 
 def test_joblib_runs_jobs_in_parallel(tmp_path: Path, tiny_mnist: Path) -> None:

@@ -32,10 +32,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_cfg.eval_batch_size = cfg.eval_batch_size
     datamodule = wiring.build_node(data_cfg)
     task = wiring.task_from_checkpoint(ckpt, path, datamodule)
-    trainer = wiring.build_node(cfg.trainer, logger=False, default_root_dir=str(out_dir),
-                            callbacks=[TestFigures(datamodule.class_names,
-                                                   str(out_dir / "figures"),
-                                                   wiring.token_decoder(ckpt["dlexp"]["data"]))])
+    figures = TestFigures(datamodule.class_names, str(out_dir / "figures"),
+                          wiring.token_decoder(ckpt["dlexp"]["data"]))
+    trainer = wiring.build_trainer(cfg.trainer, [figures], logger=False,
+                                   default_root_dir=str(out_dir))
     results = trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     return {"status": "ok", "ckpt_path": path, **metrics,

@@ -73,7 +73,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + method_callbacks + [
         throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"),
                                 wiring.token_decoder(data_info))]
-    trainer: L.Trainer = wiring.build_node(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = wiring.build_trainer(cfg.trainer, callbacks, logger=loggers or False)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     best = _best_checkpoint(trainer)

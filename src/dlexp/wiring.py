@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dlexp.errors import CheckpointError, ConfigError
+from dlexp.overhead import CpuCudaCheck, NullProfiler
 from dlexp.tasks.classification import ClassificationTask
 from dlexp.tasks.losses import class_weights
 from dlexp.tasks.schedulers import Horizon
@@ -27,6 +28,15 @@ CHECKPOINT_FORMAT = 1
 def build_node(node: DictConfig, **kwargs: Any) -> Any:
     """Instantiate one config node into plain Python containers (lists, not ListConfigs)."""
     return instantiate(node, _convert_="all", **kwargs)
+
+
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback] | None = None,
+                  **kwargs: Any) -> L.Trainer:
+    """The configured Trainer, minus Lightning's avoidable per-step costs (``dlexp.overhead``):
+    no per-hook profiler context unless a profiler is configured, no NVML load per CPU step."""
+    if not trainer_cfg.get("profiler"):
+        kwargs["profiler"] = NullProfiler()
+    return build_node(trainer_cfg, callbacks=[*(callbacks or []), CpuCudaCheck()], **kwargs)
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
