@@ -18,6 +18,7 @@ from dlexp.data.download import file_digest
 from dlexp.data.errors import DataError
 from dlexp.data.imdb import IMDBDataModule
 from dlexp.data.text import UNK_ID, encode_texts, from_json, to_json, train_tokenizer
+from dlexp.data.text import encode as imdb_encode
 from dlexp.wiring import build_node
 
 N_TRAIN, N_TEST, N_UNSUP = 200, 100, 150  # tiny_imdb: per split, both classes together
@@ -247,6 +248,29 @@ def test_second_setup_reads_the_cache(tiny_imdb: Path, tmp_path: Path,
     assert len(calls) == 3 and len(list((tmp_path / "imdb").glob("tokens-*.pt"))) == 3
 
 
+def test_unsup_reviews_are_encoded_only_when_the_pool_is_used(
+        tiny_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    encoded: list[str] = []
+
+    def counting(tok: object, texts: list[str], what: str = "") -> object:
+        encoded.append(what)
+        return imdb_encode(tok, texts, what)
+
+    monkeypatch.setattr(imdb, "encode", counting)
+    dm = _dm(tiny_imdb, cache_dir=str(tmp_path), max_len=None)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        next(iter(loader))
+    assert encoded == ["IMDB train reviews", "IMDB test reviews"]  # a supervised run
+    pool = dm.unlabeled_set
+    assert encoded[-1] == "IMDB unsup reviews" and len(pool[1]) == N_UNSUP
+    texts = _texts(tiny_imdb, "unsup")[0]
+    tok = from_json(dm.describe()["tokenizer"])
+    assert _ids(pool) == [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    again = _dm(tiny_imdb, cache_dir=str(tmp_path), max_len=None)
+    assert _ids(again.unlabeled_set) == _ids(pool) and len(encoded) == 3  # from the cache
+    assert len(list((tmp_path / "imdb").glob("unsup-*.pt"))) == 1
+
+
 def test_unwritable_cache_still_works(tiny_imdb: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(path: Path, payload: dict) -> None:
@@ -377,8 +401,9 @@ def test_a_tree_without_test_reviews(tmp_path: Path) -> None:
 
 def test_include_unsup_needs_unsup_reviews(tmp_path: Path) -> None:
     make_imdb_tree(tmp_path, n_train=5, n_test=2, n_unsup=0)
+    dm = _dm(tmp_path, val_size=2)  # supervised use never looks at train/unsup
     with pytest.raises(DataError, match="data.include_unsup=true"):
-        _dm(tmp_path, val_size=2)
+        _ = dm.unlabeled_set
     assert len(_dm(tmp_path, val_size=2, include_unsup=False).train_set[1]) == 8
 
 

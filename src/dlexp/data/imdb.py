@@ -19,6 +19,7 @@ import zlib
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 
 from dlexp.data import splits
 from dlexp.data.download import download, file_digest, safe_extract
@@ -52,7 +53,7 @@ FOLDERS = ("train/neg", "train/pos", "test/neg", "test/pos", "train/unsup")
 REVIEW = re.compile(r"(\d+)_(\d+)\.txt")  # <id>_<rating>.txt
 MEMBER = re.compile(r"(?:\./)?aclImdb/((?:train|test)/(?:neg|pos|unsup))/(\d+)_\d+\.txt")
 TOKENIZER = {"model": "word", "vocab_size": 20_000, "min_frequency": 2, "use_unsup": False}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: train/unsup in a file of its own
 
 Reviews = dict[str, list[tuple[int, str]]]  # "train/pos" -> [(review id, text)]
 Part = tuple[TokenStore, torch.Tensor]      # token ids and labels (-1: unlabeled)
@@ -247,13 +248,21 @@ class IMDBDataModule(PooledDataModule):
             shutil.rmtree(work, ignore_errors=True)
 
     # ---------------------------------------------------------------- token ids
-    def _cache_path(self, source: Path) -> Path:
+    def _cache_path(self, source: Path, kind: str = "tokens") -> Path:
+        """``tokens-<key>.pt``: the tokenizer with train and test ids; ``unsup-<key>.pt``: the
+        50k unlabeled reviews' ids under that tokenizer (built only when the pool is used)."""
         key = cache_key(version=CACHE_VERSION, source=fingerprint(source),
                         tokenizer=self.tokenizer, seed=self.seed, val_size=self.val_size)
-        return self.cache_dir / "imdb" / f"tokens-{key}.pt"
+        return self.cache_dir / "imdb" / f"{kind}-{key}.pt"
+
+    def _read_parts(self, source: Path) -> dict[str, tuple[list[str], torch.Tensor]]:
+        if source.is_file():
+            self._check_archive(source)
+        log.info("IMDB: reading reviews from %s", source)
+        return assemble(read_archive(source) if source.is_file() else read_folder(source), source)
 
     def _token_ids(self) -> dict:
-        """Tokenizer JSON and the token ids of every part: from the cache, else built (and
+        """Tokenizer JSON and the token ids of train and test: from the cache, else built (and
         cached) from the reviews."""
         source = self._source()
         path = self._cache_path(source)
@@ -261,10 +270,7 @@ class IMDBDataModule(PooledDataModule):
             log.info("IMDB: token ids from cache %s", path)
             return cached
         start = time.perf_counter()
-        if source.is_file():
-            self._check_archive(source)
-        log.info("IMDB: reading reviews from %s", source)
-        parts = assemble(read_archive(source) if source.is_file() else read_folder(source), source)
+        parts = self._read_parts(source)
         train_idx, _ = self._val_split(len(parts["train"][1]))
         corpus = [parts["train"][0][i] for i in train_idx.tolist()]
         if self.tokenizer["use_unsup"]:
@@ -273,17 +279,24 @@ class IMDBDataModule(PooledDataModule):
                  len(corpus))
         tok = train_tokenizer(corpus, self.tokenizer["model"], self.tokenizer["vocab_size"],
                               self.tokenizer["min_frequency"])
-        payload: dict = {"version": CACHE_VERSION, "tokenizer": to_json(tok)}
-        for name, (texts, labels) in parts.items():
-            store = encode(tok, texts, what=f"IMDB {name} reviews")
-            payload[name] = {"flat": store.flat, "offsets": store.offsets, "labels": labels}
-        try:
-            save_cache(path, payload)
-        except OSError as e:  # an unwritable cache costs the next run time, not this one
-            log.warning("IMDB: cannot write the token cache %s (%s)", path, e)
+        payload: dict = {"version": CACHE_VERSION, "tokenizer": to_json(tok),
+                         **_encoded(tok, parts, ("train", "test"))}
+        _save(path, payload)
         log.info("IMDB: tokenized %d reviews in %.1f s, cached in %s",
-                 sum(len(p[1]) for p in parts.values()), time.perf_counter() - start, path)
+                 sum(len(parts[k][1]) for k in ("train", "test")), time.perf_counter() - start,
+                 path)
         return payload
+
+    def _unsup_ids(self) -> dict:
+        """The ``train/unsup`` reviews' token ids under this run's tokenizer: from the cache,
+        else encoded (and cached) now; only runs that use the unlabeled pool get here."""
+        source = self._source()
+        path = self._cache_path(source, "unsup")
+        if (cached := load_cache(path)) is None:
+            parts = self._read_parts(source)
+            cached = _encoded(from_json(self.tokenizer_json), parts, ("unsup",))["unsup"]
+            _save(path, cached)
+        return cached
 
     def _require_unsup(self, items: list, flag: str) -> list:
         if not len(items):
@@ -298,7 +311,7 @@ class IMDBDataModule(PooledDataModule):
         data = self._token_ids()
         self.tokenizer_json = data["tokenizer"]
         self.vocab_size = from_json(self.tokenizer_json).get_vocab_size()
-        train, test, unsup = (self._part(data[k]) for k in ("train", "test", "unsup"))
+        train, test = (self._part(data[k]) for k in ("train", "test"))
         y = train[1]
         train_idx, val_idx = self._val_split(len(y))
         train_idx, unlabeled_idx = splits.labeled_and_pool(y, train_idx, self.num_labeled,
@@ -306,12 +319,25 @@ class IMDBDataModule(PooledDataModule):
         self.train_set = (train[0].take(train_idx), y[train_idx])
         self.val_set = (train[0].take(val_idx), y[val_idx])
         self.test_set = test
-        pool = [(train[0].take(unlabeled_idx), y[unlabeled_idx])]  # true labels, for evaluation
-        if self.include_unsup:
-            pool.append(unsup)
-            self._require_unsup(unsup[1], "data.include_unsup")
-        self.unlabeled_set = (TokenStore.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool]))
+        # true labels, for evaluation; train/unsup joins on first use (see unlabeled_set)
+        self._pool_from_train = (train[0].take(unlabeled_idx), y[unlabeled_idx])
+        self._pool: Part | None = None
         self.split_indices = {"train": train_idx, "val": val_idx, "unlabeled": unlabeled_idx}
+
+    @property
+    def unlabeled_set(self) -> Part:
+        """The unlabeled pool: labeled train reviews left out by ``num_labeled``, then
+        ``train/unsup`` (``include_unsup``). Built when first asked for, so supervised runs
+        never read or encode the 50k unsup reviews (~40% of a first run's data preparation)."""
+        self.setup()
+        if self._pool is None:
+            pool = [self._pool_from_train]
+            if self.include_unsup:
+                unsup = self._part(self._unsup_ids())
+                self._require_unsup(unsup[1], "data.include_unsup")
+                pool.append(unsup)
+            self._pool = (TokenStore.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool]))
+        return self._pool
 
     def _part(self, saved: dict) -> Part:
         """A cached part, truncated to ``max_len`` (after the cache: changing it is free)."""
@@ -353,3 +379,20 @@ class IMDBDataModule(PooledDataModule):
     def unlabeled_dataloader(self) -> TextBatchLoader:
         """The unlabeled pool in its own order (labels: true ones, or -1 for train/unsup)."""
         return self._loader(self.unlabeled_set, train=False, sort=False)
+
+
+def _encoded(tok: Tokenizer, parts: dict, names: tuple[str, ...]) -> dict:
+    """Token ids of the named parts, in the cache's layout."""
+    out = {}
+    for name in names:
+        texts, labels = parts[name]
+        store = encode(tok, texts, what=f"IMDB {name} reviews")
+        out[name] = {"flat": store.flat, "offsets": store.offsets, "labels": labels}
+    return out
+
+
+def _save(path: Path, payload: dict) -> None:
+    try:
+        save_cache(path, payload)
+    except OSError as e:  # an unwritable cache costs the next run time, not this one
+        log.warning("IMDB: cannot write the token cache %s (%s)", path, e)

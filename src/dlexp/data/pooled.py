@@ -18,7 +18,7 @@ Part = tuple[Any, torch.Tensor]  # inputs (a tensor, or a TokenStore) and labels
 
 class PooledDataModule(L.LightningDataModule):
     """Subclasses build ``train_set``, ``val_set``, ``test_set`` and ``unlabeled_set`` in
-    :meth:`_setup_splits`, and batch a part with :meth:`_loader` and join two with
+    :meth:`_setup_splits` (or serve ``unlabeled_set`` lazily, as IMDB does), and batch a part with :meth:`_loader` and join two with
     :meth:`_with_pool_rows`."""
 
     num_classes: int
