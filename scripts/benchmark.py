@@ -259,7 +259,8 @@ def plain_stepper(cfg: DictConfig, datamodule: Any, device: torch.device,
         batch = next(batches)
         x, y = to_device(batch[0], device), batch[-1].to(device, non_blocking=True)
         with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            loss = criterion(forward_net(net, normalize(x) if image else x), y)
+            x = normalize(x, datamodule.mean, datamodule.std) if image else x
+            loss = criterion(forward_net(net, x), y)
             if penalty.active:
                 loss = loss + penalty(net)
         optimizer.zero_grad(set_to_none=True)

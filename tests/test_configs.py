@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import CONFIG_DIR, TINY_DATA, compose_train
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dlexp import wiring
 from dlexp.errors import ConfigError
@@ -89,6 +90,17 @@ def test_mlp_course_preset_is_the_course_network(tmp_path: Path, tiny_mnist: Pat
     assert cfg.loss._target_.endswith("SoftmaxMSE")
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.1
     assert cfg.data.batch_size == 50 and cfg.trainer.max_epochs == 40
+    _fits_like_keras(cfg, net)
+
+
+def _fits_like_keras(cfg, net: torch.nn.Module) -> None:
+    """The course's Keras code: raw 0-255 inputs, all 60k for training, glorot init."""
+    assert cfg.data.normalize == "none" and cfg.data.val_size == 0
+    assert not wiring.has_validation(cfg)
+    assert all(not isinstance(c, ModelCheckpoint) or c.monitor is None
+               for c in wiring.build_callbacks(cfg))  # the last weights are the ones tested
+    biases = [m.bias for m in net.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    assert all(torch.count_nonzero(b) == 0 for b in biases)  # Keras' zero biases
 
 
 def test_cnn_course_preset_is_the_course_network(tmp_path: Path, tiny_mnist: Path) -> None:
@@ -99,3 +111,4 @@ def test_cnn_course_preset_is_the_course_network(tmp_path: Path, tiny_mnist: Pat
     assert convs == [32, 64, 128] and dense == [200, 10]
     assert cfg.optimizer.lr == 0.008 and cfg.data.batch_size == 50
     assert cfg.loss._target_.endswith("SoftmaxMSE")
+    _fits_like_keras(cfg, net)

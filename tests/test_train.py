@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -99,6 +100,9 @@ def test_resume_refuses_another_model(tmp_path: Path, tiny_mnist: Path) -> None:
     ("ckpt_path=/no/such.ckpt", "checkpoint not found: /no/such.ckpt"),
     ("loss.label_smoothing=1.5", "label_smoothing must be in [0, 1)"),
     ("threads=0", "threads must be a whole number >= 1 (or null), got 0"),
+    ("data.val_size=0", "callbacks.early_stopping watches val/loss, but data.val_size=0 leaves "
+                        "no validation set: add callbacks=no_early_stopping"),
+    ("data.normalize=minmax", "data.normalize must be one of standard, unit, none"),
 ])
 def test_bad_values_fail_with_their_message(override: str, message: str, tmp_path: Path,
                                             tiny_mnist: Path) -> None:
@@ -113,6 +117,20 @@ def test_bad_values_fail_with_their_message(override: str, message: str, tmp_pat
     assert message in metrics["error"]
     assert "epoch" not in metrics  # failed before any training
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_without_validation_all_data_trains_and_the_last_weights_are_tested(
+        tmp_path: Path, tiny_mnist: Path) -> None:
+    metrics = run(tmp_path, tiny_mnist, *MLP, "trainer.max_epochs=3", "data.val_size=0",
+                  "callbacks=no_early_stopping")  # Keras' fit without validation_split
+    assert metrics["status"] == "ok", metrics.get("error")
+    assert metrics["val/acc"] is None and metrics["test/acc"] > 0.8
+    assert metrics["global_step"] == 3 * math.ceil(600 / 32)  # every training image, each epoch
+    assert Path(metrics["best_ckpt"]).name == "last.ckpt"
+    plateau = run(tmp_path / "plateau", tiny_mnist, *MLP, "data.val_size=0",
+                  "callbacks=no_early_stopping", "scheduler=plateau")
+    assert plateau["status"] == "failed"
+    assert "the plateau scheduler watches val/loss, but data.val_size=0" in plateau["error"]
 
 
 def test_missing_data_says_where_it_looked(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if not isinstance(cfg.threads, int) or cfg.threads < 1:
             raise ConfigError(f"threads must be a whole number >= 1 (or null), got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
+    wiring.check_without_validation(cfg)
     datamodule = wiring.build_datamodule(cfg)
     data_info = datamodule.describe()
     net = wiring.build_net(cfg.model, data_info)
@@ -73,7 +74,10 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + method_callbacks + [
         throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"),
                                 wiring.token_decoder(data_info))]
-    trainer: L.Trainer = wiring.build_trainer(cfg.trainer, callbacks, logger=loggers or False)
+    validate = wiring.has_validation(cfg)
+    no_val = {} if validate else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+    trainer: L.Trainer = wiring.build_trainer(cfg.trainer, callbacks, logger=loggers or False,
+                                              **no_val)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     best = _best_checkpoint(trainer)
@@ -81,7 +85,9 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                                "best_ckpt": best, "train/samples_per_s": throughput.samples_per_s}
     if trainer.interrupted:
         raise RuntimeError("training was interrupted")
-    if not trainer.fast_dev_run:  # re-validate the checkpoint we keep, not the last epoch
+    if not validate:  # data.val_size=0: nothing to validate; the kept checkpoint is the last
+        results.update({"val/acc": None, "val/loss": None})
+    elif not trainer.fast_dev_run:  # re-validate the checkpoint we keep, not the last epoch
         results.update(_first(trainer.validate(task, datamodule=datamodule, ckpt_path=best,
                                                verbose=False)))
     else:

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -175,7 +175,39 @@ def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback
     callbacks = build_group(cfg.get("callbacks"))
     if not has_logger:  # the LR monitor writes to a logger and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not has_validation(cfg):
+        callbacks = _without_validation(callbacks)
     return callbacks
+
+
+def has_validation(cfg: DictConfig) -> bool:
+    """``data.val_size=0`` trains on the whole training set and validates nothing, as Keras'
+    ``fit`` without ``validation_split`` (the course's runs)."""
+    return cfg.data.get("val_size", 1) != 0
+
+
+def check_without_validation(cfg: DictConfig) -> None:
+    """What cannot run without a validation set fails before training, with the fix."""
+    if has_validation(cfg):
+        return
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node and _watches_val(node.get("monitor")) and "EarlyStopping" in node.get("_target_"):
+            raise ConfigError(f"callbacks.{name} watches {node.monitor}, but data.val_size=0 "
+                              f"leaves no validation set: add callbacks=no_early_stopping (or "
+                              f"~callbacks.{name}), or set data.val_size > 0")
+    if cfg.scheduler.get("builder") and _watches_val(cfg.scheduler.get("monitor")):
+        raise ConfigError(f"the {cfg.scheduler.builder._target_.rsplit('.', 1)[-1]} scheduler "
+                          f"watches {cfg.scheduler.monitor}, but data.val_size=0 leaves no "
+                          f"validation set: pick another scheduler or set data.val_size > 0")
+
+
+def _watches_val(monitor: Any) -> bool:
+    return isinstance(monitor, str) and monitor.startswith("val/")
+
+
+def _without_validation(callbacks: list[L.Callback]) -> list[L.Callback]:
+    """A "best" checkpoint needs a validation metric: keep the ones that need none (last)."""
+    return [c for c in callbacks if not (isinstance(c, ModelCheckpoint) and _watches_val(c.monitor))]
 
 
 def token_decoder(data_info: dict) -> Callable[[list[int]], str] | None:

@@ -67,6 +67,21 @@ def test_batches_are_uint8_until_normalised(tiny_mnist: Path) -> None:
     assert x.dtype == torch.uint8  # the input batch is left alone
 
 
+@pytest.mark.parametrize(("option", "expected"), [
+    ("unit", lambda x: x / 255),   # Keras tutorials' x / 255
+    ("none", lambda x: x),         # the course: raw 0..255
+])
+def test_normalize_options(option: str, expected, tiny_mnist: Path) -> None:
+    dm = _dm(tiny_mnist, normalize=option)
+    x, y = next(iter(dm.train_dataloader()))
+    xn, _ = dm.on_after_batch_transfer((x, y), 0)
+    torch.testing.assert_close(xn, expected(x.float()))
+    info = dm.describe()  # predict.py rebuilds the inputs from these: (x/255 - mean) / std
+    torch.testing.assert_close((x.float() / 255 - info["mean"]) / info["std"], xn)
+    with pytest.raises(ValueError, match="data.normalize must be one of standard, unit, none"):
+        MNISTDataModule(root=str(tiny_mnist), normalize="minmax")
+
+
 def test_normalize_never_modifies_its_input() -> None:
     x = torch.full((2, 1, 4, 4), 255.0)
     out = normalize(x)

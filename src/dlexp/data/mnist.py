@@ -25,6 +25,12 @@ FILES = {
     "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", 2049),
 }
 MEAN, STD = 0.1307, 0.3081
+# data.normalize -> (mean, std) of x/255: the inputs the network sees are (x/255 - mean) / std
+NORMALIZE = {
+    "standard": (MEAN, STD),   # the training set's statistics (default)
+    "unit": (0.0, 1.0),        # x / 255, as most Keras tutorials do
+    "none": (0.0, 1 / 255),    # raw 0..255 floats, as the course's MLP and CNN code does
+}
 
 
 def default_root() -> str:
@@ -57,8 +63,14 @@ class MNISTDataModule(PooledDataModule):
         max_degrees: float = 10.0,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        normalize: str = "standard",
     ) -> None:
         super().__init__(unlabeled_ratio)
+        if normalize not in NORMALIZE:
+            raise ValueError(f"data.normalize must be one of {', '.join(NORMALIZE)}, "
+                             f"got {normalize!r}")
+        self.normalize = normalize
+        self.mean, self.std = NORMALIZE[normalize]
         self.root = Path(root or default_root()).expanduser()
         self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
         self.val_size, self.seed, self.num_labeled = val_size, seed, num_labeled
@@ -139,7 +151,7 @@ class MNISTDataModule(PooledDataModule):
 
     def describe(self) -> dict:
         """What inference needs to reproduce the input pipeline, stored in checkpoints."""
-        return {"name": "mnist", "modality": self.modality, "mean": MEAN, "std": STD,
+        return {"name": "mnist", "modality": self.modality, "mean": self.mean, "std": self.std,
                 "class_names": self.class_names, "num_classes": self.num_classes,
                 "net_kwargs": self.net_kwargs()}
 
@@ -167,7 +179,8 @@ class MNISTDataModule(PooledDataModule):
         """Normalise (and augment) on the device, on whole batches: uint8 travels, floats don't.
         The unlabeled stream is only normalised: its views are the training method's business."""
         if isinstance(batch, dict):
-            return {k: (self._prepare(b) if k == "labeled" else (normalize(b[0]), *b[1:]))
+            return {k: (self._prepare(b) if k == "labeled"
+                        else (normalize(b[0], self.mean, self.std), *b[1:]))
                     for k, b in batch.items()}
         return self._prepare(batch)
 
@@ -177,9 +190,10 @@ class MNISTDataModule(PooledDataModule):
             # warp raw intensities, so the pixels shifted in are black like MNIST's background,
             # not the mean grey that zero padding would give after standardising
             x = random_affine(x.float(), None, self.max_shift, self.max_degrees)
-        return (normalize(x), *rest)
+        return (normalize(x, self.mean, self.std), *rest)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images in [0, 255] to floats standardised with the MNIST training statistics."""
-    return x.to(torch.float32, copy=True).mul_(1 / (255 * STD)).sub_(MEAN / STD)
+def normalize(x: torch.Tensor, mean: float = MEAN, std: float = STD) -> torch.Tensor:
+    """uint8 images in [0, 255] to floats ``(x/255 - mean) / std``; by default standardised
+    with the MNIST training statistics."""
+    return x.to(torch.float32, copy=True).mul_(1 / (255 * std)).sub_(mean / std)
