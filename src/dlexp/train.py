@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlexp import cluster, wiring
 from dlexp.callbacks.test_figures import TestFigures
 from dlexp.callbacks.throughput import TrainThroughput
+from dlexp.callbacks.training_curves import TrainingCurves
 from dlexp.errors import ConfigError, user_message
 from dlexp.runinfo import flat_hparams, is_rank_zero, write_metrics
 
@@ -72,8 +73,9 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     throughput = TrainThroughput()
     loggers = wiring.build_loggers(cfg)
     callbacks = wiring.build_callbacks(cfg, has_logger=bool(loggers)) + method_callbacks + [
-        throughput, TestFigures(datamodule.class_names, str(out_dir / "figures"),
-                                wiring.token_decoder(data_info))]
+        throughput, TrainingCurves(str(out_dir / "figures")),
+        TestFigures(datamodule.class_names, str(out_dir / "figures"),
+                    wiring.token_decoder(data_info))]
     validate = wiring.has_validation(cfg)
     no_val = {} if validate else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
     trainer: L.Trainer = wiring.build_trainer(cfg.trainer, callbacks, logger=loggers or False,
