@@ -76,6 +76,16 @@ def test_dropout_list_one_per_layer() -> None:
                      "Dropout"]
 
 
+def test_input_dropout_comes_before_the_first_layer() -> None:
+    net = MLP(hidden=(16,), dropout=0.0, input_dropout=0.2)
+    assert [type(m).__name__ for m in net.features] == ["Flatten", "Dropout", "Linear", "ReLU"]
+    assert net.features[1].p == 0.2
+    x = torch.ones(4, 1, 28, 28)
+    net.train()
+    dropped = net.features[:2](x)
+    assert (dropped == 0).any() and torch.allclose(dropped[dropped != 0], torch.tensor(1 / 0.8))
+
+
 def test_dropout_is_active_in_train_and_off_in_eval() -> None:
     torch.manual_seed(0)
     net = MLP(hidden=(64,), dropout=0.5)
@@ -125,6 +135,7 @@ def test_init_schemes(init: str) -> None:
         ({"activation": "swish"}, "unknown activation 'swish'"),
         ({"init": "orthogonal"}, "unknown init 'orthogonal'"),
         ({"activation": "maxout", "maxout_pieces": 1}, "pieces >= 2"),
+        ({"input_dropout": 1.0}, r"input_dropout must be in \[0, 1\), got 1.0"),
     ],
 )
 def test_invalid_settings_raise(kwargs: dict, match: str) -> None:

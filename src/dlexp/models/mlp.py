@@ -12,7 +12,9 @@ from dlexp.models.layers import check_dropout, dense, init_weights
 
 
 class MLP(nn.Module):
-    """Flatten -> [dense -> (batchnorm) -> activation -> dropout] * N -> linear head (logits)."""
+    """Flatten -> (dropout) -> [dense -> (batchnorm) -> activation -> dropout] * N -> linear head
+    (logits). ``input_dropout`` drops input pixels too, as the course's dropout lecture allows
+    ("the input layer as well")."""
 
     modality = "image"
 
@@ -26,6 +28,7 @@ class MLP(nn.Module):
         batchnorm: bool = False,
         maxout_pieces: int = 2,
         init: str = "default",
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         hidden = list(hidden)
@@ -35,6 +38,8 @@ class MLP(nn.Module):
         for p in drops:
             check_dropout(p)
         layers: list[nn.Module] = [nn.Flatten()]
+        if check_dropout(input_dropout, "input_dropout") > 0:
+            layers.append(nn.Dropout(input_dropout))
         width = math.prod(in_shape)
         for size, p in zip(hidden, drops, strict=True):
             block = dense(width, size, activation, maxout_pieces)
