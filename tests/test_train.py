@@ -61,6 +61,8 @@ def test_tensorboard_has_expected_tags(tmp_path: Path, tiny_mnist: Path) -> None
     plugin = events.PluginTagToContent("hparams")
     assert plugin, "no hparams summary written"
     assert events.Scalars("hp/test_acc")[-1].value == pytest.approx(metrics["test/acc"])
+    # one validation point per epoch: re-validating the kept checkpoint is not logged
+    assert len(events.Scalars("val/acc")) == 2
 
 
 def test_resume_continues_exactly(tmp_path: Path, tiny_mnist: Path) -> None:
@@ -103,6 +105,18 @@ def test_resume_refuses_another_model(tmp_path: Path, tiny_mnist: Path) -> None:
     ("data.val_size=0", "callbacks.early_stopping watches val/loss, but data.val_size=0 leaves "
                         "no validation set: add callbacks=no_early_stopping"),
     ("data.normalize=minmax", "data.normalize must be one of standard, unit, none"),
+    ("data.batch_size=0", "data.batch_size must be a whole number >= 1, got 0"),
+    ("data.eval_batch_size=-4", "data.eval_batch_size must be a whole number >= 1, got -4"),
+    ("scheduler=step scheduler.builder.step_size=0",
+     "scheduler.builder.step_size must be a whole number of epochs >= 1, got 0"),
+    ("data.classes=[3]", "data.classes needs at least 2 digits to classify"),
+    ("data.num_labeled=5", "data.num_labeled must be in [10, 500] (at least one label per class)"),
+    ("monitor.metric=val/accuracy", "monitor.metric=val/accuracy is not a metric dlexp logs; "
+                                    "choose one of val/acc, val/loss"),
+    ("monitor.mode=maximum", "monitor.mode must be min or max, got maximum"),
+    ("model.hidden=[-5]", "hidden sizes must be whole numbers >= 1, got [-5]"),
+    ("optimizer=momentum optimizer.momentum=2", "optimizer.momentum must be in [0, 1), got 2"),
+    ("optimizer.lr=0", "optimizer.lr must be > 0, got 0"),
 ])
 def test_bad_values_fail_with_their_message(override: str, message: str, tmp_path: Path,
                                             tiny_mnist: Path) -> None:
@@ -112,7 +126,7 @@ def test_bad_values_fail_with_their_message(override: str, message: str, tmp_pat
         cfg = compose_train([*FAST, *overrides], tmp_path, tiny_mnist)
         metrics = train(cfg)
     else:
-        metrics = run(tmp_path, tiny_mnist, *overrides, override)
+        metrics = run(tmp_path, tiny_mnist, *overrides, *override.split())
     assert metrics["status"] == "failed"
     assert message in metrics["error"]
     assert "epoch" not in metrics  # failed before any training
@@ -131,6 +145,38 @@ def test_without_validation_all_data_trains_and_the_last_weights_are_tested(
                   "callbacks=no_early_stopping", "scheduler=plateau")
     assert plateau["status"] == "failed"
     assert "the plateau scheduler watches val/loss, but data.val_size=0" in plateau["error"]
+
+
+def test_ctrl_c_is_recorded_as_interrupted(tmp_path: Path, tiny_mnist: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlexp.tasks.classification import ClassificationTask
+
+    def press_ctrl_c(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ClassificationTask, "training_step", press_ctrl_c)
+    with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends with exit(1)
+        run(tmp_path, tiny_mnist, *MLP, "trainer.max_epochs=1")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and "Ctrl+C" in saved["error"]
+
+
+def test_callbacks_none_writes_no_checkpoint(tmp_path: Path, tiny_mnist: Path) -> None:
+    quiet = [o for o in FAST if not o.startswith("~callbacks")]  # none has nothing to drop
+    metrics = train(compose_train([*quiet, *TINY_DATA, *MLP, "trainer.max_epochs=1",
+                                   "callbacks=none"], tmp_path, tiny_mnist))
+    assert metrics["status"] == "ok", metrics.get("error")
+    assert metrics["best_ckpt"] is None and metrics["test/acc"] > 0.3  # the final weights
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_trainer_without_a_gpu_says_what_to_use(tmp_path: Path, tiny_mnist: Path) -> None:
+    on_gpu = [o for o in FAST if o != "trainer.accelerator=cpu"]
+    metrics = train(compose_train([*on_gpu, *TINY_DATA, *MLP, "trainer=gpu"], tmp_path,
+                                  tiny_mnist))
+    assert metrics["status"] == "failed"
+    assert metrics["error"].startswith("no GPU found on this machine: use trainer=cpu")
 
 
 def test_missing_data_says_where_it_looked(tmp_path: Path) -> None:

@@ -40,6 +40,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with cluster.ddp_children_in_this_job(cfg):  # DDP ranks 1..N-1 rejoin this sweep job
             metrics.update(_fit_and_test(cfg, out_dir))
         metrics["status"] = "ok"
+    except (KeyboardInterrupt, SystemExit):  # Ctrl+C: Lightning shuts down and exits with 1
+        metrics.update(status="interrupted", error="interrupted (Ctrl+C or a signal) before the "
+                       "run finished; checkpoints/last.ckpt holds the last completed epoch")
+        raise
     except Exception as exc:  # recorded, so a sweep goes on and a report shows the failure
         message = user_message(exc)
         metrics.update(status="failed", error=message or f"{type(exc).__name__}: {exc}")
@@ -60,6 +64,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if not isinstance(cfg.threads, int) or cfg.threads < 1:
             raise ConfigError(f"threads must be a whole number >= 1 (or null), got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
+    wiring.check_monitor(cfg)
     wiring.check_without_validation(cfg)
     datamodule = wiring.build_datamodule(cfg)
     data_info = datamodule.describe()
@@ -90,8 +95,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if not validate:  # data.val_size=0: nothing to validate; the kept checkpoint is the last
         results.update({"val/acc": None, "val/loss": None})
     elif not trainer.fast_dev_run:  # re-validate the checkpoint we keep, not the last epoch
-        results.update(_first(trainer.validate(task, datamodule=datamodule, ckpt_path=best,
-                                               verbose=False)))
+        results.update(_revalidate(trainer, task, datamodule, best))
     else:
         results.update({k: float(v) for k, v in trainer.callback_metrics.items()
                         if k.startswith("val/")})
@@ -127,6 +131,18 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     saved = [cb for cb in trainer.checkpoint_callbacks if cb.best_model_path]
     ranked = sorted(saved, key=lambda cb: cb.monitor is None)
     return ranked[0].best_model_path if ranked else None
+
+
+def _revalidate(trainer: L.Trainer, task: L.LightningModule, datamodule: Any,
+                ckpt: str | None) -> dict[str, float]:
+    """The kept checkpoint's validation metrics, for metrics.json only: logged, they would add a
+    last point to every validation curve (the best epoch's value again, one step later)."""
+    loggers, trainer.loggers = trainer.loggers, []
+    try:
+        return _first(trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt,
+                                       verbose=False))
+    finally:
+        trainer.loggers = loggers
 
 
 def _first(results: list[dict]) -> dict[str, float]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -36,7 +37,17 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback] | None = 
     no per-hook profiler context unless a profiler is configured, no NVML load per CPU step."""
     if not trainer_cfg.get("profiler"):
         kwargs["profiler"] = NullProfiler()
-    return build_node(trainer_cfg, callbacks=[*(callbacks or []), CpuCudaCheck()], **kwargs)
+    callbacks = [*(callbacks or []), CpuCudaCheck()]
+    if "enable_checkpointing" not in trainer_cfg and "enable_checkpointing" not in kwargs:
+        # callbacks=none means no checkpoints, not Lightning's default one in another folder
+        kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    try:
+        return build_node(trainer_cfg, callbacks=callbacks, **kwargs)
+    except InstantiationException as e:
+        if "No supported gpu backend found" in str(e.__cause__):
+            raise ConfigError("no GPU found on this machine: use trainer=cpu (or "
+                              "trainer=default, which picks what is there)") from None
+        raise
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -152,6 +163,11 @@ def _check_optimizer(net: nn.Module, optimizer: Any, scheduler: Any) -> None:
     fails now, not after the data has loaded."""
     try:
         opt = optimizer([p for p in net.parameters() if p.requires_grad])
+        for group in opt.param_groups[:1]:  # what torch accepts but cannot train with
+            if isinstance(group["lr"], int | float) and group["lr"] <= 0:
+                raise ValueError(f"optimizer.lr must be > 0, got {group['lr']}")
+            if not 0 <= group.get("momentum", 0) < 1:
+                raise ValueError(f"optimizer.momentum must be in [0, 1), got {group['momentum']}")
         if scheduler is not None:
             scheduler(opt, Horizon(total_steps=10, max_epochs=1))
     except (ValueError, TypeError) as e:
@@ -178,6 +194,20 @@ def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback
     if not has_validation(cfg):
         callbacks = _without_validation(callbacks)
     return callbacks
+
+
+METRICS = [f"{stage}/{name}" for stage in ("val", "train") for name in ("acc", "loss", "f1")
+           if (stage, name) != ("train", "loss")] + ["train/loss_epoch"]
+
+
+def check_monitor(cfg: DictConfig) -> None:
+    """A misspelt monitor would only fail after the first epoch; check it before training."""
+    metric, mode = cfg.monitor.metric, cfg.monitor.mode
+    if metric not in METRICS:
+        raise ConfigError(f"monitor.metric={metric} is not a metric dlexp logs; choose one of "
+                          f"{', '.join(METRICS)}")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"monitor.mode must be min or max, got {mode}")
 
 
 def has_validation(cfg: DictConfig) -> bool:

@@ -128,9 +128,9 @@ def test_num_labeled_is_stratified_and_the_rest_joins_the_pool(tiny_imdb: Path) 
     assert len(_dm(tiny_imdb, include_unsup=False).unlabeled_dataloader()) == 0
 
 
-@pytest.mark.parametrize("n", [0, 161])
+@pytest.mark.parametrize("n", [0, 1, 161])
 def test_num_labeled_out_of_range(tiny_imdb: Path, n: int) -> None:
-    with pytest.raises(DataError, match=r"data.num_labeled must be in \[1, 160\]"):
+    with pytest.raises(DataError, match=r"data.num_labeled must be in \[2, 160\] \(at least one label per class\)"):
         _dm(tiny_imdb, num_labeled=n)
 
 

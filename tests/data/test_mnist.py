@@ -161,9 +161,9 @@ def test_num_labeled_is_stratified_and_rest_is_unlabeled(tiny_mnist: Path) -> No
     assert torch.equal(dm.class_counts(), torch.full((10,), 5))
 
 
-@pytest.mark.parametrize("n", [0, 501])
+@pytest.mark.parametrize("n", [0, 9, 501])
 def test_num_labeled_out_of_range(tiny_mnist: Path, n: int) -> None:
-    with pytest.raises(DataError, match=r"data.num_labeled must be in \[1, 500\]"):
+    with pytest.raises(DataError, match=r"data.num_labeled must be in \[10, 500\] \(at least one label per class\)"):
         _dm(tiny_mnist, num_labeled=n)
 
 

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from dlexp.data import splits
 from dlexp.data.download import download, file_digest, safe_extract
 from dlexp.data.errors import DataError
-from dlexp.data.pooled import PooledDataModule
+from dlexp.data.pooled import PooledDataModule, check_batch_sizes
 from dlexp.data.text import (
     MODELS,
     PAD_ID,
@@ -167,6 +167,7 @@ class IMDBDataModule(PooledDataModule):
         unlabeled_ratio: float | None = None,
     ) -> None:
         super().__init__(unlabeled_ratio)
+        check_batch_sizes(batch_size, eval_batch_size)
         self.root = Path(root or default_root()).expanduser()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir \
             else default_cache_dir(self.root)

@@ -14,7 +14,7 @@ from dlexp.data.download import download
 from dlexp.data.errors import DataError
 from dlexp.data.idx import read_idx
 from dlexp.data.loader import TensorBatchLoader
-from dlexp.data.pooled import PooledDataModule
+from dlexp.data.pooled import PooledDataModule, check_batch_sizes
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # md5 of the official .gz files, as torchvision checks them.
@@ -66,6 +66,7 @@ class MNISTDataModule(PooledDataModule):
         normalize: str = "standard",
     ) -> None:
         super().__init__(unlabeled_ratio)
+        check_batch_sizes(batch_size, eval_batch_size)
         if normalize not in NORMALIZE:
             raise ValueError(f"data.normalize must be one of {', '.join(NORMALIZE)}, "
                              f"got {normalize!r}")
@@ -78,6 +79,8 @@ class MNISTDataModule(PooledDataModule):
         if not self.classes or any(not 0 <= c <= 9 for c in self.classes) \
                 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"data.classes must be distinct digits 0-9, got {classes}")
+        if len(self.classes) < 2:
+            raise ValueError(f"data.classes needs at least 2 digits to classify, got {classes}")
         self.imbalance, self.augment = imbalance, augment
         self.max_shift, self.max_degrees, self.pin_memory = max_shift, max_degrees, pin_memory
         self.input_shape = (1, 28, 28)

@@ -16,6 +16,13 @@ from dlexp.data.errors import DataError
 Part = tuple[Any, torch.Tensor]  # inputs (a tensor, or a TokenStore) and labels
 
 
+def check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
+    """Checked when the config is built, not when Lightning first asks for a loader."""
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"data.{key} must be a whole number >= 1, got {value}")
+
+
 class PooledDataModule(L.LightningDataModule):
     """Subclasses build ``train_set``, ``val_set``, ``test_set`` and ``unlabeled_set`` in
     :meth:`_setup_splits` (or serve ``unlabeled_set`` lazily, as IMDB does), and batch a part with :meth:`_loader` and join two with

@@ -54,8 +54,10 @@ def labeled_and_pool(labels: torch.Tensor, train_idx: torch.Tensor, num_labeled:
     subset and the rest, or everything labeled when ``num_labeled`` is None."""
     if num_labeled is None:
         return train_idx, train_idx[:0]
-    if not 0 < num_labeled <= len(train_idx):
-        raise ValueError(f"data.num_labeled must be in [1, {len(train_idx)}], got {num_labeled}")
+    classes = len(labels[train_idx].unique())
+    if not classes <= num_labeled <= len(train_idx):
+        raise ValueError(f"data.num_labeled must be in [{classes}, {len(train_idx)}] (at least "
+                         f"one label per class), got {num_labeled}")
     chosen, rest = stratified_subset(labels[train_idx], num_labeled, seed)
     return train_idx[chosen], train_idx[rest]
 

@@ -32,6 +32,8 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         hidden = list(hidden)
+        if any(not isinstance(h, int) or h < 1 for h in hidden):
+            raise ValueError(f"hidden sizes must be whole numbers >= 1, got {hidden}")
         drops = list(dropout) if isinstance(dropout, Sequence) else [dropout] * len(hidden)
         if len(drops) != len(hidden):
             raise ValueError(f"dropout has {len(drops)} values for {len(hidden)} hidden layers")

@@ -25,6 +25,9 @@ class _InverseTimeDecay:
 
 
 def step(optimizer: Optimizer, horizon: Horizon, step_size: int = 5, gamma: float = 0.5):
+    if not isinstance(step_size, int) or step_size < 1:  # StepLR would fail only mid-training
+        raise ValueError(f"scheduler.builder.step_size must be a whole number of epochs >= 1, "
+                         f"got {step_size}")
     return lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
