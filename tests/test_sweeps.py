@@ -98,16 +98,28 @@ def test_optuna_presets_compose(preset: str, needs: list[str], data: str, tmp_pa
 
 
 def test_optuna_search_resumes_from_sqlite(tmp_path: Path, tiny_mnist: Path) -> None:
+    """The second run continues the study with new parameters (the seeded sampler is reseeded),
+    while a fresh study with the same seed draws the same first trial again."""
     import optuna
 
     db = tmp_path / "study.db"
-    args = ["hparams_search=mnist_optuna", "hydra.sweeper.n_trials=3", *MLP[:2], "debug=fdr",
-            f"hydra.sweeper.storage=sqlite:///{db}",
-            # one value that cannot work: its trials fail, and the study goes on
-            "model.dropout=choice(0.0,0.3,1.0)"]
+    preset = ["hparams_search=mnist_optuna", *MLP[:2], "debug=fdr",
+              # one value that cannot work: its trials fail, and the study goes on
+              "model.dropout=choice(0.0,0.3,1.0)"]
+    args = [*preset, "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage=sqlite:///{db}"]
     _, first = multirun(tmp_path, tiny_mnist, *args, multi=False)  # the preset is a multirun
     _, second = multirun(tmp_path, tiny_mnist, *args, multi=False)
     assert first != second
+    swept = ("optimizer", "optimizer.lr", "optimizer.weight_decay", "model.dropout",
+             "data.batch_size")
+
+    def drawn(sweep: Path) -> list[tuple[str, ...]]:
+        return [tuple(job.overrides[k] for k in swept) for job in find_jobs(sweep)]
+
+    assert not set(drawn(first)) & set(drawn(second))  # resuming does not replay trials 0-2
+    _, fresh = multirun(tmp_path, tiny_mnist, *preset, "hydra.sweeper.n_trials=1",
+                        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'fresh.db'}", multi=False)
+    assert drawn(fresh) == drawn(first)[:1]  # same seed, new study: the same first trial
     study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{db}")
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # monitor.mode: max
     assert [t.number for t in study.trials] == list(range(6))  # 3 more trials, same study
@@ -116,9 +128,7 @@ def test_optuna_search_resumes_from_sqlite(tmp_path: Path, tiny_mnist: Path) -> 
         jobs = find_jobs(sweep)
         assert len(jobs) == 3 and (sweep / "optimization_results.yaml").is_file()
         for job, number in zip(jobs, numbers, strict=True):
-            swept = {"optimizer", "optimizer.lr", "optimizer.weight_decay", "model.dropout",
-                     "data.batch_size"}
-            assert swept <= job.overrides.keys()
+            assert set(swept) <= job.overrides.keys()
             failed = job.overrides["model.dropout"] == "1.0"
             assert job.status == ("failed" if failed else "ok"), job.metrics.get("error")
             expected = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE
