@@ -83,3 +83,12 @@ def test_cli(sweep: Path, tmp_path: Path) -> None:
                            capture_output=True, text=True, env=env)
     assert empty.returncode == 1
     assert empty.stderr.startswith("error: no jobs in") and "Traceback" not in empty.stderr
+
+
+def test_markdown_rounds_swept_numbers_but_keeps_words() -> None:
+    from dlexp.report import _fmt
+
+    assert _fmt("0.0007523742884534858") == "0.0007524"  # an Optuna learning rate
+    assert _fmt(0.912345678) == "0.9123"
+    assert [_fmt(v) for v in ("adam", "1e-3", "[32,16]", None, 3)] == ["adam", "1e-3", "[32,16]",
+                                                                        "", "3"]

@@ -118,6 +118,13 @@ def table(jobs: list[Job], params: list[str]) -> tuple[list[str], list[dict[str,
 
 
 def _fmt(value: Any) -> str:
+    """4 significant digits for numbers, swept values included (they arrive as override text,
+    such as an Optuna learning rate 0.0007523742884534858)."""
+    if isinstance(value, str) and "." in value:
+        try:
+            value = float(value)
+        except ValueError:
+            return value
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
@@ -138,7 +145,8 @@ def markdown(sweep: Path, jobs: list[Job], header: list[str], rows: list[dict[st
     lines += _optuna_lines(sweep)
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
-        cells = [_cell(row[h], 160 if h == "error" else 60) for h in header]
+        cells = [_cell(row[h] if h in ("job", "error") else _fmt(row[h]),
+                       160 if h == "error" else 60) for h in header]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
