@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,11 @@ def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = str(node)
     elif node is None or isinstance(node, bool | int | float | str):
         out[prefix] = "null" if node is None else node
+
+
+def quiet_lightning_notices() -> None:
+    """Drop two lines Lightning 2.6 prints on every run that tell our users nothing: the
+    litlogger advertisement and a deprecation inside its own pytree helper."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip:"))
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -23,7 +23,7 @@ from dlexp.callbacks.test_figures import TestFigures
 from dlexp.callbacks.throughput import TrainThroughput
 from dlexp.callbacks.training_curves import TrainingCurves
 from dlexp.errors import ConfigError, user_message
-from dlexp.runinfo import flat_hparams, is_rank_zero, write_metrics
+from dlexp.runinfo import flat_hparams, is_rank_zero, quiet_lightning_notices, write_metrics
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("dlexp.train")
@@ -171,6 +171,7 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, Any]) -> float:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
+    quiet_lightning_notices()
     if is_rank_zero():
         log.info("run directory: %s", cfg.paths.output_dir)
     metrics = train(cfg)
