@@ -13,6 +13,7 @@ import pytest
 from conftest import FAST, REPO, TINY_DATA, compose_train, synthetic_digits
 from PIL import Image
 
+from dlexp.eval import positional_ckpt
 from dlexp.predict import load_image, main, predict_images
 from dlexp.train import train
 
@@ -26,11 +27,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> dict:
     return metrics
 
 
+@pytest.fixture(scope="module")
+def text_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path) -> str:
+    """A one-epoch sentiment LSTM: only its being a text checkpoint matters here."""
+    out = tmp_path_factory.mktemp("imdb_run")
+    metrics = train(compose_train([*FAST, "model=lstm", "model.embedding_dim=8",
+                                   "model.hidden_size=8", "data.val_size=40",
+                                   "data.tokenizer.vocab_size=100", "trainer.max_epochs=1",
+                                   "test=false", "logger=none"], out, tiny_imdb))
+    assert metrics["status"] == "ok", metrics.get("error")
+    return metrics["best_ckpt"]
+
+
+@pytest.mark.parametrize("form", ["override", "positional"])
 def test_eval_reproduces_the_training_test_accuracy(trained: dict, tiny_mnist: Path,
-                                                    tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "eval.py"),
-                             f"ckpt_path={trained['best_ckpt']}", f"data_dir={tiny_mnist}",
-                             f"paths.log_dir={tmp_path}", "trainer.accelerator=cpu"],
+                                                    tmp_path: Path, form: str) -> None:
+    ckpt = trained["best_ckpt"] if form == "positional" else f"ckpt_path={trained['best_ckpt']}"
+    result = subprocess.run([sys.executable, str(REPO / "eval.py"), ckpt,
+                             f"data_dir={tiny_mnist}", f"paths.log_dir={tmp_path}",
+                             "trainer.accelerator=cpu"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
@@ -49,6 +64,28 @@ def test_eval_refuses_a_file_that_is_no_checkpoint(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "error: cannot read checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_eval_without_a_checkpoint_says_how_to_give_one(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "eval.py"), f"paths.log_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["error: ckpt_path is required; usage: python eval.py "
+                                          "ckpt_path=<run>/checkpoints/<file>.ckpt"]
+    (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_eval_takes_a_lone_checkpoint_path_as_ckpt_path(tmp_path: Path) -> None:
+    odd = tmp_path / "it's best=1.pt"  # an existing file needs no .ckpt; quotes survive
+    odd.write_text("")
+    assert positional_ckpt(["eval.py", "run/best.ckpt", "trainer.accelerator=cpu"]) == [
+        "eval.py", "ckpt_path='run/best.ckpt'", "trainer.accelerator=cpu"]
+    assert positional_ckpt(["eval.py", str(odd)]) == ["eval.py", f'ckpt_path="{odd}"']
+    for argv in (["eval.py", "ckpt_path=run/best.ckpt", "data_dir=d"],  # already an override
+                 ["eval.py", "a.ckpt", "b.ckpt"],  # two: ambiguous, Hydra reports it
+                 ["eval.py", "--cfg", "job", "-cn", "eval"], ["eval.py"]):
+        assert positional_ckpt(argv) == argv
 
 
 def _digit_files(tmp_path: Path) -> list[tuple[Path, int]]:
@@ -73,6 +110,64 @@ def test_load_image_gives_mnist_shaped_light_on_dark(tmp_path: Path) -> None:
     x = load_image(path)
     assert x.shape == (1, 28, 28) and x.dtype.is_floating_point is False
     assert x[0, 0, 0] < 50 and x.max() > 200  # inverted: dark border, light ink
+
+
+@pytest.mark.parametrize("kind", ["RGBA", "LA", "P", "white_ink"])
+def test_load_image_flattens_transparency(tmp_path: Path, kind: str) -> None:
+    """Drawing apps export ink on a transparent background (hidden colour black): read as the
+    same ink on white paper, not as an all-black image."""
+    ink = np.zeros((60, 50), np.uint8)
+    ink[10:50, 20:28] = 255
+    Image.fromarray(255 - ink).save(tmp_path / "paper.png")
+    path = tmp_path / f"{kind}.png"
+    if kind == "P":  # palette image whose transparent entry is black
+        Image.fromarray(np.where(ink > 0, 1, 0).astype(np.uint8), "P").save(path, transparency=0)
+    else:
+        colour = 255 if kind == "white_ink" else 0  # light ink must show too: onto black
+        rgba = np.dstack([np.full_like(ink, colour)] * 3 + [ink])
+        Image.fromarray(rgba, "RGBA").convert(kind if kind == "LA" else "RGBA").save(path)
+    assert np.array_equal(load_image(path), load_image(tmp_path / "paper.png"))
+
+
+def test_predict_transparent_png_as_on_white(trained: dict, tmp_path: Path) -> None:
+    images, _ = synthetic_digits(10, seed=3)
+    white, clear = [], []
+    for i, image in enumerate(images):
+        rgba = np.zeros((*image.shape, 4), np.uint8)
+        rgba[..., 3] = image  # black ink, as opaque as the digit is bright
+        white.append(tmp_path / f"{i}_white.png")
+        clear.append(tmp_path / f"{i}_clear.png")
+        Image.fromarray(255 - image).resize((84, 84)).save(white[-1])
+        Image.fromarray(rgba, "RGBA").resize((84, 84)).save(clear[-1])
+    on_white = [top[0][0] for top in predict_images(trained["best_ckpt"], list(map(str, white)))]
+    on_clear = [top[0][0] for top in predict_images(trained["best_ckpt"], list(map(str, clear)))]
+    assert on_clear == on_white and len(set(on_clear)) > 1  # not one class for all
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_predict_blank_image_names_the_file(trained: dict, tmp_path: Path, mode: str,
+                                            capsys: pytest.CaptureFixture) -> None:
+    (digit, _), *_ = _digit_files(tmp_path)
+    blank = tmp_path / "blank.png"
+    Image.new(mode, (40, 40), 255 if mode == "L" else (0, 0, 0, 0)).save(blank)  # paper; nothing
+    with pytest.raises(SystemExit) as exit_info:
+        main([trained["best_ckpt"], str(digit), str(blank)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: no digit found in {blank}: the image is blank\n"
+
+
+@pytest.mark.parametrize("name", ["d1.png", "D2.JPG"])
+def test_predict_refuses_an_image_for_a_text_checkpoint(text_ckpt: str, tmp_path: Path,
+                                                        name: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    image = tmp_path / name
+    Image.new("L", (28, 28)).save(image, format="PNG")
+    with pytest.raises(SystemExit) as exit_info:
+        main([text_ckpt, "a great film", str(image)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {image} is an image, but ") and err.count("\n") == 1
+    assert "classifies text: pass review texts, or --file" in err
 
 
 def test_predict_from_a_moved_checkpoint(trained: dict, tmp_path: Path) -> None:

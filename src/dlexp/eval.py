@@ -1,9 +1,10 @@
-"""``python eval.py ckpt_path=PATH``: evaluate any checkpoint on the test set, print and write
-``metrics.json`` in ``outputs/eval/runs/<stamp>/``."""
+"""``python eval.py ckpt_path=PATH`` (or ``python eval.py PATH``): evaluate any checkpoint on
+the test set, print and write ``metrics.json`` in ``outputs/eval/runs/<stamp>/``."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,15 +15,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlexp import wiring
 from dlexp.callbacks.test_figures import TestFigures
-from dlexp.errors import user_message
+from dlexp.errors import ConfigError, user_message
 from dlexp.runinfo import write_metrics
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("dlexp.eval")
+USAGE = "python eval.py ckpt_path=<run>/checkpoints/<file>.ckpt"
+# Hydra's own flags whose next argument is a value, never a checkpoint path
+HYDRA_VALUE_FLAGS = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn",
+                     "--config-name", "-cd", "--config-dir", "--experimental-rerun"}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError(f"ckpt_path is required; usage: {USAGE}")
     out_dir = Path(cfg.paths.output_dir)
     path = str(Path(cfg.ckpt_path).expanduser().resolve())
     ckpt = wiring.load_checkpoint(path)
@@ -42,14 +49,39 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "wall_s": round(time.perf_counter() - start, 2)}
 
 
+def positional_ckpt(argv: list[str]) -> list[str]:
+    """``argv`` with a lone checkpoint path (``eval.py run/checkpoints/best.ckpt``, as
+    predict.py takes it) turned into the ``ckpt_path=`` override Hydra expects; quoted, so
+    any character a file name may hold survives Hydra's override grammar."""
+    found = [i for i, arg in enumerate(argv) if i > 0 and _is_path(arg, argv[i - 1])]
+    if len(found) != 1 or any(a.startswith("ckpt_path=") for a in argv[1:]):
+        return argv  # none, or ambiguous: leave it to Hydra
+    path = argv[found[0]]
+    quote = '"' if "'" in path else "'"
+    return [*argv[: found[0]], f"ckpt_path={quote}{path}{quote}", *argv[found[0] + 1 :]]
+
+
+def _is_path(arg: str, previous: str) -> bool:
+    if arg.startswith("-") or previous in HYDRA_VALUE_FLAGS:
+        return False
+    # "key=value.ckpt" is an override; a real file is a path whatever its name holds
+    return os.path.isfile(os.path.expanduser(arg)) or (arg.endswith(".ckpt") and "=" not in arg)
+
+
+def main() -> None:
+    sys.argv = positional_ckpt(sys.argv)
+    _main()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     out = Path(cfg.paths.output_dir)
     try:
         metrics = evaluate(cfg)
     except Exception as exc:
         message = user_message(exc)
-        write_metrics(out / "metrics.json", {"status": "failed", "ckpt_path": cfg.ckpt_path,
+        ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
+        write_metrics(out / "metrics.json", {"status": "failed", "ckpt_path": ckpt_path,
                                              "error": message or repr(exc)})
         if message is None:
             raise

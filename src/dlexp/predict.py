@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,18 +18,22 @@ from dlexp import wiring
 from dlexp.errors import CheckpointError, user_message
 
 DIGIT_BOX, CANVAS = 20, 28  # MNIST digits fit a 20x20 box centred on a 28x28 canvas
+BLANK_CONTRAST = 8  # grey levels: less between darkest and lightest pixel is no ink (JPEG noise)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 def load_image(path: str | Path) -> torch.Tensor:
-    """Any PNG/JPG as MNIST sees digits: grayscale, light ink on a dark background (inverted
-    when the border is light), cropped to the ink, scaled into 20x20 and placed on 28x28 with
-    its centre of mass in the middle.
-    Returns uint8 of shape (1, 28, 28)."""
+    """Any PNG/JPG as MNIST sees digits: transparency flattened, grayscale, light ink on a dark
+    background (inverted when the border is light), cropped to the ink, scaled into 20x20 and
+    placed on 28x28 with its centre of mass in the middle.
+    Returns uint8 of shape (1, 28, 28); ValueError for an unreadable or blank image."""
     try:
         with Image.open(path) as im:
-            gray = ImageOps.exif_transpose(im).convert("L")
+            gray = _opaque(ImageOps.exif_transpose(im)).convert("L")
     except (OSError, UnidentifiedImageError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
+    if _blank(gray):
+        raise ValueError(f"no digit found in {path}: the image is blank")
     pixels = np.asarray(gray)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if border.mean() > 127:  # dark digit on light paper: flip to MNIST's light-on-dark
@@ -41,6 +46,25 @@ def load_image(path: str | Path) -> torch.Tensor:
     canvas = Image.new("L", (CANVAS, CANVAS))
     canvas.paste(digit, _centre_of_mass_offset(np.asarray(digit, dtype=np.float64)))
     return torch.from_numpy(np.asarray(canvas).copy()).unsqueeze(0)
+
+
+def _opaque(im: Image.Image) -> Image.Image:
+    """Transparency flattened onto white: drawing apps export dark ink on a transparent
+    background whose hidden colour is often black, so ``convert("L")`` alone would read all
+    black. Onto black instead when that leaves nothing (light ink on transparent)."""
+    if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
+        return im
+    rgba = im.convert("RGBA")
+    for colour in ((255, 255, 255, 255), (0, 0, 0, 255)):
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba).convert("L")
+        if not _blank(flat):
+            break
+    return flat
+
+
+def _blank(gray: Image.Image) -> bool:
+    lo, hi = gray.getextrema()
+    return hi - lo < BLANK_CONTRAST
 
 
 def _centre_of_mass_offset(ink: np.ndarray) -> tuple[int, int]:
@@ -136,6 +160,10 @@ def _predict(args: argparse.Namespace) -> tuple[str, list[str], list[list[tuple[
         if not args.inputs or args.file:
             raise ValueError("give image files after the checkpoint (--file is for text models)")
         return "file", args.inputs, _rank_images(ckpt, args.checkpoint, args.inputs)
+    images = [t for t in args.inputs if _is_image_file(t)]
+    if images:  # a file path would silently be classified as a one-word review
+        raise ValueError(f"{images[0]} is an image, but {args.checkpoint} classifies text: "
+                         "pass review texts, or --file with one review per line")
     texts = list(args.inputs)
     if args.file:
         try:
@@ -149,6 +177,10 @@ def _predict(args: argparse.Namespace) -> tuple[str, list[str], list[list[tuple[
         raise ValueError("give review texts after the checkpoint, or --file with one per line")
     shown = [t if len(t) <= 60 else t[:57] + "..." for t in texts]
     return "text", shown, _rank_texts(ckpt, args.checkpoint, texts)
+
+
+def _is_image_file(text: str) -> bool:
+    return Path(text).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(text)
 
 
 if __name__ == "__main__":
