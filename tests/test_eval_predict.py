@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -53,6 +54,32 @@ def test_eval_reproduces_the_training_test_accuracy(trained: dict, tiny_mnist: P
     assert metrics["status"] == "ok"
     assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
     assert (run_dir / "figures" / "confusion_matrix.png").is_file()
+    rows = _predictions(run_dir)
+    assert [int(r["index"]) for r in rows] == list(range(200))  # every test digit, in order
+    assert sum(int(r["correct"]) for r in rows) / 200 == pytest.approx(metrics["test/acc"])
+    first = [float(rows[0][f"p_{d}"]) for d in range(10)]  # class probabilities, then argmax
+    assert sum(first) == pytest.approx(1, abs=1e-3)
+    assert rows[0]["predicted"] == str(max(range(10), key=first.__getitem__))
+
+
+def _predictions(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "predictions.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_writes_text_predictions_in_dataset_order(text_ckpt: str, tiny_imdb: Path,
+                                                       tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "eval.py"), text_ckpt,
+                             f"data_dir={tiny_imdb}", f"paths.log_dir={tmp_path}",
+                             "trainer.accelerator=cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
+    rows = _predictions(run_dir)
+    # the test loader sorts reviews by length; predictions follow the data's own order
+    assert [r["label"] for r in rows] == ["negative"] * 50 + ["positive"] * 50
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert sum(int(r["correct"]) for r in rows) / 100 == pytest.approx(metrics["test/acc"])
 
 
 def test_eval_refuses_a_file_that_is_no_checkpoint(tmp_path: Path) -> None:

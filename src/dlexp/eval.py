@@ -3,6 +3,7 @@ the test set, print and write ``metrics.json`` in ``outputs/eval/runs/<stamp>/``
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp import wiring
@@ -45,8 +47,26 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                    default_root_dir=str(out_dir))
     results = trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if cfg.get("predictions"):
+        probs = torch.cat(trainer.predict(task, datamodule=datamodule))
+        write_predictions(out_dir / "predictions.csv", probs, datamodule.test_set[1],
+                          datamodule.class_names)
     return {"status": "ok", "ckpt_path": path, **metrics,
             "wall_s": round(time.perf_counter() - start, 2)}
+
+
+def write_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor,
+                      class_names: list[str]) -> None:
+    """One row per test sample, in the dataset's order: Keras' ``model.predict`` + argmax."""
+    confidence, predicted = probs.max(-1)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "predicted", "confidence", "correct",
+                         *(f"p_{name}" for name in class_names)])
+        for i, (y, p, c, row) in enumerate(zip(labels.tolist(), predicted.tolist(),
+                                               confidence.tolist(), probs.tolist(), strict=True)):
+            writer.writerow([i, class_names[y], class_names[p], f"{c:.4f}", int(y == p),
+                             *(f"{v:.4f}" for v in row)])
 
 
 def positional_ckpt(argv: list[str]) -> list[str]:

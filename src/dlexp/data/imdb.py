@@ -377,6 +377,10 @@ class IMDBDataModule(PooledDataModule):
             chunk_batches=self.bucket_chunk if train else None,
             pin_memory=self.pin_memory and torch.cuda.is_available())
 
+    def predict_dataloader(self) -> TextBatchLoader:
+        """The test set in its own order, not sorted by length (eval.py's predictions.csv)."""
+        return self._loader(self.test_set, train=False, sort=False)
+
     def unlabeled_dataloader(self) -> TextBatchLoader:
         """The unlabeled pool in its own order (labels: true ones, or -1 for train/unsup)."""
         return self._loader(self.unlabeled_set, train=False, sort=False)

@@ -175,6 +175,10 @@ class MNISTDataModule(PooledDataModule):
     def _with_pool_rows(self, part: tuple, idx: torch.Tensor, labels: torch.Tensor) -> tuple:
         return (torch.cat([part[0], self.unlabeled_set[0][idx]]), torch.cat([part[1], labels]))
 
+    def predict_dataloader(self) -> TensorBatchLoader:
+        """The test set in file order (eval.py's predictions.csv)."""
+        return self._loader(self.test_set, train=False)
+
     def unlabeled_dataloader(self) -> TensorBatchLoader:
         return self._loader(self.unlabeled_set, train=False)
 
