@@ -34,6 +34,19 @@ def test_leaky_relu_slope() -> None:
     assert act(torch.tensor([-100.0])).item() == pytest.approx(-100.0 * LEAKY_SLOPE)
 
 
+def test_leaky_slope_reaches_every_layer_and_the_init() -> None:
+    from dlexp.models.cnn import CNN
+    from dlexp.models.mlp import MLP
+
+    for net in (MLP(hidden=(8, 8), activation="leaky_relu", leaky_slope=0.3),
+                CNN(blocks=[{"filters": 4}], dense=(8,), activation="leaky_relu",
+                    leaky_slope=0.3)):
+        slopes = {m.negative_slope for m in net.modules() if isinstance(m, nn.LeakyReLU)}
+        assert slopes == {0.3}
+    with pytest.raises(ValueError, match=r"leaky_slope must be in \[0, 1\), got 1.5"):
+        MLP(activation="leaky_relu", leaky_slope=1.5)
+
+
 @pytest.mark.parametrize("name", ["gelu", "Relu", "", "maxout"])
 def test_unknown_activation_raises_with_choices(name: str) -> None:
     # maxout owns weights: it is built by dense(), never as a bare activation
@@ -148,6 +161,9 @@ def test_kaiming_gain_follows_the_activation(monkeypatch: pytest.MonkeyPatch, ac
     init_weights(nn.Sequential(nn.Linear(4, 4), nn.Conv2d(1, 2, 3)), "kaiming", act)
     assert len(calls) == 2
     assert all(c["a"] == a and c["nonlinearity"] == nonlinearity for c in calls)
+    calls.clear()
+    init_weights(nn.Linear(4, 4), "kaiming", act, slope=0.3)  # a configured slope
+    assert calls[0]["a"] == (0.3 if act == "leaky_relu" else 0.0)
 
 
 def test_xavier_is_uniform_within_glorot_bound() -> None:

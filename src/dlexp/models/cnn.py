@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dlexp.models.layers import LEAKY_SLOPE, check_dropout, dense_block, init_weights
 from dlexp.models.layers import activation as make_activation
-from dlexp.models.layers import check_dropout, dense_block, init_weights
 
 COURSE_BLOCKS = ({"filters": 32}, {"filters": 64}, {"filters": 128})
 
@@ -36,14 +36,14 @@ class ConvBlock:
             raise ValueError("padding='same' needs stride 1 (as in PyTorch); use padding='valid'")
         check_dropout(self.dropout, "block dropout")
 
-    def build(self, in_channels: int, act: str) -> nn.Sequential:
+    def build(self, in_channels: int, act: str, slope: float = LEAKY_SLOPE) -> nn.Sequential:
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, self.filters, self.kernel, self.stride, self.padding,
                       bias=not self.batchnorm)
         ]
         if self.batchnorm:
             layers.append(nn.BatchNorm2d(self.filters))
-        layers.append(make_activation(act))
+        layers.append(make_activation(act, slope))
         if self.pool != "none":
             pool = nn.MaxPool2d if self.pool == "max" else nn.AvgPool2d
             layers.append(pool(self.pool_size))
@@ -68,6 +68,7 @@ class CNN(nn.Module):
         dropout: float = 0.0,
         init: str = "default",
         channels_last: bool = True,
+        leaky_slope: float = LEAKY_SLOPE,
     ) -> None:
         super().__init__()
         if activation == "maxout":
@@ -77,7 +78,7 @@ class CNN(nn.Module):
         channels = in_shape[0]
         convs = []
         for spec in specs:
-            convs.append(spec.build(channels, activation))
+            convs.append(spec.build(channels, activation, leaky_slope))
             channels = spec.filters
         self.features = nn.Sequential(*convs, nn.Flatten())
         # infer the flattened width instead of asking the user; in eval mode, so the dummy
@@ -88,12 +89,12 @@ class CNN(nn.Module):
         self.features.train()
         head: list[nn.Module] = []
         for size in dense:
-            head += dense_block(width, size, activation, dropout)
+            head += dense_block(width, size, activation, dropout, leaky_slope)
             width = size
         self.classifier = nn.Sequential(*head)
         self.head = nn.Linear(width, num_classes)
         self.channels_last = channels_last
-        init_weights(self, init, activation)
+        init_weights(self, init, activation, leaky_slope)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dlexp.models.layers import check_dropout, dense, init_weights
+from dlexp.models.layers import LEAKY_SLOPE, check_dropout, dense, init_weights
 
 
 class MLP(nn.Module):
@@ -29,6 +29,7 @@ class MLP(nn.Module):
         maxout_pieces: int = 2,
         init: str = "default",
         input_dropout: float = 0.0,
+        leaky_slope: float = LEAKY_SLOPE,
     ) -> None:
         super().__init__()
         hidden = list(hidden)
@@ -44,7 +45,7 @@ class MLP(nn.Module):
             layers.append(nn.Dropout(input_dropout))
         width = math.prod(in_shape)
         for size, p in zip(hidden, drops, strict=True):
-            block = dense(width, size, activation, maxout_pieces)
+            block = dense(width, size, activation, maxout_pieces, leaky_slope)
             if batchnorm:  # normalise pre-activation, as in Ioffe & Szegedy
                 block.insert(1, nn.BatchNorm1d(size))
             layers += block
@@ -53,7 +54,7 @@ class MLP(nn.Module):
             width = size
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(width, num_classes)
-        init_weights(self, init, activation)
+        init_weights(self, init, activation, leaky_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
