@@ -66,6 +66,21 @@ def test_feature_extractor_changes_only_the_head(tmp_path: Path, tiny_mnist: Pat
     assert not torch.equal(after["head.weight"], before["head.weight"])
 
 
+def test_feature_extractor_can_train_the_dense_layers_too(tmp_path: Path, tiny_mnist: Path,
+                                                          source: Path) -> None:
+    metrics = _transfer(tmp_path, tiny_mnist, source, "feature_extractor",
+                        "trainer.max_epochs=2", "transfer.train_also=[classifier]")
+    assert metrics["status"] == "ok", metrics.get("error")
+    before, after = _net_state(source), _net_state(tmp_path / "checkpoints" / "last.ckpt")
+    for k in (k for k in after if k.startswith("features.")):  # the conv features stay fixed
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+    dense = [k for k in after if k.startswith("classifier.") and k.endswith("weight")]
+    assert dense and all(not torch.equal(after[k], before[k]) for k in dense)
+    with pytest.raises(ConfigError, match=r"has no \['dense'\]; its parts before the head are "
+                                          r"features, classifier"):
+        transfer.split(CNN(), ["dense"])
+
+
 def test_gradual_unfreezes_at_the_chosen_epoch(tmp_path: Path, tiny_mnist: Path,
                                                source: Path) -> None:
     first = _transfer(tmp_path / "a", tiny_mnist, source, "gradual", "trainer.max_epochs=1",

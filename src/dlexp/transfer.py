@@ -24,13 +24,22 @@ log = logging.getLogger(__name__)
 MODES = ("none", "finetune", "feature_extractor", "gradual")
 
 
-def split(net: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
-    """(head, backbone modules) by the ``net.head`` convention."""
+def split(net: nn.Module, train_also: list[str] | tuple[str, ...] = ()
+          ) -> tuple[nn.Module, list[nn.Module]]:
+    """(head, backbone modules) by the ``net.head`` convention; the child modules named in
+    ``train_also`` (e.g. the CNN's dense ``classifier``) train with the head, so the features
+    are the output of the layers before them, as the course picks "some layer's output"."""
     head = getattr(net, "head", None)
     if not isinstance(head, nn.Module):
         raise ConfigError(f"transfer needs a network with a `head` module; "
                           f"{type(net).__name__} has none")
-    return head, [m for name, m in net.named_children() if name != "head"]
+    children = [name for name, _ in net.named_children() if name != "head"]
+    unknown = sorted(set(train_also) - set(children))
+    if unknown:
+        raise ConfigError(f"transfer.train_also: {type(net).__name__} has no {unknown}; its "
+                          f"parts before the head are {', '.join(children)}")
+    return head, [m for name, m in net.named_children()
+                  if name != "head" and name not in train_also]
 
 
 def load_source(net: nn.Module, ckpt: dict, path: str, model_target: str,
@@ -137,14 +146,15 @@ def _constant(factor: float) -> Callable[[int], float]:
 
 
 def apply(net: nn.Module, model_target: str, mode: str = "none", source: str | None = None,
-          keep_head: bool = False, **gradual: float) -> list[L.Callback]:
+          keep_head: bool = False, train_also: list[str] | None = None,
+          **gradual: float) -> list[L.Callback]:
     """Load ``source`` into ``net`` and freeze as ``mode`` says; returns the callbacks the mode
     needs during fit. ``gradual`` holds :class:`GradualUnfreeze`'s options."""
     if mode not in MODES:
         raise ConfigError(f"transfer.mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "none":
         return []
-    head, backbone = split(net)
+    head, backbone = split(net, train_also or ())
     if source is not None:
         from dlexp.wiring import load_checkpoint  # wiring imports this module
 
