@@ -141,6 +141,9 @@ def test_without_validation_all_data_trains_and_the_last_weights_are_tested(
     assert metrics["val/acc"] is None and metrics["test/acc"] > 0.8
     assert metrics["global_step"] == 3 * math.ceil(600 / 32)  # every training image, each epoch
     assert Path(metrics["best_ckpt"]).name == "last.ckpt"
+    cosine = run(tmp_path / "cosine", tiny_mnist, *MLP, "data.val_size=0",
+                 "callbacks=no_early_stopping", "scheduler=cosine")  # needs no validation
+    assert cosine["status"] == "ok", cosine.get("error")
     plateau = run(tmp_path / "plateau", tiny_mnist, *MLP, "data.val_size=0",
                   "callbacks=no_early_stopping", "scheduler=plateau")
     assert plateau["status"] == "failed"

@@ -225,7 +225,9 @@ def check_without_validation(cfg: DictConfig) -> None:
             raise ConfigError(f"callbacks.{name} watches {node.monitor}, but data.val_size=0 "
                               f"leaves no validation set: add callbacks=no_early_stopping (or "
                               f"~callbacks.{name}), or set data.val_size > 0")
-    if cfg.scheduler.get("builder") and _watches_val(cfg.scheduler.get("monitor")):
+    builder = str((cfg.scheduler.get("builder") or {}).get("_target_", ""))
+    if builder.endswith("plateau") and _watches_val(cfg.scheduler.get("monitor")):  # the only
+        # scheduler that reads its monitor (Lightning ignores it for the others)
         raise ConfigError(f"the {cfg.scheduler.builder._target_.rsplit('.', 1)[-1]} scheduler "
                           f"watches {cfg.scheduler.monitor}, but data.val_size=0 leaves no "
                           f"validation set: pick another scheduler or set data.val_size > 0")
