@@ -39,6 +39,7 @@ def test_tiny_run_learns_and_writes_metrics(tmp_path: Path, tiny_mnist: Path) ->
     losses = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
     assert len(losses) == 4 and losses[-1] < 0.5 * losses[0]
     assert (tmp_path / "figures" / "confusion_matrix.png").is_file()
+    assert (tmp_path / "figures" / "first_layer.png").is_file()
 
 
 def test_tensorboard_has_expected_tags(tmp_path: Path, tiny_mnist: Path) -> None:

@@ -3,6 +3,7 @@ TensorBoard and as PNG files in the run directory."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and clusters
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
@@ -54,6 +56,35 @@ def misclassified_markdown(examples: list, class_names: list[str],
     return "\n".join(rows) + "\n"
 
 
+def first_layer_figure(net: nn.Module, most: int = 32) -> plt.Figure | None:
+    """What the first layer looks for, as the course's "filters visualization": an image
+    network's first conv kernels, or its first dense units as square weight maps (the MLP's 784
+    weights of a hidden unit, shown 28x28). None for text networks."""
+    if getattr(net, "modality", "image") != "image":
+        return None
+    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)), None)
+    side = math.isqrt(first.in_features) if isinstance(first, nn.Linear) else 0
+    if isinstance(first, nn.Conv2d):
+        maps, what = first.weight.detach().float().mean(1), "first conv layer's kernels"
+    elif side and side * side == first.in_features:
+        maps, what = first.weight.detach().float().view(-1, side, side), "first layer's units"
+    else:
+        return None
+    maps = maps[:most].cpu().numpy()
+    cols = min(8, len(maps))
+    rows = -(-len(maps) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.4), dpi=100,
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, weights in zip(axes.flat, maps, strict=False):
+        bound = float(np.abs(weights).max()) or 1.0
+        ax.imshow(weights, cmap="RdBu_r", vmin=-bound, vmax=bound)  # red +, blue -
+    fig.suptitle(f"{what} (red: positive weights, blue: negative)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 class TestFigures(L.Callback):
     """Renders what the task collected during ``trainer.test``: the confusion matrix, and the
     misclassified examples (images as a grid; token ids, with ``decode``, as a text table)."""
@@ -73,6 +104,10 @@ class TestFigures(L.Callback):
         figures = {"test/confusion_matrix": confusion_figure(matrix, names)}
         if images:
             figures["test/misclassified"] = misclassified_figure(images, names)
+        net = getattr(pl_module, "net", None)
+        first = first_layer_figure(net) if isinstance(net, nn.Module) else None
+        if first is not None:
+            figures["test/first_layer"] = first
         for tag, fig in figures.items():
             for logger in trainer.loggers:
                 if hasattr(logger.experiment, "add_figure"):
