@@ -97,6 +97,19 @@ def test_building_leaves_batchnorm_statistics_untouched() -> None:
     assert net.training and bn.training  # built in train mode, like any nn.Module
 
 
+def test_conv_block_dropout_drops_channels_or_single_activations() -> None:
+    spatial = CNN(blocks=[{"filters": 8, "dropout": 0.5, "pool": "none"}], dense=())
+    single = CNN(blocks=[{"filters": 8, "dropout": 0.5, "pool": "none",
+                          "spatial_dropout": False}], dense=())
+    torch.manual_seed(0)
+    x = torch.ones(1, 8, 6, 6)
+    per_channel = spatial.features[0][-1](x)  # whole channels are zero, or all kept
+    assert all(len(c.unique()) == 1 for c in per_channel[0])
+    assert type(single.features[0][-1]) is nn.Dropout
+    per_value = single.features[0][-1](x)
+    assert any(len(c.unique()) == 2 for c in per_value[0])  # zeros inside kept channels
+
+
 def test_conv_block_dropout_and_dense_dropout() -> None:
     net = CNN(blocks=[{"filters": 4, "dropout": 0.25}, {"filters": 8}], dense=(16, 8), dropout=0.5)
     d2 = [m for m in net.modules() if isinstance(m, nn.Dropout2d)]

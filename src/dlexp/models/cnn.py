@@ -26,6 +26,8 @@ class ConvBlock:
     pool_size: int = 2
     batchnorm: bool = False
     dropout: float = 0.0
+    spatial_dropout: bool = True  # whole channels (Keras' SpatialDropout2D); false: single
+    # activations, as Keras' Dropout after a pooling layer
 
     def __post_init__(self) -> None:
         if self.padding not in ("same", "valid"):
@@ -48,7 +50,7 @@ class ConvBlock:
             pool = nn.MaxPool2d if self.pool == "max" else nn.AvgPool2d
             layers.append(pool(self.pool_size))
         if self.dropout > 0:
-            layers.append(nn.Dropout2d(self.dropout))
+            layers.append((nn.Dropout2d if self.spatial_dropout else nn.Dropout)(self.dropout))
         return nn.Sequential(*layers)
 
 
