@@ -112,3 +112,13 @@ def test_cnn_course_preset_is_the_course_network(tmp_path: Path, tiny_mnist: Pat
     assert cfg.optimizer.lr == 0.008 and cfg.data.batch_size == 50
     assert cfg.loss._target_.endswith("SoftmaxMSE")
     _fits_like_keras(cfg, net)
+
+
+def test_a_sweep_without_validation_needs_another_monitor(tmp_path: Path, tiny_mnist: Path) -> None:
+    cfg = compose_train(["experiment=mnist_mlp_course"], tmp_path, tiny_mnist)  # val_size=0
+    wiring.check_without_validation(cfg)  # one run: fine, val/* are null
+    with pytest.raises(ConfigError, match="a sweep optimises monitor.metric=val/acc, but "
+                                          "data.val_size=0 leaves no validation set"):
+        wiring.check_without_validation(cfg, sweeping=True)
+    cfg.monitor.metric = "train/acc"
+    wiring.check_without_validation(cfg, sweeping=True)

@@ -14,6 +14,7 @@ import pytest
 from conftest import FAST, REPO, TINY_DATA, compose_train, synthetic_digits
 from PIL import Image
 
+from dlexp.data.mnist import MNISTDataModule
 from dlexp.eval import positional_ckpt
 from dlexp.predict import load_image, main, predict_images
 from dlexp.train import train
@@ -56,6 +57,9 @@ def test_eval_reproduces_the_training_test_accuracy(trained: dict, tiny_mnist: P
     assert (run_dir / "figures" / "confusion_matrix.png").is_file()
     rows = _predictions(run_dir)
     assert [int(r["index"]) for r in rows] == list(range(200))  # every test digit, in order
+    test_labels = MNISTDataModule(root=str(tiny_mnist), download=False, val_size=100)
+    test_labels.setup("test")
+    assert [int(r["label"]) for r in rows] == test_labels.test_set[1].tolist()
     assert sum(int(r["correct"]) for r in rows) / 200 == pytest.approx(metrics["test/acc"])
     first = [float(rows[0][f"p_{d}"]) for d in range(10)]  # class probabilities, then argmax
     assert sum(first) == pytest.approx(1, abs=1e-3)

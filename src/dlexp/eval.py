@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlexp import wiring
 from dlexp.callbacks.test_figures import TestFigures
 from dlexp.errors import ConfigError, user_message
-from dlexp.runinfo import write_metrics
+from dlexp.runinfo import quiet_lightning_notices, write_metrics
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("dlexp.eval")
@@ -95,6 +95,7 @@ def main() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def _main(cfg: DictConfig) -> float:
+    quiet_lightning_notices()
     out = Path(cfg.paths.output_dir)
     try:
         metrics = evaluate(cfg)

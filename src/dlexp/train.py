@@ -41,8 +41,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(_fit_and_test(cfg, out_dir))
         metrics["status"] = "ok"
     except (KeyboardInterrupt, SystemExit):  # Ctrl+C: Lightning shuts down and exits with 1
-        metrics.update(status="interrupted", error="interrupted (Ctrl+C or a signal) before the "
-                       "run finished; checkpoints/last.ckpt holds the last completed epoch")
+        last = out_dir / "checkpoints" / "last.ckpt"
+        kept = f"; {last} holds the last completed epoch" if last.is_file() else ""
+        metrics.update(status="interrupted",
+                       error=f"interrupted (Ctrl+C or a signal) before the run finished{kept}")
         raise
     except Exception as exc:  # recorded, so a sweep goes on and a report shows the failure
         message = user_message(exc)
@@ -65,7 +67,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             raise ConfigError(f"threads must be a whole number >= 1 (or null), got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
     wiring.check_monitor(cfg)
-    wiring.check_without_validation(cfg)
+    wiring.check_without_validation(cfg, sweeping=_sweeping())
     datamodule = wiring.build_datamodule(cfg)
     data_info = datamodule.describe()
     net = wiring.build_net(cfg.model, data_info)
@@ -109,6 +111,13 @@ def _save_tokenizer(data_info: dict, out_dir: Path) -> None:
     """Text data: keep the tokenizer beside the run (the checkpoints carry it too)."""
     if "tokenizer" in data_info and is_rank_zero():
         (out_dir / "tokenizer.json").write_text(data_info["tokenizer"])
+
+
+def _sweeping() -> bool:
+    """A multirun job: its returned metric is what a sweeper compares."""
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _resume_checkpoint(cfg: DictConfig, task: L.LightningModule, out_dir: Path) -> str | None:

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dlexp.checkpoint_io import ReentrantCheckpointIO
 from dlexp.errors import CheckpointError, ConfigError
 from dlexp.overhead import CpuCudaCheck, NullProfiler
 from dlexp.tasks.classification import ClassificationTask
@@ -38,6 +39,8 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback] | None = 
     if not trainer_cfg.get("profiler"):
         kwargs["profiler"] = NullProfiler()
     callbacks = [*(callbacks or []), CpuCudaCheck()]
+    if "plugins" not in trainer_cfg and "plugins" not in kwargs:
+        kwargs["plugins"] = [ReentrantCheckpointIO()]  # a requeue signal may land mid-save
     if "enable_checkpointing" not in trainer_cfg and "enable_checkpointing" not in kwargs:
         # callbacks=none means no checkpoints, not Lightning's default one in another folder
         kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
@@ -216,10 +219,14 @@ def has_validation(cfg: DictConfig) -> bool:
     return cfg.data.get("val_size", 1) != 0
 
 
-def check_without_validation(cfg: DictConfig) -> None:
+def check_without_validation(cfg: DictConfig, sweeping: bool = False) -> None:
     """What cannot run without a validation set fails before training, with the fix."""
     if has_validation(cfg):
         return
+    if sweeping and _watches_val(cfg.monitor.metric):
+        raise ConfigError(f"a sweep optimises monitor.metric={cfg.monitor.metric}, but "
+                          f"data.val_size=0 leaves no validation set: set "
+                          f"monitor.metric=train/acc or data.val_size > 0")
     for name, node in (cfg.get("callbacks") or {}).items():
         if node and _watches_val(node.get("monitor")) and "EarlyStopping" in node.get("_target_"):
             raise ConfigError(f"callbacks.{name} watches {node.monitor}, but data.val_size=0 "

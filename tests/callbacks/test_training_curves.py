@@ -49,3 +49,24 @@ def test_figure_has_a_loss_and_an_accuracy_panel() -> None:
     assert [line.get_label() for line in acc.lines] == ["train"]  # no val/acc recorded
     assert list(loss.lines[0].get_ydata()) == [1.0, 0.5]
     plt.close(fig)
+
+
+def test_epochs_without_validation_stay_blank_and_resume_keeps_the_rows(
+        tmp_path: Path, tiny_mnist: Path) -> None:
+    first = train(compose_train([*FAST, *TINY_DATA, *MLP, "trainer.max_epochs=3",
+                                 "trainer.check_val_every_n_epoch=2",
+                                 "callbacks=no_early_stopping"], tmp_path / "a", tiny_mnist))
+    assert first["status"] == "ok", first.get("error")
+    rows = _history(tmp_path / "a")
+    assert [r["val/acc"] != "" for r in rows] == [False, True, False]  # validated at epoch 2
+    resumed = train(compose_train([*FAST, *TINY_DATA, *MLP, "trainer.max_epochs=4",
+                                   "trainer.check_val_every_n_epoch=2",
+                                   "callbacks=no_early_stopping",
+                                   f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"],
+                                  tmp_path / "b", tiny_mnist))
+    assert resumed["status"] == "ok", resumed.get("error")
+    again = _history(tmp_path / "b")
+    # last.ckpt was written when epoch 2 validated: epoch 1 comes from it, epoch 2's metrics
+    # are not restored by Lightning (left out, not drawn as zeros), 3 and 4 are the new run's
+    assert [r["epoch"] for r in again] == ["1", "3", "4"] and again[0] == rows[0]
+    assert all(float(r["train/loss_epoch"]) > 0 for r in again)

@@ -11,7 +11,7 @@ from dlexp.data.splits import imbalance, shuffled_split, stratified_subset, val_
 @pytest.mark.parametrize(
     ("val_size", "n", "expected"),
     [(5000, 60000, 5000), (0, 100, 0), (99, 100, 99), (0.1, 60000, 6000), (0.25, 10, 2),
-     (0.5, 7, 4), (5000.0, 60000, 5000), (1.0, 10, 1)],
+     (0.5, 7, 4), (5000.0, 60000, 5000), (1.0, 10, 1), (0.0, 10, 0)],
 )
 def test_val_count(val_size: float, n: int, expected: int) -> None:
     assert val_count(val_size, n) == expected
@@ -19,7 +19,7 @@ def test_val_count(val_size: float, n: int, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("val_size", "n", "match"),
-    [(0.0, 100, "fraction must be in"), (-0.1, 100, "fraction must be in"),
+    [(-0.1, 100, "fraction must be in"),
      (100, 100, "count in"), (150, 100, "count in"), (-5, 100, "count in"),
      (12.5, 100, "count in"), (0.999, 100, "leaves no training data")],
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 def _sync(module: L.LightningModule) -> None:
@@ -38,12 +39,12 @@ class TrainThroughput(L.Callback):
         self.samples += _count(batch) * trainer.world_size
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.training:
+        if trainer.state.fn == TrainerFn.FITTING:  # (trainer.training is False in here)
             _sync(pl_module)
             self._val_start = time.perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.training:
+        if trainer.state.fn == TrainerFn.FITTING:
             self._val_seconds += time.perf_counter() - self._val_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import matplotlib
+from lightning.pytorch.trainer.states import TrainerFn
 
 matplotlib.use("Agg")  # no display on servers and clusters
 import matplotlib.pyplot as plt  # noqa: E402
@@ -39,14 +40,28 @@ class TrainingCurves(L.Callback):
     """Records the epoch metrics after each training epoch and plots them at the end of fit.
 
     The task logs ``train/*`` in its own ``on_train_epoch_end``, after the callbacks' hook, so an
-    epoch is read when the next one starts (and the last one when training ends)."""
+    epoch is read when the next one starts (and the last one when training ends). ``val/*`` are
+    taken when a validation ends, so epochs without one (``check_val_every_n_epoch``) stay
+    blank. The rows travel in checkpoints: a resumed run keeps its earlier epochs, except the one
+    that ended with the checkpoint (its metrics are not restored, so it is left out rather than
+    drawn wrong)."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
         self.rows: list[dict[str, float]] = []
+        self._val: dict[str, float] = {}
+        self._restored = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            metrics = trainer.callback_metrics
+            self._val = {k: float(metrics[k]) for k in COLUMNS[1:]
+                         if k.startswith("val/") and k in metrics}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch > 0:
+        if self._restored:  # the metrics at hand are a restored run's placeholders
+            self._restored, self._val = False, {}
+        elif trainer.current_epoch > 0:
             self._record(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -57,9 +72,17 @@ class TrainingCurves(L.Callback):
     def _record(self, trainer: L.Trainer) -> None:
         epoch = trainer.current_epoch  # epochs completed so far
         metrics = trainer.callback_metrics
-        row = {k: float(metrics[k]) for k in COLUMNS[1:] if k in metrics}
+        row = {k: float(metrics[k]) for k in COLUMNS[1:] if k.startswith("train/") and k in metrics}
         if row and (not self.rows or self.rows[-1]["epoch"] < epoch):
-            self.rows.append({"epoch": epoch, **row})
+            self.rows.append({"epoch": epoch, **row, **self._val})
+        self._val = {}
+
+    def state_dict(self) -> dict:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
+        self._restored = True
 
     def _write(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import torch
 
 def val_count(val_size: int | float, n: int) -> int:
     """``val_size`` is a count (an integer) or a fraction (a float below 1)."""
-    if isinstance(val_size, float) and val_size < 1:
+    if isinstance(val_size, float) and val_size != 0 and val_size < 1:  # 0.0 is the count 0
         if val_size <= 0:
             raise ValueError(f"data.val_size fraction must be in (0, 1), got {val_size}")
         count = round(val_size * n)

@@ -100,6 +100,8 @@ class PseudoLabel(L.Callback):
                               f"{type(dm).__name__} has none")
         if trainer.world_size > 1:  # each rank would label only its shard of the pool
             raise ConfigError("method=pseudo_label runs on one device; use trainer.devices=1")
+        dm.setup("fit")
+        _ = dm.unlabeled_set  # built now (IMDB: lazily), so a missing pool fails before warm-up
         # the datamodule adds the pseudo labels in train_dataloader(): rebuild it each epoch
         # (cheap: in-memory tensors), since round 0 and later rounds differ in length
         trainer.reload_dataloaders_every_n_epochs = 1
