@@ -122,6 +122,14 @@ def test_another_architecture_is_refused(tmp_path: Path, tiny_mnist: Path, sourc
         metrics["error"]
 
 
+def test_a_source_trained_on_other_input_scaling_is_refused(tmp_path: Path, tiny_mnist: Path,
+                                                           source: Path) -> None:
+    metrics = _transfer(tmp_path, tiny_mnist, source, "finetune", "data.normalize=none")
+    assert metrics["status"] == "failed"
+    assert "was trained on inputs normalised with mean/std" in metrics["error"]
+    assert "set the same data.normalize as the source run" in metrics["error"]
+
+
 def test_bad_transfer_settings_fail_before_training(tmp_path: Path, tiny_mnist: Path) -> None:
     cfg = compose_train([*FAST, *TINY_DATA, "transfer=finetune"], tmp_path, tiny_mnist)
     metrics = train(cfg)

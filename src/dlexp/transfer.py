@@ -43,13 +43,14 @@ def split(net: nn.Module, train_also: list[str] | tuple[str, ...] = ()
 
 
 def load_source(net: nn.Module, ckpt: dict, path: str, model_target: str,
-                keep_head: bool = False) -> dict[str, list[str]]:
+                keep_head: bool = False, data_info: dict | None = None) -> dict[str, list[str]]:
     """Copy the source network's backbone (and with ``keep_head`` its head, when the sizes
     match) into ``net``. Returns and logs what was loaded, skipped and reinitialised."""
     saved = ckpt["dlexp"]["config"]["model"]["_target_"]
     if saved != model_target:
         raise CheckpointError(f"transfer.source {path} holds a {_name(saved)} but this run builds "
                               f"a {_name(model_target)}; transfer needs the same architecture")
+    _check_inputs(ckpt["dlexp"].get("data", {}), data_info or {}, path)
     source = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     own = net.state_dict()
     bad = [f"{k} {tuple(source[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
@@ -76,6 +77,16 @@ def load_source(net: nn.Module, ckpt: dict, path: str, model_target: str,
              len(report["loaded"]), _summary(report["loaded"]), report["skipped"] or "nothing",
              report["reinitialised"] or "nothing")
     return report
+
+
+def _check_inputs(source: dict, target: dict, path: str) -> None:
+    """Features learned on one input scaling mean little on another (raw 0-255 vs standardised
+    pixels differ ~800x): the data's normalisation must match."""
+    scale = [(d.get("mean"), d.get("std")) for d in (source, target)]
+    if None not in scale[0] and None not in scale[1] and scale[0] != scale[1]:
+        raise CheckpointError(f"transfer.source {path} was trained on inputs normalised with "
+                              f"mean/std {scale[0]}, this run uses {scale[1]}: set the same "
+                              f"data.normalize as the source run")
 
 
 def _is_head(key: str) -> bool:
@@ -147,7 +158,7 @@ def _constant(factor: float) -> Callable[[int], float]:
 
 def apply(net: nn.Module, model_target: str, mode: str = "none", source: str | None = None,
           keep_head: bool = False, train_also: list[str] | None = None,
-          **gradual: float) -> list[L.Callback]:
+          data_info: dict | None = None, **gradual: float) -> list[L.Callback]:
     """Load ``source`` into ``net`` and freeze as ``mode`` says; returns the callbacks the mode
     needs during fit. ``gradual`` holds :class:`GradualUnfreeze`'s options."""
     if mode not in MODES:
@@ -159,7 +170,7 @@ def apply(net: nn.Module, model_target: str, mode: str = "none", source: str | N
         from dlexp.wiring import load_checkpoint  # wiring imports this module
 
         path = str(Path(source).expanduser().resolve())
-        load_source(net, load_checkpoint(path), path, model_target, keep_head)
+        load_source(net, load_checkpoint(path), path, model_target, keep_head, data_info)
     elif not getattr(net, "pretrained", False):
         raise ConfigError(f"transfer={mode} needs transfer.source=<a .ckpt from python train.py> "
                           "(or a network built with pretrained weights)")

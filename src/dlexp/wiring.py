@@ -147,7 +147,8 @@ def build_method_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return build_group((cfg.get("method") or {}).get("callbacks"))
 
 
-def apply_transfer(cfg: DictConfig, net: nn.Module) -> list[L.Callback]:
+def apply_transfer(cfg: DictConfig, net: nn.Module, data_info: dict | None = None
+                   ) -> list[L.Callback]:
     """Load ``transfer.source`` into the fresh network and freeze per ``transfer.mode``; returns
     the callbacks the mode needs during fit."""
     from dlexp import transfer
@@ -158,7 +159,8 @@ def apply_transfer(cfg: DictConfig, net: nn.Module) -> list[L.Callback]:
     if node.mode == "gradual" and "onecycle" in str(cfg.scheduler.get("builder")).lower():
         raise ConfigError("transfer=gradual adds the backbone to the optimizer mid-run, which "
                           "scheduler=onecycle cannot follow; use scheduler=none, step or cosine")
-    return transfer.apply(net, cfg.model._target_, **OmegaConf.to_container(node, resolve=True))
+    return transfer.apply(net, cfg.model._target_, data_info=data_info,
+                          **OmegaConf.to_container(node, resolve=True))
 
 
 def _check_optimizer(net: nn.Module, optimizer: Any, scheduler: Any) -> None:
