@@ -118,6 +118,7 @@ def test_resume_refuses_another_model(tmp_path: Path, tiny_mnist: Path) -> None:
     ("model.hidden=[-5]", "hidden sizes must be whole numbers >= 1, got [-5]"),
     ("optimizer=momentum optimizer.momentum=2", "optimizer.momentum must be in [0, 1), got 2"),
     ("optimizer.lr=0", "optimizer.lr must be > 0, got 0"),
+    ("+modell=cnn", "unknown setting 'modell' (did you mean model?)"),
 ])
 def test_bad_values_fail_with_their_message(override: str, message: str, tmp_path: Path,
                                             tiny_mnist: Path) -> None:

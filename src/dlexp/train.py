@@ -3,6 +3,7 @@ everything in the run directory (config, checkpoints, TensorBoard logs, metrics.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import sys
@@ -60,7 +61,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def check_top_level(cfg: DictConfig) -> None:
+    """``+modell=cnn`` (Hydra's own suggestion for a misspelt group) adds a key nothing reads:
+    refuse top-level names that are neither a group nor a setting of conf/train.yaml."""
+    primary = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")
+    groups = {next(iter(d)) for d in primary.defaults if not isinstance(d, str)}
+    known = (set(primary) - {"defaults"}) | {g.removeprefix("override ") for g in groups}
+    for name in sorted(set(cfg) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown setting {name!r}{hint}: train.py reads the groups and keys "
+                          f"of conf/train.yaml: {', '.join(sorted(known))}")
+
+
 def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    check_top_level(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads") is not None:
         if not isinstance(cfg.threads, int) or cfg.threads < 1:
