@@ -46,6 +46,19 @@ def test_class_weights_in_cross_entropy(batch) -> None:
     torch.testing.assert_close(got, (per * w[y]).sum() / w[y].sum())
 
 
+@pytest.mark.parametrize("cls", [CrossEntropy, SoftmaxMSE])
+def test_keras_class_weight_divides_by_the_batch_size(batch, cls: type) -> None:
+    logits, y = batch
+    w = torch.tensor([1.0, 99.0, 1.0, 1.0, 1.0])  # the course's 99:1 example
+    per = cls(weight=torch.ones(5), weight_mean="samples")(logits, y)  # unit weights: the mean
+    torch.testing.assert_close(per, cls()(logits, y))
+    keras = cls(weight=w, weight_mean="samples")(logits, y)
+    torch_mean = cls(weight=w)(logits, y)
+    torch.testing.assert_close(keras, torch_mean * w[y].sum() / len(y))
+    with pytest.raises(ValueError, match="loss.weight_mean must be one of weights, samples"):
+        cls(weight_mean="batch")
+
+
 def test_half_precision_logits_are_upcast(batch) -> None:
     logits, y = batch
     out = CrossEntropy()(logits.bfloat16(), y)

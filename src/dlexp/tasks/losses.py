@@ -26,15 +26,25 @@ def class_weights(spec: str | Sequence[float] | None, counts: torch.Tensor | Non
     return torch.tensor(list(spec), dtype=torch.float)
 
 
+WEIGHT_MEANS = ("weights", "samples")
+
+
 class ClassificationLoss(nn.Module):
     """Base: label smoothing and the optional class-weight buffer (a buffer, so it follows
-    the module across devices)."""
+    the module across devices). With class weights, ``weight_mean`` says what the weighted
+    losses are divided by: ``weights``, their sum (PyTorch's weighted mean), or ``samples``, the
+    batch size (Keras' ``class_weight``: the loss, and so the step size, grows with the weights).
+    """
 
-    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> None:
+    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None,
+                 weight_mean: str = "weights") -> None:
         super().__init__()
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = label_smoothing
+        if weight_mean not in WEIGHT_MEANS:
+            raise ValueError(f"loss.weight_mean must be one of {', '.join(WEIGHT_MEANS)}, "
+                             f"got {weight_mean!r}")
+        self.label_smoothing, self.weight_mean = label_smoothing, weight_mean
         self.register_buffer("weight", weight, persistent=False)
 
     def set_class_weights(self, weight: torch.Tensor | None) -> None:
@@ -43,8 +53,11 @@ class ClassificationLoss(nn.Module):
 
 class CrossEntropy(ClassificationLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target, weight=self.weight,
-                               label_smoothing=self.label_smoothing)
+        by_samples = self.weight is not None and self.weight_mean == "samples"
+        loss = F.cross_entropy(logits.float(), target, weight=self.weight,
+                               label_smoothing=self.label_smoothing,
+                               reduction="none" if by_samples else "mean")
+        return loss.mean() if by_samples else loss
 
 
 class SoftmaxMSE(ClassificationLoss):
@@ -59,4 +72,4 @@ class SoftmaxMSE(ClassificationLoss):
         if self.weight is None:
             return per_sample.mean()
         w = self.weight[target]
-        return (per_sample * w).sum() / w.sum()
+        return (per_sample * w).sum() / (len(w) if self.weight_mean == "samples" else w.sum())
