@@ -45,12 +45,7 @@ def text_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path) -> str:
 def test_eval_reproduces_the_training_test_accuracy(trained: dict, tiny_mnist: Path,
                                                     tmp_path: Path, form: str) -> None:
     ckpt = trained["best_ckpt"] if form == "positional" else f"ckpt_path={trained['best_ckpt']}"
-    result = subprocess.run([sys.executable, str(REPO / "eval.py"), ckpt,
-                             f"data_dir={tiny_mnist}", f"paths.log_dir={tmp_path}",
-                             "trainer.accelerator=cpu"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
+    run_dir = _eval(ckpt, tiny_mnist, tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
@@ -66,6 +61,16 @@ def test_eval_reproduces_the_training_test_accuracy(trained: dict, tiny_mnist: P
     assert rows[0]["predicted"] == str(max(range(10), key=first.__getitem__))
 
 
+def _eval(ckpt: str, data: Path, log_dir: Path) -> Path:
+    """Run eval.py on ``ckpt`` (a path or a ``ckpt_path=`` override); the run directory."""
+    result = subprocess.run([sys.executable, str(REPO / "eval.py"), ckpt, f"data_dir={data}",
+                             f"paths.log_dir={log_dir}", "trainer.accelerator=cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (log_dir / "eval" / "runs").iterdir()
+    return run_dir
+
+
 def _predictions(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "predictions.csv") as f:
         return list(csv.DictReader(f))
@@ -73,12 +78,7 @@ def _predictions(run_dir: Path) -> list[dict[str, str]]:
 
 def test_eval_writes_text_predictions_in_dataset_order(text_ckpt: str, tiny_imdb: Path,
                                                        tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "eval.py"), text_ckpt,
-                             f"data_dir={tiny_imdb}", f"paths.log_dir={tmp_path}",
-                             "trainer.accelerator=cpu"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
+    run_dir = _eval(text_ckpt, tiny_imdb, tmp_path)
     rows = _predictions(run_dir)
     # the test loader sorts reviews by length; predictions follow the data's own order
     assert [r["label"] for r in rows] == ["negative"] * 50 + ["positive"] * 50

@@ -108,8 +108,6 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     best = _best_checkpoint(trainer)
     results: dict[str, Any] = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
                                "best_ckpt": best, "train/samples_per_s": throughput.samples_per_s}
-    if trainer.interrupted:
-        raise RuntimeError("training was interrupted")
     if not validate:  # data.val_size=0: nothing to validate; the kept checkpoint is the last
         results.update({"val/acc": None, "val/loss": None})
     elif not trainer.fast_dev_run:  # re-validate the checkpoint we keep, not the last epoch

@@ -201,8 +201,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback
     return callbacks
 
 
-METRICS = [f"{stage}/{name}" for stage in ("val", "train") for name in ("acc", "loss", "f1")
-           if (stage, name) != ("train", "loss")] + ["train/loss_epoch"]
+METRICS = ["val/acc", "val/loss", "val/f1", "train/acc", "train/f1", "train/loss_epoch"]
 
 
 def check_monitor(cfg: DictConfig) -> None:
