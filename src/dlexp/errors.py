@@ -27,6 +27,7 @@ def user_message(exc: BaseException) -> str | None:
         cause = exc.__cause__
         if isinstance(cause, USER_ERRORS + (ValueError, TypeError)):
             key = str(exc).rsplit("full_key:", 1)[-1].strip() if "full_key:" in str(exc) else ""
-            return f"{key}: {cause}" if key else str(cause)
+            named = not key or str(cause).startswith(f"{key}.")  # the message names it already
+            return str(cause) if named else f"{key}: {cause}"
         return str(exc)
     return None
