@@ -9,7 +9,7 @@ Method: positive pointwise mutual information of word co-occurrences within ``--
 SVD (Levy, Goldberg & Dagan 2015: as good as word2vec/GloVe at this scale). The file is in
 GloVe's text format, so ``model.vectors=<file>`` reads it as it would read real GloVe vectors:
 
-    python train.py model=lstm model.vectors=data/imdb_unsup_ppmi128.txt model.freeze_embedding=true
+    python train.py data=imdb model=lstm model.vectors=data/imdb_unsup_ppmi128.txt model.freeze_embedding=true
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from dlexp.data.errors import DataError
 from dlexp.data.imdb import ARCHIVE, FOLDER, read_archive, read_folder
-from dlexp.data.text import UNK_ID, encode, train_tokenizer
+from dlexp.data.tokenizer import UNK_ID, encode, train_tokenizer
+from dlexp.errors import DataError
 from dlexp.models.word_vectors import write_word_vectors
 
 

@@ -12,6 +12,20 @@ from dlexp.data.idx import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(REPO / "conf")
+# whole runs, subprocesses, sweeps, DDP, real data: `pytest -m "not integration"` skips them
+INTEGRATION_MODULES = {
+    "test_train.py", "test_train_text.py", "test_eval_predict.py", "test_transfer.py",
+    "test_sweeps.py", "test_report.py", "test_slurm.py", "test_ddp.py", "test_real_mnist.py",
+    "test_wheel.py", "test_plugins.py", "test_presets.py", "test_real_data.py",
+    "test_training_curves.py", "test_benchmark.py", "test_word_vectors_script.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        real_data = {"real_data_dir", "real_imdb_dir"} & set(getattr(item, "fixturenames", ()))
+        if item.path.name in INTEGRATION_MODULES or real_data or item.get_closest_marker("slow") \
+                or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.integration)
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> dict:
 def text_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path) -> str:
     """A one-epoch sentiment LSTM: only its being a text checkpoint matters here."""
     out = tmp_path_factory.mktemp("imdb_run")
-    metrics = train(compose_train([*FAST, "model=lstm", "model.embedding_dim=8",
+    metrics = train(compose_train([*FAST, "data=imdb", "model=lstm", "model.embedding_dim=8",
                                    "model.hidden_size=8", "data.val_size=40",
                                    "data.tokenizer.vocab_size=100", "trainer.max_epochs=1",
                                    "test=false", "logger=none"], out, tiny_imdb))

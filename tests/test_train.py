@@ -154,7 +154,7 @@ def test_without_validation_all_data_trains_and_the_last_weights_are_tested(
 
 def test_ctrl_c_is_recorded_as_interrupted(tmp_path: Path, tiny_mnist: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from dlexp.tasks.classification import ClassificationTask
+    from dlexp.task import ClassificationTask
 
     def press_ctrl_c(self, batch, batch_idx):
         raise KeyboardInterrupt

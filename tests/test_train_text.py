@@ -14,13 +14,13 @@ import pytest
 import torch
 from conftest import FAST, NEGATIVE, POSITIVE, REPO, compose_train
 
-from dlexp import wiring
+from dlexp import checkpoint
 from dlexp.models.word_vectors import write_word_vectors
 from dlexp.predict import main as predict_main
 from dlexp.predict import predict_texts
 from dlexp.train import train
 
-SMALL_LSTM = ["model=lstm", "model.embedding_dim=16", "model.hidden_size=16",
+SMALL_LSTM = ["data=imdb", "model=lstm", "model.embedding_dim=16", "model.hidden_size=16",
               "model.dropout=0.0", "model.embedding_dropout=0.0", "optimizer.lr=0.01",
               "data.val_size=40", "data.batch_size=16", "data.eval_batch_size=64",
               "data.tokenizer.vocab_size=200", "data.tokenizer.min_frequency=1"]
@@ -47,7 +47,7 @@ def test_lstm_learns_the_generated_sentiment(trained: dict) -> None:
 def test_run_dir_and_checkpoint_carry_the_same_tokenizer(trained: dict) -> None:
     run_dir = Path(trained["run_dir"])
     saved = (run_dir / "tokenizer.json").read_text()
-    ckpt = wiring.load_checkpoint(trained["best_ckpt"])
+    ckpt = checkpoint.load(trained["best_ckpt"])
     assert ckpt["dlexp"]["data"]["tokenizer"] == saved
     assert json.loads(saved)["model"]["type"] == "WordLevel"
     assert ckpt["dlexp"]["data"]["modality"] == "text"
@@ -103,7 +103,7 @@ def test_frozen_pretrained_vectors_initialise_the_embedding_and_stay(tmp_path: P
     metrics = run(tmp_path / "run", tiny_imdb, "trainer.max_epochs=1", "logger=none",
                   f"model.vectors={vectors}", "model.freeze_embedding=true")
     assert metrics["status"] == "ok", metrics.get("error")
-    ckpt = wiring.load_checkpoint(metrics["best_ckpt"])
+    ckpt = checkpoint.load(metrics["best_ckpt"])
     vocab = json.loads(ckpt["dlexp"]["data"]["tokenizer"])["model"]["vocab"]
     weight = ckpt["state_dict"]["net.embedding.weight"]
     assert weight[vocab[POSITIVE[0]]].tolist() == [1.0] * 16
@@ -121,7 +121,7 @@ def test_vectors_of_the_wrong_size_fail_before_training(tmp_path: Path, tiny_imd
 def test_lstm_on_real_reviews_learns(tmp_path: Path, real_imdb_dir: Path) -> None:
     """5000 real reviews, three epochs: >= 75% validation accuracy (chance 50%)."""
     metrics = train(compose_train([
-        *FAST, "model=lstm", "data.num_labeled=5000", "data.val_size=1000", "data.max_len=200",
+        *FAST, "data=imdb", "model=lstm", "data.num_labeled=5000", "data.val_size=1000", "data.max_len=200",
         "data.truncate=head_tail", "model.embedding_dim=64", "model.hidden_size=64",
         "optimizer.lr=0.004", "trainer.max_epochs=3", "test=false", "logger=none"],
         tmp_path, real_imdb_dir))
@@ -134,7 +134,7 @@ def test_semi_supervised_methods_run_on_reviews(method: str, tmp_path: Path,
                                                 tiny_imdb: Path) -> None:
     """Text views (token dropout and swaps) for FixMatch; pool predictions for pseudo-labels;
     the pool mixes labeled-but-hidden reviews and train/unsup ones (label -1)."""
-    extra = (["data.unlabeled_ratio=2", "method.task.threshold=0.6"] if method == "fixmatch"
+    extra = (["method.unlabeled_ratio=2", "method.task.threshold=0.6"] if method == "fixmatch"
              else ["method.callbacks.pseudo_label.rounds=1", "trainer.max_epochs=2",
                    "method.callbacks.pseudo_label.warmup_epochs=1",
                    "method.callbacks.pseudo_label.epochs_per_round=1",

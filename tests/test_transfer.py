@@ -10,10 +10,9 @@ import pytest
 import torch
 from conftest import FAST, TINY_DATA, compose_train
 
-from dlexp import transfer, wiring
+from dlexp import checkpoint, config, transfer
 from dlexp.errors import CheckpointError, ConfigError
 from dlexp.models.cnn import CNN
-from dlexp.models.mlp import MLP
 from dlexp.train import train
 
 CNN_SMALL = ["model=cnn", "model.blocks=[{filters: 8, batchnorm: true}]", "model.dense=[16]",
@@ -98,8 +97,7 @@ def test_gradual_unfreezes_at_the_chosen_epoch(tmp_path: Path, tiny_mnist: Path,
 def test_loading_reports_loaded_skipped_and_reinitialised(source: Path, caplog) -> None:
     net = CNN(blocks=[{"filters": 8, "batchnorm": True}], dense=[16], num_classes=3)
     with caplog.at_level(logging.INFO, logger="dlexp.transfer"):
-        report = transfer.load_source(net, wiring.load_checkpoint(source), str(source),
-                                      "dlexp.models.cnn.CNN", keep_head=True)
+        report = transfer.load_source(net, checkpoint.load(source), str(source), keep_head=True)
     assert report["reinitialised"] == ["head.weight", "head.bias"]
     assert any(s.startswith("head.weight ((5, 16) vs (3, 16))") for s in report["skipped"])
     assert "features.0.0.weight" in report["loaded"]
@@ -109,12 +107,13 @@ def test_loading_reports_loaded_skipped_and_reinitialised(source: Path, caplog) 
 
 
 def test_another_architecture_is_refused(tmp_path: Path, tiny_mnist: Path, source: Path) -> None:
-    ckpt = wiring.load_checkpoint(source)
+    options = {"mode": "finetune", "source": str(source)}
     with pytest.raises(CheckpointError, match="holds a CNN but this run builds a MLP"):
-        transfer.load_source(MLP(), ckpt, str(source), "dlexp.models.mlp.MLP")
+        transfer.read_source(options, "dlexp.models.mlp.MLP")
+    path, ckpt = transfer.read_source(options, "dlexp.models.cnn.CNN")
     wider = CNN(blocks=[{"filters": 16, "batchnorm": True}], dense=[16])
     with pytest.raises(CheckpointError, match="another CNN architecture: .* shape mismatch"):
-        transfer.load_source(wider, ckpt, str(source), "dlexp.models.cnn.CNN")
+        transfer.load_source(wider, ckpt, path)
     cfg = compose_train([*FAST, *TINY_DATA, "model=mlp", TARGET_CLASSES, "transfer=finetune",
                          f"transfer.source={source}"], tmp_path, tiny_mnist)
     metrics = train(cfg)
@@ -137,6 +136,8 @@ def test_bad_transfer_settings_fail_before_training(tmp_path: Path, tiny_mnist: 
     cfg = compose_train([*FAST, "transfer=gradual", "transfer.source=x.ckpt",
                          "scheduler=onecycle"], tmp_path, tiny_mnist)
     with pytest.raises(ConfigError, match="scheduler=onecycle"):
-        wiring.apply_transfer(cfg, CNN())
+        config.check_transfer(cfg)
+    with pytest.raises(ConfigError, match="transfer.mode must be one of"):
+        transfer.read_source({"mode": "freeze"}, "dlexp.models.cnn.CNN")
     with pytest.raises(ConfigError, match="`head`"):
         transfer.split(torch.nn.Linear(2, 2))

@@ -1,5 +1,6 @@
-"""Sweeps and clusters: DDP child processes inside a Hydra multirun, and resuming a job that
-SLURM requeued (preemption, time limit) from the checkpoints it left in its own directory."""
+"""Sweeps, clusters and processes: which process and which job this is, DDP child processes
+inside a Hydra multirun, resuming a job that SLURM requeued (preemption, time limit) from the
+checkpoints it left in its own directory, and what a job returns to its sweeper."""
 
 from __future__ import annotations
 
@@ -10,9 +11,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, read_write
 
 from dlexp.errors import ConfigError
+
+
+def is_rank_zero() -> bool:
+    """True in the main process, before and after Lightning sets up DDP."""
+    return getattr(rank_zero_only, "rank", int(os.environ.get("LOCAL_RANK", 0))) == 0
+
+
+def sweeping() -> bool:
+    """A multirun job: its returned metric is what a sweeper compares."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def choices() -> dict[str, str]:
+    """The option chosen in every config group (``model: cnn``, ...), when Hydra composed."""
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
 def requeued_checkpoint(run_dir: Path) -> str | None:
@@ -38,10 +58,7 @@ def ddp_children_in_this_job(cfg: DictConfig) -> Iterator[None]:
     directory, so every child would start its own sweep somewhere else. For the duration of
     the job, argv becomes this job's overrides in single-run mode and run.dir its directory.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not sweeping():
         yield
         return
     hydra_cfg = HydraConfig.get()
@@ -62,8 +79,6 @@ def ddp_children_in_this_job(cfg: DictConfig) -> Iterator[None]:
 def _end_process_group(saved_env: dict[str, str]) -> None:
     """The next job of the sweep runs in this process: without this it would reuse the
     finished job's process group (its peers are gone) and MASTER_PORT/WORLD_SIZE."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     for key in set(os.environ) - set(saved_env):
@@ -94,8 +109,6 @@ class TrialFailed(RuntimeError):
 
 def sweep_value(value: float, error: str | None) -> float:
     """What the job returns to its sweeper: NaN marks a failure, except under Optuna."""
-    from hydra.core.hydra_config import HydraConfig
-
     optuna = HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper._target_)
     if math.isnan(value) and optuna:
         raise TrialFailed(error or "the monitored metric is NaN")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dlexp.data.errors import DataError
+from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 
 class ConfigError(ValueError):
@@ -13,14 +14,15 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or from another model."""
 
 
+class DataError(RuntimeError):
+    """Data a user must fix: missing, corrupt or inconsistent files."""
+
+
 USER_ERRORS = (ConfigError, CheckpointError, DataError)
 
 
 def user_message(exc: BaseException) -> str | None:
     """The short message for an error a user can fix, or None for a genuine bug."""
-    from hydra.errors import InstantiationException
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
     if isinstance(exc, USER_ERRORS + (MisconfigurationException,)):  # Lightning: bad settings
         return str(exc)
     if isinstance(exc, InstantiationException):  # a bad value rejected by a constructor

@@ -13,14 +13,16 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlexp import wiring
-from dlexp.callbacks.test_figures import TestFigures
+from dlexp import checkpoint
+from dlexp.callbacks.evaluation_figures import EvaluationFigures
+from dlexp.console import print_error, quiet_lightning_notices
 from dlexp.errors import ConfigError, user_message
-from dlexp.runinfo import quiet_lightning_notices, write_metrics
+from dlexp.record import write_json
+from dlexp.trainer import build_trainer
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("dlexp.eval")
 USAGE = "python eval.py ckpt_path=<run>/checkpoints/<file>.ckpt"
 # Hydra's own flags whose next argument is a value, never a checkpoint path
@@ -34,17 +36,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path is required; usage: {USAGE}")
     out_dir = Path(cfg.paths.output_dir)
     path = str(Path(cfg.ckpt_path).expanduser().resolve())
-    ckpt = wiring.load_checkpoint(path)
+    ckpt = checkpoint.load(path)
     data_cfg = OmegaConf.create(ckpt["dlexp"]["config"]["data"])
     data_cfg.root = cfg.data_dir
     if cfg.get("eval_batch_size"):
         data_cfg.eval_batch_size = cfg.eval_batch_size
-    datamodule = wiring.build_node(data_cfg)
-    task = wiring.task_from_checkpoint(ckpt, path, datamodule)
-    figures = TestFigures(datamodule.class_names, str(out_dir / "figures"),
-                          wiring.token_decoder(ckpt["dlexp"]["data"]))
-    trainer = wiring.build_trainer(cfg.trainer, [figures], logger=False,
-                                   default_root_dir=str(out_dir))
+    datamodule = instantiate(data_cfg)
+    task = checkpoint.rebuild_task(ckpt, path, datamodule)
+    trainer = build_trainer(cfg.trainer, [EvaluationFigures(str(out_dir / "figures"))], [],
+                            default_root_dir=str(out_dir))
     results = trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if cfg.get("predictions"):
@@ -93,7 +93,7 @@ def main() -> None:
     _main()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path="pkg://dlexp.conf", config_name="eval")
 def _main(cfg: DictConfig) -> float:
     quiet_lightning_notices()
     out = Path(cfg.paths.output_dir)
@@ -102,13 +102,13 @@ def _main(cfg: DictConfig) -> float:
     except Exception as exc:
         message = user_message(exc)
         ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
-        write_metrics(out / "metrics.json", {"status": "failed", "ckpt_path": ckpt_path,
-                                             "error": message or repr(exc)})
+        write_json(out / "metrics.json", {"status": "failed", "ckpt_path": ckpt_path,
+                                          "error": message or repr(exc)})
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print_error(message)
         sys.exit(1)
-    write_metrics(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     log.info("test/acc %.4f  test/loss %.4f  (%s)", metrics.get("test/acc", float("nan")),
              metrics.get("test/loss", float("nan")), out / "metrics.json")
     return metrics.get("test/acc", float("nan"))

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dlexp import wiring
+from dlexp import checkpoint
+from dlexp.data.tokenizer import encode_texts
 from dlexp.errors import CheckpointError, user_message
 
 DIGIT_BOX, CANVAS = 20, 28  # MNIST digits fit a 20x20 box centred on a 28x28 canvas
@@ -82,13 +83,13 @@ def _centre_of_mass_offset(ink: np.ndarray) -> tuple[int, int]:
 
 def predict_images(ckpt_path: str, images: list[str]) -> list[list[tuple[str, float]]]:
     """Per image, (class name, probability) pairs sorted by probability."""
-    return _rank_images(wiring.load_checkpoint(ckpt_path), ckpt_path, images)
+    return _rank_images(checkpoint.load(ckpt_path), ckpt_path, images)
 
 
 def predict_texts(ckpt_path: str, texts: list[str]) -> list[list[tuple[str, float]]]:
     """Per text, (class name, probability) pairs sorted by probability. The tokenizer comes
     from the checkpoint, so the text is encoded exactly as in training."""
-    return _rank_texts(wiring.load_checkpoint(ckpt_path), ckpt_path, texts)
+    return _rank_texts(checkpoint.load(ckpt_path), ckpt_path, texts)
 
 
 def _rank_images(ckpt: dict, path: str, images: list[str]) -> list[list[tuple[str, float]]]:
@@ -98,8 +99,6 @@ def _rank_images(ckpt: dict, path: str, images: list[str]) -> list[list[tuple[st
 
 
 def _rank_texts(ckpt: dict, path: str, texts: list[str]) -> list[list[tuple[str, float]]]:
-    from dlexp.data.text import encode_texts
-
     ids, lengths = encode_texts(_expect(ckpt, path, "text"), texts)
     return _ranked(ckpt, path, (ids, lengths))
 
@@ -115,7 +114,7 @@ def _expect(ckpt: dict, path: str, modality: str) -> dict:
 
 
 def _ranked(ckpt: dict, path: str, inputs: torch.Tensor | tuple) -> list[list[tuple[str, float]]]:
-    task = wiring.task_from_checkpoint(ckpt, path)
+    task = checkpoint.rebuild_task(ckpt, path)
     with torch.inference_mode():
         probs = task(inputs).float().softmax(-1)
     names = ckpt["dlexp"]["data"]["class_names"]
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _predict(args: argparse.Namespace) -> tuple[str, list[str], list[list[tuple[str, float]]]]:
     """(JSON key, what each input is shown as, ranked classes per input)."""
-    ckpt = wiring.load_checkpoint(args.checkpoint)  # read once: it decides the input kind too
+    ckpt = checkpoint.load(args.checkpoint)  # read once: it decides the input kind too
     if ckpt["dlexp"]["data"]["modality"] == "image":
         if not args.inputs or args.file:
             raise ValueError("give image files after the checkpoint (--file is for text models)")

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import BackboneFinetuning
 from torch import nn
 
+from dlexp import checkpoint
 from dlexp.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,28 @@ def split(net: nn.Module, train_also: list[str] | tuple[str, ...] = ()
                   if name != "head" and name not in train_also]
 
 
-def load_source(net: nn.Module, ckpt: dict, path: str, model_target: str,
-                keep_head: bool = False, data_info: dict | None = None) -> dict[str, list[str]]:
-    """Copy the source network's backbone (and with ``keep_head`` its head, when the sizes
-    match) into ``net``. Returns and logs what was loaded, skipped and reinitialised."""
+def read_source(options: dict, model_target: str) -> tuple[str, dict] | None:
+    """``transfer.source`` read and checked against this run's network class, before any data
+    is read: (path, checkpoint), or None without a source."""
+    mode = options.get("mode", "none")
+    if mode not in MODES:
+        raise ConfigError(f"transfer.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "none" or options.get("source") is None:
+        return None
+    path = str(Path(options["source"]).expanduser().resolve())
+    ckpt = checkpoint.load(path)
     saved = ckpt["dlexp"]["config"]["model"]["_target_"]
     if saved != model_target:
         raise CheckpointError(f"transfer.source {path} holds a {_name(saved)} but this run builds "
                               f"a {_name(model_target)}; transfer needs the same architecture")
+    return path, ckpt
+
+
+def load_source(net: nn.Module, ckpt: dict, path: str, keep_head: bool = False,
+                data_info: dict | None = None) -> dict[str, list[str]]:
+    """Copy the source network's backbone (and with ``keep_head`` its head, when the sizes
+    match) into ``net``. Returns and logs what was loaded, skipped and reinitialised."""
+    saved = ckpt["dlexp"]["config"]["model"]["_target_"]
     _check_inputs(ckpt["dlexp"].get("data", {}), data_info or {}, path)
     source = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     own = net.state_dict()
@@ -156,21 +171,20 @@ def _constant(factor: float) -> Callable[[int], float]:
     return lambda epoch: factor
 
 
-def apply(net: nn.Module, model_target: str, mode: str = "none", source: str | None = None,
-          keep_head: bool = False, train_also: list[str] | None = None,
-          data_info: dict | None = None, **gradual: float) -> list[L.Callback]:
-    """Load ``source`` into ``net`` and freeze as ``mode`` says; returns the callbacks the mode
-    needs during fit. ``gradual`` holds :class:`GradualUnfreeze`'s options."""
-    if mode not in MODES:
-        raise ConfigError(f"transfer.mode must be one of {', '.join(MODES)}, got {mode!r}")
+def apply(net: nn.Module, options: dict, source: tuple[str, dict] | None,
+          data_info: dict | None = None) -> list[L.Callback]:
+    """Load ``source`` (from :func:`read_source`) into ``net`` and freeze as ``options["mode"]``
+    says; returns the callbacks the mode needs during fit. ``options`` is the transfer group:
+    ``keep_head``, ``train_also`` and :class:`GradualUnfreeze`'s options."""
+    options = dict(options)
+    mode = options.pop("mode", "none")
     if mode == "none":
         return []
-    head, backbone = split(net, train_also or ())
+    options.pop("source", None)
+    keep_head = options.pop("keep_head", False)
+    head, backbone = split(net, options.pop("train_also", None) or ())
     if source is not None:
-        from dlexp.wiring import load_checkpoint  # wiring imports this module
-
-        path = str(Path(source).expanduser().resolve())
-        load_source(net, load_checkpoint(path), path, model_target, keep_head, data_info)
+        load_source(net, source[1], source[0], keep_head, data_info)
     elif not getattr(net, "pretrained", False):
         raise ConfigError(f"transfer={mode} needs transfer.source=<a .ckpt from python train.py> "
                           "(or a network built with pretrained weights)")
@@ -178,5 +192,5 @@ def apply(net: nn.Module, model_target: str, mode: str = "none", source: str | N
         freeze(backbone)
         return [FrozenBackbone(backbone)]
     if mode == "gradual":
-        return [GradualUnfreeze(backbone, **gradual)]
+        return [GradualUnfreeze(backbone, **options)]
     return []

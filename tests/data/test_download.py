@@ -12,7 +12,7 @@ import pytest
 
 from dlexp.data import download as dl
 from dlexp.data.download import download, file_digest, safe_extract
-from dlexp.data.errors import DataError
+from dlexp.errors import DataError
 
 PAYLOAD = b"some MNIST-ish bytes\n" * 5000
 

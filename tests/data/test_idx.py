@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlexp.data.errors import DataError
 from dlexp.data.idx import read_idx, write_idx
+from dlexp.errors import DataError
 
 
 @pytest.fixture

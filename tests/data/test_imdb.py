@@ -12,14 +12,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import TEST_ONLY, compose_train, make_imdb_tree, tar_imdb
+from hydra.utils import instantiate as build_node
 
 from dlexp.data import imdb
 from dlexp.data.download import file_digest
-from dlexp.data.errors import DataError
 from dlexp.data.imdb import IMDBDataModule
-from dlexp.data.text import UNK_ID, encode_texts, from_json, to_json, train_tokenizer
-from dlexp.data.text import encode as imdb_encode
-from dlexp.wiring import build_node
+from dlexp.data.tokenizer import UNK_ID, encode_texts, from_json, to_json, train_tokenizer
+from dlexp.data.tokenizer import encode as imdb_encode
+from dlexp.errors import DataError
 
 N_TRAIN, N_TEST, N_UNSUP = 200, 100, 150  # tiny_imdb: per split, both classes together
 

@@ -13,9 +13,9 @@ import torch
 from conftest import make_mnist_tree
 
 from dlexp.data import mnist
-from dlexp.data.errors import DataError
 from dlexp.data.idx import read_idx, write_idx
 from dlexp.data.mnist import MEAN, STD, MNISTDataModule, default_root, normalize
+from dlexp.errors import DataError
 
 N_TRAIN, N_TEST = 600, 200
 

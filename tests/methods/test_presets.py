@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, TINY_DATA, compose_train
+from hydra.utils import instantiate
 
-from dlexp import wiring
+from dlexp.builders import instantiate_all
 from dlexp.train import train
 
 PRESETS = ["mnist_supervised_100", "mnist_pseudo_label", "mnist_fixmatch",
@@ -34,8 +35,8 @@ def test_options_compose_and_pick_their_code(group: str, option: str, tmp_path: 
     assert cfg.hydra.runtime.choices[group] == option
     if group == "method":
         expected = "FixMatchTask" if option == "fixmatch" else "ClassificationTask"
-        assert wiring.task_class(cfg).func.__name__ == expected
-        names = [type(c).__name__ for c in wiring.build_method_callbacks(cfg)]
+        assert instantiate(cfg.method.task, _partial_=True).func.__name__ == expected
+        names = [type(c).__name__ for c in instantiate_all(cfg.method.callbacks)]
         assert names == {"pseudo_label": ["PseudoLabel"], "fixmatch": ["EMA"]}.get(option, [])
     else:
         assert cfg.transfer.mode == option

@@ -9,7 +9,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from dlexp.data.errors import DataError
+from dlexp.errors import DataError
 
 
 def file_digest(path: Path, algorithm: str = "md5") -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlexp.data.errors import DataError
+from dlexp.errors import DataError
 
 MAGIC = {2049: 1, 2051: 3}  # labels: 1 dimension, images: 3 dimensions (n, rows, cols)
 

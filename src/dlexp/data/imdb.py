@@ -23,20 +23,12 @@ from tokenizers import Tokenizer
 
 from dlexp.data import splits
 from dlexp.data.download import download, file_digest, safe_extract
-from dlexp.data.errors import DataError
 from dlexp.data.pooled import PooledDataModule, check_batch_sizes
-from dlexp.data.text import (
-    MODELS,
-    PAD_ID,
-    cache_key,
-    encode,
-    from_json,
-    load_cache,
-    save_cache,
-    to_json,
-    train_tokenizer,
-)
-from dlexp.data.text_loader import TRUNCATE, TextBatchLoader, TokenStore
+from dlexp.data.text_loader import TextBatchLoader
+from dlexp.data.token_cache import cache_key, load_cache, save_cache
+from dlexp.data.token_store import TRUNCATE, TokenStore
+from dlexp.data.tokenizer import MODELS, PAD_ID, encode, from_json, to_json, train_tokenizer
+from dlexp.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import torch
 from dlexp.data import splits
 from dlexp.data.augment import random_affine
 from dlexp.data.download import download
-from dlexp.data.errors import DataError
 from dlexp.data.idx import read_idx
-from dlexp.data.loader import TensorBatchLoader
 from dlexp.data.pooled import PooledDataModule, check_batch_sizes
+from dlexp.data.tensor_loader import TensorBatchLoader
+from dlexp.errors import DataError
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # md5 of the official .gz files, as torchvision checks them.

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 
 from dlexp.data import splits
-from dlexp.data.errors import DataError
+from dlexp.errors import DataError
 
 Part = tuple[Any, torch.Tensor]  # inputs (a tensor, or a TokenStore) and labels
 

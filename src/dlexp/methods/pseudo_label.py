@@ -20,7 +20,7 @@ from lightning.fabric.utilities import move_data_to_device
 from lightning.pytorch.trainer.states import RunningStage
 
 from dlexp.errors import ConfigError
-from dlexp.tasks.classification import forward_net
+from dlexp.task import forward_net
 
 log = logging.getLogger(__name__)
 RESTARTS = ("finetune", "reinit")

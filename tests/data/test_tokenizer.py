@@ -1,17 +1,16 @@
-"""Tokenizer (normalisation, determinism, JSON round trip, special ids) and the token cache."""
+"""Tokenizer: normalisation, determinism, JSON round trip, special ids."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from dlexp.data import text
-from dlexp.data.text import PAD_ID, UNK_ID, encode, encode_texts, from_json, to_json
+from dlexp.data import tokenizer as text
+from dlexp.data.tokenizer import PAD_ID, UNK_ID, encode, encode_texts, from_json, to_json
 
 CORPUS = [
     "A great movie!! I loved it.<br /><br />The cast was great, the music wonderful.",
@@ -72,7 +71,7 @@ def test_deterministic_and_json_round_trip(model: str) -> None:
 
 def test_same_json_in_a_fresh_process() -> None:
     """Frequency ties must not be broken by per-process hash seeds."""
-    code = ("import sys, json; from dlexp.data import text; c = json.load(sys.stdin); "
+    code = ("import sys, json; from dlexp.data import tokenizer as text; c = json.load(sys.stdin); "
             "print(json.dumps([text.to_json(text.train_tokenizer(c, m, 200, 1)) "
             "for m in ('word', 'bpe')]))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps(CORPUS), text=True,
@@ -104,25 +103,3 @@ def test_encode_texts_from_a_description() -> None:
     want = tok.encode("the plot was great but the ending was awful").ids
     assert ids[1].tolist() == want[:1] + want[-3:]  # head 4 // 4 = 1, tail 3
     assert ids[2].tolist() == [UNK_ID, 0, 0, 0]
-
-
-def test_cache_key_changes_with_any_setting() -> None:
-    base = {"tokenizer": {"model": "word", "vocab_size": 100}, "seed": 0}
-    key = text.cache_key(**base)
-    assert key == text.cache_key(**dict(reversed(list(base.items()))))
-    assert key != text.cache_key(**{**base, "seed": 1})
-    assert key != text.cache_key(**{**base, "tokenizer": {"model": "word", "vocab_size": 101}})
-
-
-def test_cache_round_trip_with_safe_loading(tmp_path: Path) -> None:
-    payload = {"tokenizer": "{}", "train": {"flat": torch.arange(5).int(),
-                                            "offsets": torch.tensor([0, 2, 5])}}
-    path = tmp_path / "sub" / "tokens.pt"
-    text.save_cache(path, payload)
-    assert [p.name for p in path.parent.iterdir()] == ["tokens.pt"]  # no .part left
-    loaded = text.load_cache(path)
-    assert loaded["tokenizer"] == "{}" and torch.equal(loaded["train"]["flat"],
-                                                      payload["train"]["flat"])
-    assert text.load_cache(tmp_path / "absent.pt") is None
-    path.write_bytes(b"not a checkpoint")
-    assert text.load_cache(path) is None  # rebuilt, not fatal

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dlexp.data.augment import strong_view, weak_view
-from dlexp.tasks.classification import ClassificationTask
+from dlexp.task import ClassificationTask
 
 
 class FixMatchTask(ClassificationTask):

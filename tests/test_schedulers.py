@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from dlexp.tasks import schedulers
-from dlexp.tasks.schedulers import Horizon
+from dlexp import schedulers
+from dlexp.schedulers import Horizon
 
 LR = 0.1
 

@@ -1,25 +1,20 @@
-"""Tokenization with HuggingFace ``tokenizers``: train, serialise, encode, cache token ids.
+"""Tokenization with HuggingFace ``tokenizers``: train, serialise, encode.
 
 A tokenizer travels as its JSON string (``Tokenizer.to_str``), so a checkpoint carries it as
 plain data and ``predict`` rebuilds exactly the encoding used in training from the checkpoint.
-Encoded corpora are cached as one flat int32 tensor plus int64 offsets per part.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from itertools import chain
-from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from dlexp.data.text_loader import TokenStore, offsets_of
+from dlexp.data.token_store import TokenStore, offsets_of
 
 log = logging.getLogger(__name__)
 
@@ -97,29 +92,3 @@ def encode_texts(description: dict, texts: list[str]) -> tuple[torch.Tensor, tor
     store = encode(from_json(description["tokenizer"]), texts)
     store = store.truncate(description["max_len"], description["truncate"])
     return store.pad(torch.arange(len(store)))
-
-
-# ---------------------------------------------------------------- on-disk cache
-def cache_key(**parts: object) -> str:
-    """A short stable hash of the settings and data fingerprint an encoding depends on."""
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def save_cache(path: Path, payload: dict) -> None:
-    """Write atomically: a concurrent reader (another DDP rank) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def load_cache(path: Path) -> dict | None:
-    """The cached payload, or None when absent or unreadable (then it is rebuilt)."""
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, weights_only=True)
-    except Exception as e:  # a truncated or foreign file: rebuilding is the fix
-        log.warning("ignoring unreadable cache %s (%s)", path, e)
-        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlexp.data.loader import EpochSampler, TensorBatchLoader
+from dlexp.data.tensor_loader import EpochSampler, TensorBatchLoader
 
 
 def _loader(n: int = 103, **kwargs) -> TensorBatchLoader:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlexp.tasks.losses import CrossEntropy, SoftmaxMSE, class_weights
+from dlexp.losses import CrossEntropy, SoftmaxMSE, class_weights
 
 
 @pytest.fixture

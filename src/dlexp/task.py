@@ -15,9 +15,9 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from dlexp.tasks.losses import CrossEntropy
-from dlexp.tasks.regularization import WeightPenalty
-from dlexp.tasks.schedulers import Horizon
+from dlexp.losses import CrossEntropy
+from dlexp.regularization import WeightPenalty
+from dlexp.schedulers import Horizon
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer, Horizon], Any]
@@ -99,15 +99,6 @@ class ClassificationTask(L.LightningModule):
         self.test_metrics = _metrics(num_classes, "test/")
         self.test_confmat = MulticlassConfusionMatrix(num_classes)
         self.misclassified: list[tuple[Any, int, int]] = []
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets ``_current_fx_name`` twice around every hook call (~45 times a step);
-        # nn.Module.__setattr__ spends ~1.4 us on each checking for parameters and buffers that
-        # a string never is. The result is the same, without those checks.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: Any) -> torch.Tensor:
         return forward_net(self.net, x)

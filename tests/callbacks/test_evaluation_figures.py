@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 
-from dlexp.callbacks.test_figures import misclassified_markdown
+from dlexp.callbacks.evaluation_figures import misclassified_markdown
 
 
 def test_reviews_become_a_markdown_table_with_escaped_pipes_and_cut_text() -> None:
@@ -24,7 +24,7 @@ def test_reviews_become_a_markdown_table_with_escaped_pipes_and_cut_text() -> No
 
 
 def test_first_layer_figure_shows_what_the_first_layer_looks_for() -> None:
-    from dlexp.callbacks.test_figures import first_layer_figure
+    from dlexp.callbacks.evaluation_figures import first_layer_figure
     from dlexp.models.cnn import CNN
     from dlexp.models.mlp import MLP
     from dlexp.models.rnn import RNNClassifier

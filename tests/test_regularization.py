@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dlexp.models.mlp import MLP
-from dlexp.tasks.regularization import WeightPenalty
+from dlexp.regularization import WeightPenalty
 
 
 def _net() -> nn.Module:

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
+from dlexp.data.tokenizer import from_json  # noqa: E402
+
 
 def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
     n = len(class_names)
@@ -85,19 +87,21 @@ def first_layer_figure(net: nn.Module, most: int = 32) -> plt.Figure | None:
     return fig
 
 
-class TestFigures(L.Callback):
-    """Renders what the task collected during ``trainer.test``: the confusion matrix, and the
-    misclassified examples (images as a grid; token ids, with ``decode``, as a text table)."""
+class EvaluationFigures(L.Callback):
+    """Renders what the task collected during ``trainer.test``: the confusion matrix, the
+    misclassified examples (images as a grid; reviews, decoded with the data's tokenizer, as a
+    text table) and the first layer's weights, into the loggers and ``out_dir`` as PNG files.
+    Class names and the tokenizer come from the datamodule under test."""
 
-    def __init__(self, class_names: list[str] | None = None, out_dir: str | None = None,
-                 decode: Callable[[list[int]], str] | None = None) -> None:
-        self.class_names, self.out_dir, self.decode = class_names, out_dir, decode
+    def __init__(self, out_dir: str | None = None) -> None:
+        self.out_dir = out_dir
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = pl_module.test_confmat.compute().cpu().numpy()  # a collective under DDP
         if trainer.global_rank != 0:
             return
-        names = self.class_names or [str(i) for i in range(len(matrix))]
+        info = trainer.datamodule.describe() if trainer.datamodule is not None else {}
+        names = info.get("class_names") or [str(i) for i in range(len(matrix))]
         wrong = pl_module.misclassified
         texts = [e for e in wrong if e[0].dim() == 1]
         images = [e for e in wrong if e[0].dim() > 1]
@@ -117,8 +121,9 @@ class TestFigures(L.Callback):
                 Path(self.out_dir).mkdir(parents=True, exist_ok=True)
                 fig.savefig(Path(self.out_dir) / f"{tag.split('/')[-1]}.png")
             plt.close(fig)
-        if texts and self.decode is not None:
-            self._write_text(trainer, misclassified_markdown(texts, names, self.decode))
+        if texts and "tokenizer" in info:
+            decode = from_json(info["tokenizer"]).decode
+            self._write_text(trainer, misclassified_markdown(texts, names, decode))
 
     def _write_text(self, trainer: L.Trainer, table: str) -> None:
         for logger in trainer.loggers:

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from dlexp.data.mnist import MNISTDataModule
+from dlexp.losses import SoftmaxMSE
 from dlexp.models.mlp import MLP
-from dlexp.tasks.classification import MAX_MISCLASSIFIED, ClassificationTask, forward_net
-from dlexp.tasks.losses import SoftmaxMSE
-from dlexp.tasks.regularization import WeightPenalty
-from dlexp.tasks.schedulers import Horizon
+from dlexp.regularization import WeightPenalty
+from dlexp.schedulers import Horizon
+from dlexp.task import MAX_MISCLASSIFIED, ClassificationTask, forward_net
 
 EXTRAS = {"format": 1, "config": {"model": {"_target_": "dlexp.models.mlp.MLP"}},
           "data": {"name": "mnist", "num_classes": 10}}

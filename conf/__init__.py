@@ -1,0 +1,1 @@
+# Makes conf/ importable as the package dlexp.conf (Hydra loads it as pkg://dlexp.conf).

@@ -1,0 +1,124 @@
+"""The steps of a run that do more than ``hydra.utils.instantiate``: the entries of a group that
+lists several objects (callbacks, loggers), a network sized by its data, and a task assembled
+from the optimizer, scheduler, loss, regularization and method groups."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from dlexp.errors import ConfigError
+from dlexp.losses import class_weights
+from dlexp.models.word_vectors import load_word_vectors
+from dlexp.schedulers import Horizon
+from dlexp.task import ClassificationTask
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_all(nodes: Any) -> list:
+    """Every entry of a name -> node mapping (``callbacks``, ``logger``); entries removed with
+    ``~callbacks.name`` or set to null are skipped."""
+    return [instantiate(n, _convert_="all") for n in (nodes or {}).values()
+            if n is not None and "_target_" in n]
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool, validate: bool) -> list[L.Callback]:
+    """``callbacks`` and the method's, minus what cannot work in this run: the LR monitor
+    writes to a logger and refuses to run without one; a best checkpoint by a ``val/`` metric
+    has nothing to select on without validation (``last.ckpt`` is still written)."""
+    callbacks = instantiate_all(cfg.callbacks) + instantiate_all(cfg.method.callbacks)
+    return [c for c in callbacks
+            if not (isinstance(c, LearningRateMonitor) and not has_logger)
+            and not (isinstance(c, ModelCheckpoint) and not validate
+                     and str(c.monitor).startswith("val/"))]
+
+
+def build_net(model_cfg: DictConfig | dict, data_info: dict, load_vectors: bool = True
+              ) -> nn.Module:
+    """The network, told what the data dictates (input shape or vocabulary, classes).
+    ``model.vectors`` (a word-vectors file) initialises a text model's embedding; a network
+    rebuilt from a checkpoint skips that (``load_vectors=False``): its weights are saved."""
+    node = OmegaConf.create(model_cfg) if not isinstance(model_cfg, DictConfig) else model_cfg
+    vectors = node.get("vectors")
+    node = OmegaConf.masked_copy(node, [k for k in node if k != "vectors"])
+    net = instantiate(node, _convert_="all", **data_info["net_kwargs"])
+    if vectors and load_vectors:
+        _load_vectors(net, vectors, data_info)
+    return net
+
+
+def _load_vectors(net: nn.Module, path: str, data_info: dict) -> None:
+    if not isinstance(getattr(net, "embedding", None), nn.Embedding) or "tokenizer" not in data_info:
+        raise ConfigError("model.vectors needs a text model (an embedding) and text data")
+    vocab = json.loads(data_info["tokenizer"])["model"]["vocab"]
+    try:
+        found = load_word_vectors(net.embedding, path, vocab)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    log.info("word vectors %s: %d of %d vocabulary words found, the rest stay random",
+             path, found, len(vocab))
+    if found == 0:
+        raise ConfigError(f"no vocabulary word found in {path}: is it a GloVe-format text "
+                          "file (word v1 v2 ...) for this language?")
+
+
+def build_loss(loss_cfg: DictConfig | dict, datamodule: Any) -> nn.Module:
+    """The loss; ``class_weights=balanced`` is computed from the training split's counts."""
+    node = dict(OmegaConf.to_container(loss_cfg, resolve=True)
+                if isinstance(loss_cfg, DictConfig) else loss_cfg)
+    spec = node.pop("class_weights", None)
+    counts = datamodule.class_counts() if spec == "balanced" else None
+    return instantiate(node, weight=class_weights(spec, counts))
+
+
+def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extras: dict
+               ) -> ClassificationTask:
+    """The method's LightningModule (``method.task``) around ``net``, with the optimizer,
+    scheduler, loss and regularization groups; a bad lr or momentum fails here, before fit."""
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
+    _try_optimizer(net, optimizer, scheduler)
+    task_cls = instantiate(cfg.method.task, _partial_=True, _convert_="all")
+    return task_cls(
+        net=net,
+        optimizer=optimizer,
+        num_classes=datamodule.num_classes,
+        loss=build_loss(cfg.loss, datamodule),
+        regularization=instantiate(cfg.regularization),
+        scheduler=scheduler,
+        scheduler_interval=cfg.scheduler.interval,
+        scheduler_monitor=cfg.scheduler.monitor,
+        checkpoint_extras=checkpoint_extras,
+    )
+
+
+def _try_optimizer(net: nn.Module, optimizer: Any, scheduler: Any) -> None:
+    """Build optimizer and scheduler once on the real parameters: torch accepts some values
+    it cannot train with, and others fail only when the first epoch starts."""
+    try:
+        opt = optimizer([p for p in net.parameters() if p.requires_grad])
+        for group in opt.param_groups[:1]:
+            if isinstance(group["lr"], int | float) and group["lr"] <= 0:
+                raise ValueError(f"optimizer.lr must be > 0, got {group['lr']}")
+            if not 0 <= group.get("momentum", 0) < 1:
+                raise ValueError(f"optimizer.momentum must be in [0, 1), got {group['momentum']}")
+        if scheduler is not None:
+            scheduler(opt, Horizon(total_steps=10, max_epochs=1))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"optimizer/scheduler: {e}") from None
+
+
+def target_class(node: DictConfig | dict, key: str) -> type:
+    """The class a config node's ``_target_`` names, without building it."""
+    try:
+        return get_class(node["_target_"])
+    except Exception as e:
+        raise ConfigError(f"{key}._target_ {node['_target_']!r} cannot be imported: {e}") from None

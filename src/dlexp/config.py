@@ -1,0 +1,121 @@
+"""What a composed config must satisfy before anything runs: every check here reads the config
+alone (and class attributes), so a bad setting fails in a second, before data is read."""
+
+from __future__ import annotations
+
+import difflib
+from importlib.resources import files
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dlexp.builders import target_class
+from dlexp.errors import ConfigError
+
+# the metrics the task logs, which checkpointing and sweeps may select on
+METRICS = ["val/acc", "val/loss", "val/f1", "train/acc", "train/f1", "train/loss_epoch"]
+MODELS_FOR = {"image": "model=cnn, mlp or resnet18", "text": "model=lstm, gru or rnn"}
+DATA_FOR = {"image": "data=mnist", "text": "data=imdb"}
+
+
+def check(cfg: DictConfig, sweeping: bool = False) -> None:
+    """All checks of a training config; ``sweeping``: a multirun job, whose monitored metric a
+    sweeper compares."""
+    check_top_level(cfg)
+    check_threads(cfg)
+    check_monitor(cfg)
+    check_pair(cfg)
+    check_without_validation(cfg, sweeping)
+    check_transfer(cfg)
+
+
+def primary_config(name: str = "train") -> DictConfig:
+    return OmegaConf.create(files("dlexp.conf").joinpath(f"{name}.yaml").read_text())
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """``+modell=cnn`` (Hydra's own suggestion for a misspelt group) adds a key nothing reads:
+    refuse top-level names that are neither a group nor a setting of conf/train.yaml."""
+    primary = primary_config()
+    groups = {next(iter(d)) for d in primary.defaults if not isinstance(d, str)}
+    known = (set(primary) - {"defaults"}) | {g.removeprefix("override ") for g in groups}
+    for name in sorted(set(cfg) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown setting {name!r}{hint}: train.py reads the groups and keys "
+                          f"of conf/train.yaml: {', '.join(sorted(known))}")
+
+
+def check_threads(cfg: DictConfig) -> None:
+    threads = cfg.get("threads")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a whole number >= 1 (or null), got {threads}")
+
+
+def apply_threads(cfg: DictConfig) -> None:
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(cfg.threads)
+
+
+def check_monitor(cfg: DictConfig) -> None:
+    """A misspelt monitor would only fail after the first epoch."""
+    metric, mode = cfg.monitor.metric, cfg.monitor.mode
+    if metric not in METRICS:
+        raise ConfigError(f"monitor.metric={metric} is not a metric dlexp logs; choose one of "
+                          f"{', '.join(METRICS)}")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"monitor.mode must be min or max, got {mode}")
+
+
+def check_pair(cfg: DictConfig) -> None:
+    """The model must take what the data gives (images or text): read from the classes'
+    ``modality``, before anything is built or read."""
+    net_cls, data_cls = target_class(cfg.model, "model"), target_class(cfg.data, "data")
+    wants, gives = getattr(net_cls, "modality", None), getattr(data_cls, "modality", None)
+    if wants is not None and gives is not None and wants != gives:
+        raise ConfigError(f"model {net_cls.__name__} takes {wants} input but data "
+                          f"{data_name(cfg)} gives {gives}: use {MODELS_FOR[gives]}, or "
+                          f"{DATA_FOR[wants]} for this model")
+
+
+def data_name(cfg: DictConfig) -> str:
+    return target_class(cfg.data, "data").__module__.rsplit(".", 1)[-1]
+
+
+def has_validation(cfg: DictConfig) -> bool:
+    """``data.val_size=0`` trains on the whole training set and validates nothing, as Keras'
+    ``fit`` without ``validation_split`` (the course's runs)."""
+    return cfg.data.get("val_size", 1) != 0
+
+
+def check_without_validation(cfg: DictConfig, sweeping: bool = False) -> None:
+    """What cannot run without a validation set fails before training, with the fix."""
+    if has_validation(cfg):
+        return
+    if sweeping and watches_val(cfg.monitor.metric):
+        raise ConfigError(f"a sweep optimises monitor.metric={cfg.monitor.metric}, but "
+                          f"data.val_size=0 leaves no validation set: set "
+                          f"monitor.metric=train/acc or data.val_size > 0")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node and watches_val(node.get("monitor")) and "EarlyStopping" in node.get("_target_"):
+            raise ConfigError(f"callbacks.{name} watches {node.monitor}, but data.val_size=0 "
+                              f"leaves no validation set: add callbacks=no_early_stopping (or "
+                              f"~callbacks.{name}), or set data.val_size > 0")
+    builder = str((cfg.scheduler.get("builder") or {}).get("_target_", ""))
+    if builder.endswith("plateau") and watches_val(cfg.scheduler.get("monitor")):  # the only
+        # scheduler that reads its monitor (Lightning ignores it for the others)
+        raise ConfigError(f"the {builder.rsplit('.', 1)[-1]} scheduler watches "
+                          f"{cfg.scheduler.monitor}, but data.val_size=0 leaves no validation "
+                          f"set: pick another scheduler or set data.val_size > 0")
+
+
+def watches_val(monitor: Any) -> bool:
+    return isinstance(monitor, str) and monitor.startswith("val/")
+
+
+def check_transfer(cfg: DictConfig) -> None:
+    node = cfg.get("transfer")
+    if node and node.mode == "gradual" and "onecycle" in str(cfg.scheduler.get("builder")).lower():
+        raise ConfigError("transfer=gradual adds the backbone to the optimizer mid-run, which "
+                          "scheduler=onecycle cannot follow; use scheduler=none, step or cosine")

@@ -1,1 +1,0 @@
-"""LightningModules: training logic that takes a network, never builds datasets."""
