@@ -116,7 +116,9 @@ def test_on_save_checkpoint_hook() -> None:
     task = ClassificationTask(MLP(hidden=()), torch.optim.SGD, 10, checkpoint_extras=EXTRAS)
     checkpoint: dict = {}
     task.on_save_checkpoint(checkpoint)
-    assert checkpoint == {"dlexp": EXTRAS}
+    assert checkpoint.keys() == {"dlexp", "dlexp_rng"} and checkpoint["dlexp"] == EXTRAS
+    [states] = checkpoint["dlexp_rng"]  # one process: one set of states
+    assert torch.equal(states["torch"], torch.get_rng_state())
     empty = ClassificationTask(MLP(hidden=()), torch.optim.SGD, 10)
     empty.on_save_checkpoint(checkpoint)
     assert checkpoint["dlexp"] == {}

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,34 @@ def sweeping() -> bool:
 def choices() -> dict[str, str]:
     """The option chosen in every config group (``model: cnn``, ...), when Hydra composed."""
     return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+class Terminated(SystemExit):
+    """SIGTERM (a scheduler's preemption, ``kill``): the run stops where it is, records
+    ``interrupted`` and the process exits with 128 + 15, as schedulers and scripts expect."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+@contextmanager
+def sigterm_stops_the_run() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` wherever the run is, data loading included (by
+    default it would kill the process before anything is recorded). Lightning's own handler,
+    registered during fit, calls this one after its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def requeued_checkpoint(run_dir: Path) -> str | None:

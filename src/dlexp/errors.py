@@ -18,7 +18,11 @@ class DataError(RuntimeError):
     """Data a user must fix: missing, corrupt or inconsistent files."""
 
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError)
+class Diverged(ArithmeticError):
+    """Training blew up: a loss that is NaN, infinite, or far above where it started."""
+
+
+USER_ERRORS = (ConfigError, CheckpointError, DataError, Diverged)
 
 
 def user_message(exc: BaseException) -> str | None:

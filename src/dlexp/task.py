@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,14 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from dlexp import rng
+from dlexp.errors import Diverged
 from dlexp.losses import CrossEntropy
 from dlexp.regularization import WeightPenalty
 from dlexp.schedulers import Horizon
 
+RNG_KEY = "dlexp_rng"
+DIVERGED = 1e3  # a training loss this many times its first value has diverged
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer, Horizon], Any]
 MAX_MISCLASSIFIED = 64  # examples kept for the TensorBoard grid
@@ -99,6 +104,8 @@ class ClassificationTask(L.LightningModule):
         self.test_metrics = _metrics(num_classes, "test/")
         self.test_confmat = MulticlassConfusionMatrix(num_classes)
         self.misclassified: list[tuple[Any, int, int]] = []
+        self._first_loss: float | None = None
+        self._rng_to_restore: dict | None = None
 
     def forward(self, x: Any) -> torch.Tensor:
         return forward_net(self.net, x)
@@ -113,20 +120,44 @@ class ClassificationTask(L.LightningModule):
             penalty = self.penalty(self.net)
             loss = loss + penalty
         self.train_stats.update(logits.detach(), y, loss, penalty)
-        if self._writes_step_logs():
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log_step(loss)
         return loss
 
+    def log_step(self, loss: torch.Tensor, **more: torch.Tensor) -> None:
+        """Log the step's loss (and ``more``) on the steps Lightning writes, every
+        ``log_every_n_steps`` (``self.log`` costs more than a small step's maths), and check
+        there, and on the first step, that training has not diverged."""
+        first = self._trainer is not None and self.trainer.global_step == 0
+        if not (first or self._writes_step_logs()):
+            return
+        self.check_divergence(float(loss.detach()), "step")
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if more:
+            self.log_dict(more, on_step=True, on_epoch=False)
+
     def _writes_step_logs(self) -> bool:
-        """``self.log`` costs ~0.4 ms even on steps the logger skips: call it only on the
-        steps Lightning writes (every ``log_every_n_steps``)."""
         if self._trainer is None:
             return True
         every = max(int(self.trainer.log_every_n_steps), 1)
         return (self.trainer.global_step + 1) % every == 0 or bool(self.trainer.fast_dev_run)
 
+    def check_divergence(self, loss: float, where: str) -> None:
+        """A NaN or infinite loss, or one ``DIVERGED`` times above the first step's, ends the
+        run as ``diverged`` with what to change, instead of training on garbage."""
+        if self._first_loss is None and math.isfinite(loss):
+            self._first_loss = loss
+        start = self._first_loss if self._first_loss is not None else math.nan
+        if math.isfinite(loss) and not loss > DIVERGED * max(start, 1e-3):
+            return
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else math.nan
+        raise Diverged(f"training diverged at epoch {self.current_epoch}, step "
+                       f"{self.global_step}: the {where} loss is {loss:.3g} (it started at "
+                       f"{start:.3g}); lower optimizer.lr (now {lr:.3g}) or set "
+                       f"trainer.gradient_clip_val=1.0")
+
     def on_train_epoch_end(self) -> None:
         stats = self.train_stats.compute()
+        self.check_divergence(float(stats["train/loss_epoch"]), "epoch's mean")
         if self.penalty is None:
             stats.pop("train/penalty")
         self.log_dict({k: v.float() for k, v in stats.items()}, sync_dist=True)
@@ -190,5 +221,20 @@ class ClassificationTask(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store what eval/predict need to rebuild the network without the run directory."""
+        """Store what eval/predict need to rebuild the network without the run directory, and
+        every rank's random-number states for an exact resume."""
         checkpoint["dlexp"] = self.checkpoint_extras
+        checkpoint[RNG_KEY] = rng.capture_all_ranks()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get(RNG_KEY, [])
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        self._rng_to_restore = states[rank] if rank < len(states) else None
+
+    def on_train_start(self) -> None:
+        """A resumed run takes up the random-number states where the checkpoint left them:
+        here, after restoring and sanity checks, before the next batch draws any (an epoch
+        restarted in its middle gets no ``on_train_epoch_start``)."""
+        if self._rng_to_restore is not None:
+            rng.restore(self._rng_to_restore)
+            self._rng_to_restore = None

@@ -5,6 +5,9 @@ directory (config, checkpoints, TensorBoard logs, figures, metrics.json)."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import sys
 import traceback
 from pathlib import Path
@@ -14,6 +17,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp import checkpoint, cluster, config, plugins, transfer
@@ -22,7 +26,7 @@ from dlexp.callbacks.evaluation_figures import EvaluationFigures
 from dlexp.callbacks.throughput import TrainThroughput
 from dlexp.callbacks.training_curves import TrainingCurves
 from dlexp.console import print_error, quiet_lightning_notices
-from dlexp.errors import user_message
+from dlexp.errors import Diverged, user_message
 from dlexp.hparams import flat_hparams, log_hparams
 from dlexp.record import RunRecord
 from dlexp.trainer import build_trainer
@@ -126,29 +130,44 @@ def measured(trainer: L.Trainer) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; always returns its metrics, also left in ``metrics.json``: ``status`` is
-    ``running`` from the start, then ``ok``, ``failed`` (with ``error``) or ``interrupted``."""
+    ``running`` from the start, then ``ok``, ``failed`` (with ``error``), ``diverged`` or
+    ``interrupted``. SIGTERM and Ctrl+C stop the process with one ``error:`` line that names
+    the checkpoint to resume from, and exit codes 143 and 130."""
     out_dir = Path(cfg.paths.output_dir)
     record = RunRecord(out_dir / "metrics.json", writes=cluster.is_rank_zero(),
-                       run_dir=str(out_dir), monitor=cfg.monitor.metric)
+                       run_dir=str(out_dir), monitor=cfg.monitor.metric, pid=os.getpid(),
+                       host=socket.gethostname())
     try:
-        with cluster.ddp_children_in_this_job(cfg):  # DDP ranks 1..N-1 rejoin this sweep job
+        # DDP ranks 1..N-1 rejoin this sweep job
+        with cluster.sigterm_stops_the_run(), cluster.ddp_children_in_this_job(cfg):
             record.update(fit_and_test(cfg, out_dir))
+    except (cluster.Terminated, SIGTERMException):
+        stopped(record, out_dir, "SIGTERM")
+        raise cluster.Terminated() from None
     except (KeyboardInterrupt, SystemExit):  # Ctrl+C: Lightning shuts down and exits with 1
-        last = out_dir / "checkpoints" / "last.ckpt"
-        kept = f"; {last} holds the last completed epoch" if last.is_file() else ""
-        record.finish("interrupted", f"interrupted (Ctrl+C or a signal) before the run "
-                                     f"finished{kept}")
-        raise
+        stopped(record, out_dir, "Ctrl+C")
+        raise SystemExit(128 + signal.SIGINT) from None
     except Exception as exc:  # recorded, so a sweep goes on and a report shows the failure
         message = user_message(exc)
         if cluster.is_rank_zero():
             (out_dir / "error.log").write_text(traceback.format_exc())
         if message is None:  # a bug, not bad input: keep the traceback in the log
             log.exception("training failed")
-        record.finish("failed", message or f"{type(exc).__name__}: {exc}")
+        status = "diverged" if isinstance(exc, Diverged) else "failed"
+        record.finish(status, message or f"{type(exc).__name__}: {exc}")
     else:
         record.finish("ok")
     return record.metrics
+
+
+def stopped(record: RunRecord, out_dir: Path, by: str) -> None:
+    """Record an interrupted run and say, in one line, how to go on."""
+    last = out_dir / "checkpoints" / "last.ckpt"
+    how = (f"resume with the same overrides plus ckpt_path={last}" if last.is_file() else
+           "no checkpoint was written yet: run it again")
+    record.finish("interrupted", f"interrupted by {by} before the run finished; {how}")
+    if cluster.is_rank_zero():
+        print_error(record.metrics["error"])
 
 
 def monitored_value(cfg: DictConfig, metrics: dict[str, Any]) -> float:

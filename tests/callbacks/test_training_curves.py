@@ -66,7 +66,6 @@ def test_epochs_without_validation_stay_blank_and_resume_keeps_the_rows(
                                   tmp_path / "b", tiny_mnist))
     assert resumed["status"] == "ok", resumed.get("error")
     again = _history(tmp_path / "b")
-    # last.ckpt was written when epoch 2 validated: epoch 1 comes from it, epoch 2's metrics
-    # are not restored by Lightning (left out, not drawn as zeros), 3 and 4 are the new run's
-    assert [r["epoch"] for r in again] == ["1", "3", "4"] and again[0] == rows[0]
+    # last.ckpt was written when epoch 3 ended: epochs 1-3 come from it, 4 is the new run's
+    assert [r["epoch"] for r in again] == ["1", "2", "3", "4"] and again[:3] == rows
     assert all(float(r["train/loss_epoch"]) > 0 for r in again)

@@ -40,16 +40,16 @@ class TrainingCurves(L.Callback):
     """Records the epoch metrics after each training epoch and plots them at the end of fit.
 
     The task logs ``train/*`` in its own ``on_train_epoch_end``, after the callbacks' hook, so an
-    epoch is read when the next one starts (and the last one when training ends). ``val/*`` are
-    taken when a validation ends, so epochs without one (``check_val_every_n_epoch``) stay
-    blank. The rows travel in checkpoints: a resumed run keeps its earlier epochs, except the one
-    that ended with the checkpoint (its metrics are not restored, so it is left out rather than
-    drawn wrong)."""
+    epoch is read when the next one starts, when training ends, or when a checkpoint saved at
+    the epoch's end (``last.ckpt``) is written: that checkpoint carries every row up to the
+    epoch it closes, so a resumed run loses none. ``val/*`` are taken when a validation ends,
+    so epochs without one (``check_val_every_n_epoch``) stay blank."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
         self.rows: list[dict[str, float]] = []
         self._val: dict[str, float] = {}
+        self._closing: int | None = None  # epochs completed once this epoch's end is logged
         self._restored = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -62,15 +62,25 @@ class TrainingCurves(L.Callback):
         if self._restored:  # the metrics at hand are a restored run's placeholders
             self._restored, self._val = False, {}
         elif trainer.current_epoch > 0:
-            self._record(trainer)
+            self._record(trainer, trainer.current_epoch)
+        self._closing = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._closing = trainer.current_epoch + 1
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict) -> None:
+        if self._closing is not None:  # saved at the epoch's end: its metrics are logged
+            self._record(trainer, self._closing)
+            checkpoint["callbacks"][self.state_key] = self.state_dict()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer)
+        self._record(trainer, trainer.current_epoch)
         if trainer.is_global_zero and not trainer.fast_dev_run and self.rows:
             self._write()
 
-    def _record(self, trainer: L.Trainer) -> None:
-        epoch = trainer.current_epoch  # epochs completed so far
+    def _record(self, trainer: L.Trainer, epoch: int) -> None:
+        """The row of ``epoch`` (epochs completed), once."""
         metrics = trainer.callback_metrics
         row = {k: float(metrics[k]) for k in COLUMNS[1:] if k.startswith("train/") and k in metrics}
         if row and (not self.rows or self.rows[-1]["epoch"] < epoch):

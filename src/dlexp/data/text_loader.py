@@ -7,11 +7,9 @@ of similar length (bucketing) keeps the LSTM from running over padding.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 
-from dlexp.data.tensor_loader import EpochSampler
+from dlexp.data.tensor_loader import EpochSampler, ResumableBatches
 from dlexp.data.token_store import TokenStore
 
 TextBatch = tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,7 +54,7 @@ class BucketSampler:
         return batches
 
 
-class TextBatchLoader:
+class TextBatchLoader(ResumableBatches):
     """Yields ``((ids, lengths), labels)`` batches, the framework's text batch contract."""
 
     def __init__(self, store: TokenStore, labels: torch.Tensor, batch_size: int,
@@ -73,12 +71,14 @@ class TextBatchLoader:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __iter__(self) -> Iterator[TextBatch]:
-        for idx in self.sampler.batches():
-            ids, lengths = self.store.pad(idx)
-            if self.pin_memory:
-                ids = ids.pin_memory()
-            yield (ids, lengths), self.labels[idx]
+    def index_batches(self) -> list[torch.Tensor]:
+        return self.sampler.batches()
+
+    def make_batch(self, idx: torch.Tensor) -> TextBatch:
+        ids, lengths = self.store.pad(idx)
+        if self.pin_memory:
+            ids = ids.pin_memory()
+        return (ids, lengths), self.labels[idx]
 
     def padding_fraction(self) -> float:
         """Share of the padded [B, T] cells that are padding over one epoch (a diagnostic)."""

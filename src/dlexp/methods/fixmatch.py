@@ -55,9 +55,7 @@ class FixMatchTask(ClassificationTask):
         self.pseudo_sums = self.pseudo_sums.to(mask.device) + torch.stack(
             [mask.new_tensor(len(mask)), mask.sum(), (mask * known).sum(),
              (mask * (pseudo == yu).float()).sum()])
-        if self._writes_step_logs():
-            self.log_dict({"train/loss_step": loss, "train/unsup_loss_step": unsup,
-                           "train/mask_rate_step": mask.mean()}, on_step=True, on_epoch=False)
+        self.log_step(loss, **{"train/unsup_loss_step": unsup, "train/mask_rate_step": mask.mean()})
         return loss
 
     def _views(self, xu: Any) -> tuple[Any, Any]:
