@@ -3,12 +3,19 @@ alone (and class attributes), so a bad setting fails in a second, before data is
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
+import inspect
+import types
+import typing
 from importlib.resources import files
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
 from dlexp.builders import target_class
 from dlexp.errors import ConfigError
@@ -23,6 +30,7 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     """All checks of a training config; ``sweeping``: a multirun job, whose monitored metric a
     sweeper compares."""
     check_top_level(cfg)
+    check_types(cfg)
     check_threads(cfg)
     check_monitor(cfg)
     check_pair(cfg)
@@ -45,6 +53,106 @@ def check_top_level(cfg: DictConfig) -> None:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"unknown setting {name!r}{hint}: train.py reads the groups and keys "
                           f"of conf/train.yaml: {', '.join(sorted(known))}")
+
+
+@dataclasses.dataclass
+class RunSettings:
+    """The types of conf/train.yaml's own settings (the groups have their code's types)."""
+
+    task_name: str = MISSING
+    tags: list[str] = MISSING
+    seed: int = MISSING
+    ckpt_path: str | None = MISSING
+    test: bool = MISSING
+    compile: bool = MISSING
+    threads: int | None = MISSING
+    monitor: dict[str, str] = MISSING
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Every setting has the type its code declares, before anything runs:
+    ``trainer.max_epochs=ten`` names the key and the type ``lightning.pytorch.Trainer``
+    expects. The schemas are structured configs (dataclasses) made from the signatures of the
+    ``_target_`` classes and functions, so a new model or callback needs no schema of its own;
+    :class:`RunSettings` types the top-level settings."""
+    own = {k: cfg[k] for k in (f.name for f in dataclasses.fields(RunSettings)) if k in cfg}
+    _validate(RunSettings, own, "", "conf/train.yaml")
+    for path, node in _target_nodes(cfg, ""):
+        target = node["_target_"]
+        schema = _signature_schema(target)
+        if schema is None:
+            continue
+        given = {f.name: node[f.name] for f in dataclasses.fields(schema) if f.name in node}
+        _validate(schema, given, path, target)
+
+
+def _validate(schema: type, given: dict[str, Any], path: str, owner: str) -> None:
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), given)
+    except ValidationError as e:
+        key = f"{path}{e.key}" if e.key is not None else path.rstrip(".")
+        wanted = typing.get_type_hints(schema).get(e.key)
+        what = f"; {owner} expects {_type_name(wanted)}" if wanted is not None else ""
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]}{what}") from None
+
+
+def _target_nodes(node: Any, path: str) -> typing.Iterator[tuple[str, DictConfig]]:
+    """(dotted path with a trailing dot, node) for every config node with a ``_target_``."""
+    if isinstance(node, DictConfig):
+        if isinstance(node.get("_target_"), str):
+            yield path, node
+        for key in node:
+            if key != "hydra":
+                yield from _target_nodes(node._get_node(key), f"{path}{key}.")
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            yield from _target_nodes(item, f"{path}{i}.")
+
+
+@functools.cache
+def _signature_schema(target: str) -> type | None:
+    """A dataclass with one field per parameter of ``target`` (a class's ``__init__``, or a
+    function), typed as far as OmegaConf can check it; None when it cannot be read."""
+    try:
+        obj = get_object(target)
+        fn = obj.__init__ if inspect.isclass(obj) else obj
+        hints = typing.get_type_hints(fn)
+        params = inspect.signature(fn).parameters
+    except Exception:
+        return None
+    fields = [(name, _checkable(hints.get(name, Any)), dataclasses.field(default=MISSING))
+              for name, p in params.items() if name != "self"
+              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return dataclasses.make_dataclass(f"{target.rsplit('.', 1)[-1]}Settings", fields)
+
+
+PLAIN = (int, float, bool, str)
+
+
+def _checkable(hint: Any) -> Any:
+    """The part of a type hint that OmegaConf can check: int, float, bool, str, or one of them
+    or None; members no config can hold (tensors, callables) are dropped. Else Any."""
+    if hint in PLAIN:
+        return hint
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return Any
+    members = set(typing.get_args(hint))
+    optional = type(None) in members
+    plain = members & set(PLAIN)
+    if plain == {int, float}:
+        plain = {float}
+    if len(plain) != 1 or any(typing.get_origin(m) is typing.Literal for m in members):
+        return Any
+    (kind,) = plain
+    return kind | None if optional else kind
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+    if hint in names:
+        return names[hint]
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    return f"{names.get(inner[0], inner[0])} or null" if len(inner) == 1 else str(hint)
 
 
 def check_threads(cfg: DictConfig) -> None:

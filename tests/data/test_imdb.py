@@ -248,6 +248,20 @@ def test_second_setup_reads_the_cache(tiny_imdb: Path, tmp_path: Path,
     assert len(calls) == 3 and len(list((tmp_path / "imdb").glob("tokens-*.pt"))) == 3
 
 
+@pytest.mark.parametrize("foreign", [{"tokenizer_json": "{}"}, {"version": 2, "tokenizer": "{}",
+                                      "train": {"flat": 1}, "test": {}}, ["not", "a", "dict"]])
+def test_a_cache_with_foreign_content_is_rebuilt(foreign: object, tiny_imdb: Path,
+                                                 tmp_path: Path, caplog) -> None:
+    first = _dm(tiny_imdb, cache_dir=str(tmp_path))
+    [path] = (tmp_path / "imdb").glob("tokens-*.pt")
+    torch.save(foreign, path)  # loads fine, holds something else
+    with caplog.at_level("WARNING"):
+        again = _dm(tiny_imdb, cache_dir=str(tmp_path))
+    assert "ignoring stale cache" in caplog.text and "rebuilding it" in caplog.text
+    assert again.describe()["tokenizer"] == first.describe()["tokenizer"]
+    assert set(torch.load(path, weights_only=True)) == {"version", "tokenizer", "train", "test"}
+
+
 def test_unsup_reviews_are_encoded_only_when_the_pool_is_used(
         tiny_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     encoded: list[str] = []

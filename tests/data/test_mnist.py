@@ -96,6 +96,17 @@ def test_whole_training_set_normalises_to_about_standard(tiny_mnist: Path) -> No
     assert -1 < xn.mean().item() < 2 and 0.5 < xn.std().item() < 2
 
 
+def test_a_label_outside_the_digits_is_refused_when_read(tmp_path: Path) -> None:
+    root = make_mnist_tree(tmp_path, n_train=50, n_test=20)
+    labels = root / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    y = read_idx(labels, 2049).numpy().copy()
+    y[7] = 200
+    write_idx(labels, y)
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz holds label 200 at "
+                                        r"position 7, outside the digits 0-9"):
+        _dm(root, val_size=10)
+
+
 def test_loaders(tiny_mnist: Path) -> None:
     dm = _dm(tiny_mnist)
     train, val, test = dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()

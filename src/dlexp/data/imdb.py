@@ -46,6 +46,8 @@ REVIEW = re.compile(r"(\d+)_(\d+)\.txt")  # <id>_<rating>.txt
 MEMBER = re.compile(r"(?:\./)?aclImdb/((?:train|test)/(?:neg|pos|unsup))/(\d+)_\d+\.txt")
 TOKENIZER = {"model": "word", "vocab_size": 20_000, "min_frequency": 2, "use_unsup": False}
 CACHE_VERSION = 2  # 2: train/unsup in a file of its own
+PART_LAYOUT = {"flat": None, "offsets": None, "labels": None}  # one part of a token cache
+TOKENS_LAYOUT = {"version": None, "tokenizer": None, "train": PART_LAYOUT, "test": PART_LAYOUT}
 
 Reviews = dict[str, list[tuple[int, str]]]  # "train/pos" -> [(review id, text)]
 Part = tuple[TokenStore, torch.Tensor]      # token ids and labels (-1: unlabeled)
@@ -259,7 +261,8 @@ class IMDBDataModule(PooledDataModule):
         cached) from the reviews."""
         source = self._source()
         path = self._cache_path(source)
-        if (cached := load_cache(path)) is not None:
+        cached = load_cache(path, TOKENS_LAYOUT)
+        if cached is not None and cached["version"] == CACHE_VERSION:
             log.info("IMDB: token ids from cache %s", path)
             return cached
         start = time.perf_counter()
@@ -285,7 +288,7 @@ class IMDBDataModule(PooledDataModule):
         else encoded (and cached) now; only runs that use the unlabeled pool get here."""
         source = self._source()
         path = self._cache_path(source, "unsup")
-        if (cached := load_cache(path)) is None:
+        if (cached := load_cache(path, PART_LAYOUT)) is None:
             parts = self._read_parts(source)
             cached = _encoded(from_json(self.tokenizer_json), parts, ("unsup",))["unsup"]
             _save(path, cached)

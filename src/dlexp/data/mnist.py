@@ -127,6 +127,10 @@ class MNISTDataModule(PooledDataModule):
         if len(x) != len(y):
             raise DataError(f"{paths[0].name} has {len(x)} images but {paths[1].name} has "
                             f"{len(y)} labels; one of them is corrupt")
+        if len(y) and int(y.max()) > 9:
+            bad = int(y.argmax())
+            raise DataError(f"{paths[1]} holds label {int(y[bad])} at position {bad}, outside "
+                            "the digits 0-9: the file is corrupt or not MNIST")
         return x.unsqueeze(1), y.long()
 
     # ---------------------------------------------------------------- splits

@@ -28,12 +28,24 @@ def save_cache(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def load_cache(path: Path) -> dict | None:
-    """The cached payload, or None when absent or unreadable (then it is rebuilt)."""
+def load_cache(path: Path, layout: dict | None = None) -> dict | None:
+    """The cached payload, or None when absent, unreadable or stale (then it is rebuilt).
+    ``layout`` is what the payload must hold: keys, each with a nested layout or None."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, weights_only=True)
+        payload = torch.load(path, weights_only=True)
     except Exception as e:  # a truncated or foreign file: rebuilding is the fix
-        log.warning("ignoring unreadable cache %s (%s)", path, e)
+        log.warning("ignoring unreadable cache %s (%s); rebuilding it", path, e)
         return None
+    if not _holds(payload, layout or {}):
+        log.warning("ignoring stale cache %s (not the layout this dlexp writes); rebuilding it",
+                    path)
+        return None
+    return payload
+
+
+def _holds(payload: object, layout: dict) -> bool:
+    return isinstance(payload, dict) and all(
+        key in payload and (inner is None or _holds(payload[key], inner))
+        for key, inner in layout.items())
