@@ -17,7 +17,8 @@ INTEGRATION_MODULES = {
     "test_train.py", "test_train_text.py", "test_eval_predict.py", "test_transfer.py",
     "test_sweeps.py", "test_report.py", "test_slurm.py", "test_ddp.py", "test_real_mnist.py",
     "test_wheel.py", "test_plugins.py", "test_presets.py", "test_real_data.py",
-    "test_training_curves.py", "test_benchmark.py", "test_word_vectors_script.py"}
+    "test_training_curves.py", "test_benchmark.py", "test_word_vectors_script.py",
+    "test_export.py"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -18,7 +18,11 @@ class DataError(RuntimeError):
     """Data a user must fix: missing, corrupt or inconsistent files."""
 
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError)
+class ExportError(RuntimeError):
+    """A network that could not be exported, or whose export disagrees with it."""
+
+
+USER_ERRORS = (ConfigError, CheckpointError, DataError, ExportError)
 
 
 def user_message(exc: BaseException) -> str | None:
