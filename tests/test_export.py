@@ -23,6 +23,7 @@ from dlexp import checkpoint
 from dlexp.data.imdb import assemble, read_archive, read_folder
 from dlexp.data.mnist import MNISTDataModule
 from dlexp.data.tokenizer import encode_texts
+from dlexp.errors import ExportError
 from dlexp.export import export, main
 from dlexp.train import train
 
@@ -233,14 +234,16 @@ def bad_inputs(tmp_path: Path) -> dict[str, Path]:
     ("foreign", "is not a dlexp checkpoint (no 'dlexp' section)"),
     ("format", "error: unknown format 'tflite': choose onnx or torchscript"),
     ("out", "error: --out "),
+    ("self", "is the checkpoint itself: choose another file"),
 ])
 def test_bad_input_is_one_error_line(case: str, message: str, bad_inputs: dict,
                                      trained: Callable, tiny_mnist: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture) -> None:
-    if case in ("format", "out"):
+    if case in ("format", "out", "self"):
         ckpt = trained("mlp", "synthetic", tiny_mnist)
-        args = [ckpt, "--format", "tflite"] if case == "format" else [
-            ckpt, "--out", str(tmp_path / "no" / "such" / "m.onnx")]
+        args = {"format": [ckpt, "--format", "tflite"],
+                "out": [ckpt, "--out", str(tmp_path / "no" / "such" / "m.onnx")],
+                "self": [ckpt, "--out", ckpt]}[case]
     else:
         args = [str(bad_inputs[case])]
     with pytest.raises(SystemExit) as exit_info:
@@ -250,6 +253,20 @@ def test_bad_input_is_one_error_line(case: str, message: str, bad_inputs: dict,
     assert captured.out == "" and captured.err.count("\n") == 1
     assert captured.err.startswith("error: ") and message in captured.err
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_an_export_that_disagrees_with_the_checkpoint_is_not_kept(
+        trained: Callable, tiny_mnist: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlexp import export as module
+
+    real = module.run_exported
+    monkeypatch.setattr(module, "run_exported", lambda *a: real(*a) + 1e-3)
+    out = tmp_path / "m.pt"
+    with pytest.raises(ExportError, match=r"the torchscript export of MLP disagrees with the "
+                                          r"checkpoint \(largest logit difference 0.001\)"):
+        export(trained("mlp", "synthetic", tiny_mnist), "torchscript", out)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_console_script_error_has_no_traceback(bad_inputs: dict) -> None:

@@ -44,27 +44,37 @@ def export(ckpt_path: str | Path, fmt: str = "onnx", out: str | Path | None = No
     out = Path(out).expanduser() if out else default_out(Path(ckpt_path), fmt)
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+    if out.resolve() == Path(ckpt_path).resolve():
+        raise ConfigError(f"--out {out} is the checkpoint itself: choose another file")
     name, packed = type(net).__name__, bool(getattr(net, "packed", False))
-    example, check = inputs(info, shapes="export"), inputs(info, shapes="check")
     try:
-        with torch.no_grad(), quiet_tracing():
-            want = net(*check)  # the checkpoint's network as trained, packed or not
-            if packed:  # same weights and outputs (checked below), ~11x faster on CPU, and
-                net.packed = False  # no exporter warnings about packed sequences' shapes
-            (write_onnx if fmt == "onnx" else write_torchscript)(net, example, info, out)
-            got = run_exported(out, fmt, check)
+        diff = write_and_check(net, info, fmt, out)
     except ImportError as e:
-        raise ExportError(f"{fmt} export needs {e.name}: pip install 'dlexp[export]'") from None
+        raise ExportError(f"{fmt} export needs {e.name or 'onnx'}: pip install "
+                          "'dlexp[export]'") from None
     except Exception as e:
         out.unlink(missing_ok=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"cannot export {name} to {fmt}: {first}") from e
-    if (diff := float((got - want).abs().max())) > TOLERANCE:
+    if diff > TOLERANCE:
         out.unlink(missing_ok=True)
         raise ExportError(f"the {fmt} export of {name} disagrees with the checkpoint "
                           f"(largest logit difference {diff:.2g}); nothing written")
     write_sidecar(ckpt, name, fmt, out, packed)
     return out
+
+
+def write_and_check(net: nn.Module, info: dict, fmt: str, out: Path) -> float:
+    """Trace ``net`` into ``out``, run the file on another batch size and length than traced,
+    and return the largest logit difference from ``net``."""
+    check = inputs(info, shapes="check")
+    with torch.no_grad(), quiet_tracing():
+        want = net(*check)  # the checkpoint's network as trained, packed or not
+        if getattr(net, "packed", False):  # same weights and outputs (checked here), ~11x
+            net.packed = False  # faster on CPU, no exporter warnings on packed shapes
+        write = write_onnx if fmt == "onnx" else write_torchscript
+        write(net, inputs(info, shapes="export"), info, out)
+        return float((run_exported(out, fmt, check) - want).abs().max())
 
 
 def default_out(ckpt_path: Path, fmt: str) -> Path:
