@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import browser
 import numpy as np
 import pytest
 
@@ -17,7 +19,8 @@ INTEGRATION_MODULES = {
     "test_train.py", "test_train_text.py", "test_eval_predict.py", "test_transfer.py",
     "test_sweeps.py", "test_report.py", "test_slurm.py", "test_ddp.py", "test_real_mnist.py",
     "test_wheel.py", "test_plugins.py", "test_presets.py", "test_real_data.py",
-    "test_training_curves.py", "test_benchmark.py", "test_word_vectors_script.py"}
+    "test_training_curves.py", "test_benchmark.py", "test_word_vectors_script.py",
+    "test_export.py"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,6 +31,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if browser.SAVED:
+        folders = ", ".join(sorted({str(p.parent) for p in browser.SAVED}))
+        terminalreporter.write_line(f"browser screenshots ({len(browser.SAVED)}) in {folders}")
+
+
+# ---------------------------------------------------------------- browser (tests/browser.py)
+@pytest.fixture(scope="session")
+def chromium() -> Iterator:
+    """One headless Chromium (a Playwright ``Browser``) for the session; skips without one."""
+    with browser.launch_chromium() as instance:
+        yield instance
+
+
+@pytest.fixture
+def page(chromium) -> Iterator:
+    """A fresh page in its own browser context, closed after the test."""
+    context = chromium.new_context(viewport=browser.VIEWPORT)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests save files for people to look at: ``$DLEXP_TEST_ARTIFACTS``, else a
+    temporary folder (pytest's summary prints it)."""
+    return browser.artifacts_dir(tmp_path_factory)
+
+
+# ---------------------------------------------------------------- MNIST
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """28x28 uint8 images whose class is easy to learn: class c lights a 4x4 block at one of
     ten positions, on a noisy dark background (light digits on dark, like MNIST)."""
@@ -73,13 +108,18 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return tried
 
 
-@pytest.fixture
-def real_data_dir() -> Path:
+def real_mnist_root() -> Path:
     """``$DLEXP_DATA_DIR`` when it holds the real MNIST files; skips the test otherwise."""
     root = os.environ.get("DLEXP_DATA_DIR")
     if not root or not (Path(root) / "MNIST" / "raw").is_dir():
         pytest.skip("real MNIST not found: set DLEXP_DATA_DIR to a folder holding MNIST/raw/")
     return Path(root)
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """``$DLEXP_DATA_DIR`` when it holds the real MNIST files; skips the test otherwise."""
+    return real_mnist_root()
 
 
 def compose_train(overrides: list[str], out_dir: Path, data_root: Path | None = None):

@@ -22,7 +22,11 @@ class Diverged(ArithmeticError):
     """Training blew up: a loss that is NaN, infinite, or far above where it started."""
 
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError, Diverged)
+class ExportError(RuntimeError):
+    """A network that could not be exported, or whose export disagrees with it."""
+
+
+USER_ERRORS = (ConfigError, CheckpointError, DataError, Diverged, ExportError)
 
 
 def user_message(exc: BaseException) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
 
 HPARAM_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization")
 
@@ -41,8 +42,20 @@ def log_hparams(trainer: L.Trainer, params: dict[str, Any], results: dict[str, A
     finals = {f"hp/{k.replace('/', '_')}": v for k, v in results.items()
               if isinstance(v, float) and math.isfinite(v) and "/" in k}
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):  # its hparams tab pairs params with metrics
-            logger.log_hyperparams(params, metrics=finals)
-        else:
-            logger.log_hyperparams(params)
-            logger.log_metrics(finals, step=trainer.global_step)
+        logger.log_hyperparams(params)  # TensorBoard: hparams.yaml only, without metrics
+        logger.log_metrics(finals, step=trainer.global_step)
+        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            write_session(logger, params, finals, trainer.global_step)
+
+
+def write_session(logger: TensorBoardLogger, params: dict[str, Any], finals: dict[str, Any],
+                  step: int) -> None:
+    """The run's entry in TensorBoard's HParams tab: its settings and end, but not the
+    experiment summary that torch's ``hparams()`` (and Lightning) also write. Given one,
+    TensorBoard sorts the settings by name and shows the first five (choice/callbacks ...
+    choice/method, the same in most runs) and five of its metrics; without, it shows first
+    the settings that differ between the runs, and every scalar as a metric."""
+    _, start, end = hparams(params, finals)
+    writer = logger.experiment._get_file_writer()  # as Lightning's log_hyperparams does
+    writer.add_summary(start, step)
+    writer.add_summary(end, step)
