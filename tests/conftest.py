@@ -23,6 +23,19 @@ INTEGRATION_MODULES = {
     "test_export.py"}
 
 
+# Where the real data is, read once from the environment the tests were started in. Every test
+# then runs without the user's DLEXP_* settings (a test that needs one sets it): the suite
+# passes whatever the user has set, and each variable is tested on purpose.
+REAL_DATA = os.environ.get("DLEXP_DATA_DIR")
+TEST_SETTINGS = {"DLEXP_CHROMIUM", "DLEXP_TEST_ARTIFACTS"}  # for the tests, not the product
+
+
+@pytest.fixture(autouse=True)
+def _without_dlexp_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("DLEXP_") and n not in TEST_SETTINGS]:
+        monkeypatch.delenv(name)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         real_data = {"real_data_dir", "real_imdb_dir"} & set(getattr(item, "fixturenames", ()))
@@ -110,7 +123,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def real_mnist_root() -> Path:
     """``$DLEXP_DATA_DIR`` when it holds the real MNIST files; skips the test otherwise."""
-    root = os.environ.get("DLEXP_DATA_DIR")
+    root = REAL_DATA
     if not root or not (Path(root) / "MNIST" / "raw").is_dir():
         pytest.skip("real MNIST not found: set DLEXP_DATA_DIR to a folder holding MNIST/raw/")
     return Path(root)
@@ -222,7 +235,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def real_imdb_dir() -> Path:
     """``$DLEXP_DATA_DIR`` when it holds aclImdb_v1.tar.gz or aclImdb/; skips otherwise."""
-    root = os.environ.get("DLEXP_DATA_DIR")
+    root = REAL_DATA
     if not root or not ((Path(root) / "aclImdb_v1.tar.gz").is_file()
                         or (Path(root) / "aclImdb").is_dir()):
         pytest.skip("real IMDB not found: set DLEXP_DATA_DIR to a folder holding "

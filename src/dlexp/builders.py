@@ -87,17 +87,20 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extr
     scheduler = instantiate(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
     _try_optimizer(net, optimizer, scheduler)
     task_cls = instantiate(cfg.method.task, _partial_=True, _convert_="all")
-    return task_cls(
-        net=net,
-        optimizer=optimizer,
-        num_classes=datamodule.num_classes,
-        loss=build_loss(cfg.loss, datamodule),
-        regularization=instantiate(cfg.regularization),
-        scheduler=scheduler,
-        scheduler_interval=cfg.scheduler.interval,
-        scheduler_monitor=cfg.scheduler.monitor,
-        checkpoint_extras=checkpoint_extras,
-    )
+    try:
+        return task_cls(
+            net=net,
+            optimizer=optimizer,
+            num_classes=datamodule.num_classes,
+            loss=build_loss(cfg.loss, datamodule),
+            regularization=instantiate(cfg.regularization),
+            scheduler=scheduler,
+            scheduler_interval=cfg.scheduler.interval,
+            scheduler_monitor=cfg.scheduler.monitor,
+            checkpoint_extras=checkpoint_extras,
+        )
+    except ValueError as e:  # a method option out of range: the message names it
+        raise ConfigError(str(e)) from None
 
 
 def _try_optimizer(net: nn.Module, optimizer: Any, scheduler: Any) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import types
 import typing
 from importlib.resources import files
@@ -31,6 +32,8 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     sweeper compares."""
     check_top_level(cfg)
     check_types(cfg)
+    check_finite(cfg)
+    check_seed(cfg)
     check_threads(cfg)
     check_monitor(cfg)
     check_pair(cfg)
@@ -87,13 +90,26 @@ def check_types(cfg: DictConfig) -> None:
 
 
 def _validate(schema: type, given: dict[str, Any], path: str, owner: str) -> None:
+    hints = typing.get_type_hints(schema)
     try:
         OmegaConf.merge(OmegaConf.structured(schema), given)
     except ValidationError as e:
-        key = f"{path}{e.key}" if e.key is not None else path.rstrip(".")
-        wanted = typing.get_type_hints(schema).get(e.key)
-        what = f"; {owner} expects {_type_name(wanted)}" if wanted is not None else ""
-        raise ConfigError(f"{key}: {str(e).splitlines()[0]}{what}") from None
+        raise _type_error(path, e.key, str(e).splitlines()[0], hints, owner) from None
+    for key, value in given.items():  # OmegaConf would read the text '1' as a number
+        if isinstance(value, str) and _plain(hints.get(key)) in (int, float, bool):
+            raise _type_error(path, key, f"got the text {value!r}", hints, owner)
+
+
+def _type_error(path: str, key: Any, problem: str, hints: dict, owner: str) -> ConfigError:
+    name = f"{path}{key}" if key is not None else path.rstrip(".")
+    wanted = f"; {owner} expects {_type_name(hints[key])}" if key in hints else ""
+    return ConfigError(f"{name}: {problem}{wanted}")
+
+
+def _plain(hint: Any) -> Any:
+    """int for int and int | None, and so on."""
+    inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return inner[0] if len(inner) == 1 else None
 
 
 def _target_nodes(node: Any, path: str) -> typing.Iterator[tuple[str, DictConfig]]:
@@ -153,6 +169,28 @@ def _type_name(hint: Any) -> str:
         return names[hint]
     inner = [a for a in typing.get_args(hint) if a is not type(None)]
     return f"{names.get(inner[0], inner[0])} or null" if len(inner) == 1 else str(hint)
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """No setting of dlexp's means NaN or infinity; caught here, they would surface as a
+    diverged loss or a message about something else."""
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, DictConfig):
+            for key in node:
+                if key != "hydra":
+                    walk(node._get_node(key), f"{path}{key}.")
+        elif isinstance(node, ListConfig):
+            for i in range(len(node)):
+                walk(node._get_node(i), f"{path}{i}.")
+        elif isinstance(value := node._value(), float) and not math.isfinite(value):
+            raise ConfigError(f"{path.rstrip('.')} must be a finite number, got {value}")
+
+    walk(cfg, "")
+
+
+def check_seed(cfg: DictConfig) -> None:
+    if not 0 <= cfg.seed < 2**32:  # numpy's range, which Lightning seeds too
+        raise ConfigError(f"seed must be a whole number in [0, 2**32), got {cfg.seed}")
 
 
 def check_threads(cfg: DictConfig) -> None:

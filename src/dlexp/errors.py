@@ -30,14 +30,21 @@ USER_ERRORS = (ConfigError, CheckpointError, DataError, Diverged, ExportError)
 
 
 def user_message(exc: BaseException) -> str | None:
-    """The short message for an error a user can fix, or None for a genuine bug."""
+    """The short message, one line, for an error a user can fix; None for a genuine bug."""
+    message = _message(exc)
+    return " ".join(message.split()) if message is not None else None
+
+
+def _message(exc: BaseException) -> str | None:
     if isinstance(exc, USER_ERRORS + (MisconfigurationException,)):  # Lightning: bad settings
         return str(exc)
-    if isinstance(exc, InstantiationException):  # a bad value rejected by a constructor
+    if isinstance(exc, InstantiationException):  # a constructor refused a value
         cause = exc.__cause__
-        if isinstance(cause, USER_ERRORS + (ValueError, TypeError)):
-            key = str(exc).rsplit("full_key:", 1)[-1].strip() if "full_key:" in str(exc) else ""
+        key = str(exc).rsplit("full_key:", 1)[-1].strip() if "full_key:" in str(exc) else ""
+        if isinstance(cause, USER_ERRORS + (ValueError, TypeError, MisconfigurationException)):
             named = not key or str(cause).startswith(f"{key}.")  # the message names it already
             return str(cause) if named else f"{key}: {cause}"
+        if isinstance(cause, MemoryError) or "allocate" in str(cause):
+            return f"{key or 'a setting'}: too large to build ({str(cause).splitlines()[0]})"
         return str(exc)
     return None

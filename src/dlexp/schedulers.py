@@ -46,6 +46,8 @@ def cosine(optimizer: Optimizer, horizon: Horizon, eta_min: float = 0.0):
 
 def onecycle(optimizer: Optimizer, horizon: Horizon, max_lr: float = 0.01,
              pct_start: float = 0.25):
+    if not 0 < pct_start < 1:  # torch accepts 0 and 1, then divides by zero mid-run
+        raise ValueError(f"scheduler.builder.pct_start must be in (0, 1), got {pct_start}")
     return lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(horizon.total_steps, 1),
                                    pct_start=pct_start)
 

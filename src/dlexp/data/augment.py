@@ -204,3 +204,21 @@ def strong_view(x: Batch, g: torch.Generator | None = None, max_shift: float = 0
     if cutout_size > 0:
         u = cutout(u, g, cutout_size)
     return _from_unit(u, lo, hi, x)
+
+
+# the view options a training method may set, with their ranges (inclusive)
+VIEW_OPTIONS = {"max_shift": (0.0, 0.5), "num_ops": (0, 14), "magnitude": (0.0, 1.0),
+                "cutout_size": (0.0, 1.0), "token_drop": (0.0, 0.9), "token_swaps": (0.0, 1.0)}
+
+
+def check_view_options(options: dict, where: str) -> None:
+    """Unknown view options and values out of range fail before training, named."""
+    for key, value in options.items():
+        if key not in VIEW_OPTIONS:
+            raise ValueError(f"{where}.{key} is not a view option; choose from "
+                             f"{', '.join(VIEW_OPTIONS)}")
+        low, high = VIEW_OPTIONS[key]
+        kind = int if isinstance(low, int) else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            raise ValueError(f"{where}.{key} must be a {'whole ' if kind is int else ''}number "
+                             f"in [{low}, {high}], got {value!r}")

@@ -188,6 +188,14 @@ class IMDBDataModule(PooledDataModule):
         if settings["model"] not in MODELS:
             raise ValueError(f"data.tokenizer.model must be one of {', '.join(MODELS)}, "
                              f"got {settings['model']!r}")
+        for key, low in (("vocab_size", 3), ("min_frequency", 0)):
+            value = settings[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"data.tokenizer.{key} must be a whole number >= {low}, "
+                                 f"got {value!r}")
+        if not isinstance(settings["use_unsup"], bool):
+            raise ValueError(f"data.tokenizer.use_unsup must be true or false, got "
+                             f"{settings['use_unsup']!r}")
         return settings
 
     # ---------------------------------------------------------------- files

@@ -82,6 +82,9 @@ class MNISTDataModule(PooledDataModule):
         if len(self.classes) < 2:
             raise ValueError(f"data.classes needs at least 2 digits to classify, got {classes}")
         self.imbalance, self.augment = imbalance, augment
+        if not 0 <= max_shift < 1 or not 0 <= max_degrees <= 180:
+            raise ValueError(f"data.max_shift must be in [0, 1) and data.max_degrees in "
+                             f"[0, 180], got {max_shift} and {max_degrees}")
         self.max_shift, self.max_degrees, self.pin_memory = max_shift, max_degrees, pin_memory
         self.input_shape = (1, 28, 28)
         self.num_classes = len(self.classes)

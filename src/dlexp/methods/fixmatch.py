@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dlexp.data.augment import strong_view, weak_view
+from dlexp.data.augment import check_view_options, strong_view, weak_view
 from dlexp.task import ClassificationTask
 
 
@@ -28,6 +28,7 @@ class FixMatchTask(ClassificationTask):
             raise ValueError(f"method.task.threshold must be in [0, 1], got {threshold}")
         self.threshold, self.unlabeled_weight = threshold, unlabeled_weight
         self.augment = dict(augment or {})
+        check_view_options(self.augment, "method.task.augment")
         # [unlabeled seen, accepted, accepted with a known label, accepted and correct]: epoch
         # sums. Not a buffer, so weight averaging (EMA) and checkpoints leave it alone
         self.pseudo_sums = torch.zeros(4)
