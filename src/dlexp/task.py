@@ -15,6 +15,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from dlexp.errors import CheckpointError
 from dlexp.losses import CrossEntropy
 from dlexp.regularization import WeightPenalty
 from dlexp.schedulers import Horizon
@@ -192,3 +193,11 @@ class ClassificationTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store what eval/predict need to rebuild the network without the run directory."""
         checkpoint["dlexp"] = self.checkpoint_extras
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's loader cannot rebuild this task: its network and optimizer are objects,
+        not saved hyperparameters. The checkpoint's ``dlexp`` section rebuilds them instead."""
+        raise CheckpointError(f"ClassificationTask.load_from_checkpoint cannot rebuild a dlexp "
+                              f"model; use `model = dlexp.load({str(checkpoint_path)!r})` "
+                              "(model.task, model.net, model.predict_images/predict_texts)")
