@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,3 +243,61 @@ def real_imdb_dir() -> Path:
         pytest.skip("real IMDB not found: set DLEXP_DATA_DIR to a folder holding "
                     "aclImdb_v1.tar.gz or aclImdb/")
     return Path(root)
+
+
+# ---------------------------------------------------------------- checkpoints without training
+def untrained_checkpoint(path: Path, data_root: Path, overrides: list[str]) -> str:
+    """A dlexp checkpoint as train.py writes it (its ``dlexp`` section from the same
+    ``checkpoint.extras``, the task's ``state_dict``) of an untrained network, in a second: for
+    tests of the input pipeline, where the weights do not matter."""
+    import torch
+    from hydra.utils import instantiate
+
+    from dlexp import checkpoint
+    from dlexp.builders import build_net
+    from dlexp.task import ClassificationTask
+
+    cfg = compose_train(overrides, path.parent, data_root)
+    info = instantiate(cfg.data).describe()
+    torch.manual_seed(0)
+    task = ClassificationTask(build_net(cfg.model, info), torch.optim.SGD, info["num_classes"])
+    torch.save({"state_dict": task.state_dict(), "dlexp": checkpoint.extras(cfg, info)}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def untrained_image_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> str:
+    """An MNIST MLP checkpoint (untrained)."""
+    path = tmp_path_factory.mktemp("image_ckpt") / "mlp.ckpt"
+    return untrained_checkpoint(path, tiny_mnist, ["model=mlp", "model.hidden=[16]",
+                                                   "data.val_size=100"])
+
+
+@pytest.fixture(scope="session")
+def untrained_text_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path) -> str:
+    """An IMDB LSTM checkpoint (untrained), keeping 12 tokens per review: the first 3 and
+    the last 9 (``truncate=head_tail``)."""
+    path = tmp_path_factory.mktemp("text_ckpt") / "lstm.ckpt"
+    return untrained_checkpoint(path, tiny_imdb, [
+        "data=imdb", "model=lstm", "model.embedding_dim=8", "model.hidden_size=8",
+        "data.val_size=40", "data.tokenizer.vocab_size=100", "data.max_len=12",
+        "data.truncate=head_tail"])
+
+
+# ---------------------------------------------------------------- image files
+def paper_digit() -> np.ndarray:
+    """A dark, anti-aliased stroke on light paper: the values between 0 and 255 matter."""
+    paper = np.full((40, 30), 230, np.uint8)
+    paper[8:32, 12:18] = 20
+    paper[8:32, 11] = paper[8:32, 18] = 120  # grey edges
+    return paper
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size but holds almost no data: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dlexp.data.mnist import MNISTDataModule
+from dlexp.errors import CheckpointError
 from dlexp.losses import SoftmaxMSE
 from dlexp.models.mlp import MLP
 from dlexp.regularization import WeightPenalty
@@ -187,3 +188,13 @@ def test_forward_net_unpacks_token_batches() -> None:
     net = nn.Identity()
     x = torch.randn(2, 3)
     assert forward_net(net, x) is x
+
+
+def test_load_from_checkpoint_points_to_dlexp_load(untrained_image_ckpt: str) -> None:
+    """Lightning's loader would fail with a TypeError about ``net``, ``optimizer`` and
+    ``num_classes``: it says what works instead, in one line."""
+    with pytest.raises(CheckpointError) as info:
+        ClassificationTask.load_from_checkpoint(untrained_image_ckpt)
+    message = str(info.value)
+    assert f"use `model = dlexp.load({untrained_image_ckpt!r})`" in message
+    assert "\n" not in message

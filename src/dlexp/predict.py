@@ -1,6 +1,8 @@
 """``dlexp-predict CKPT INPUT [INPUT ...]``: class and probability per image (image models) or
 per review (text models, also ``--file``), from the checkpoint alone: its ``dlexp`` section
-rebuilds the network and the input pipeline (normalisation, or the tokenizer)."""
+rebuilds the network and the input pipeline (normalisation, or the tokenizer). Each good input
+gets its line even when others are bad: those get an ``error: INPUT: ...`` line on stderr, and
+the exit status is 1."""
 
 from __future__ import annotations
 
@@ -8,118 +10,41 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from dlexp.errors import user_message
+from dlexp.inference import Predictor, load
+from dlexp.inputs import load_image
 
-from dlexp import checkpoint
-from dlexp.data.tokenizer import encode_texts
-from dlexp.errors import CheckpointError, user_message
+__all__ = ["load_image", "main", "predict_images", "predict_texts"]
 
-DIGIT_BOX, CANVAS = 20, 28  # MNIST digits fit a 20x20 box centred on a 28x28 canvas
-BLANK_CONTRAST = 8  # grey levels: less between darkest and lightest pixel is no ink (JPEG noise)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+SHOWN_CHARS = 60  # a review is shown by its start
 
 
-def load_image(path: str | Path) -> torch.Tensor:
-    """Any PNG/JPG as MNIST sees digits: transparency flattened, grayscale, light ink on a dark
-    background (inverted when the border is light), cropped to the ink, scaled into 20x20 and
-    placed on 28x28 with its centre of mass in the middle.
-    Returns uint8 of shape (1, 28, 28); ValueError for an unreadable or blank image."""
-    try:
-        with Image.open(path) as im:
-            gray = _opaque(ImageOps.exif_transpose(im)).convert("L")
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
-    if _blank(gray):
-        raise ValueError(f"no digit found in {path}: the image is blank")
-    pixels = np.asarray(gray)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if border.mean() > 127:  # dark digit on light paper: flip to MNIST's light-on-dark
-        gray = ImageOps.invert(gray)
-    box = gray.point(lambda p: 255 if p > 50 else 0).getbbox()
-    digit = gray.crop(box) if box else gray
-    scale = DIGIT_BOX / max(digit.size)
-    size = (max(1, round(digit.width * scale)), max(1, round(digit.height * scale)))
-    digit = digit.resize(size, Image.Resampling.LANCZOS)
-    canvas = Image.new("L", (CANVAS, CANVAS))
-    canvas.paste(digit, _centre_of_mass_offset(np.asarray(digit, dtype=np.float64)))
-    return torch.from_numpy(np.asarray(canvas).copy()).unsqueeze(0)
+@dataclass
+class Item:
+    """One input: how it is shown and named in errors, its value, or why it cannot be read."""
 
-
-def _opaque(im: Image.Image) -> Image.Image:
-    """Transparency flattened onto white: drawing apps export dark ink on a transparent
-    background whose hidden colour is often black, so ``convert("L")`` alone would read all
-    black. Onto black instead when that leaves nothing (light ink on transparent)."""
-    if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
-        return im
-    rgba = im.convert("RGBA")
-    for colour in ((255, 255, 255, 255), (0, 0, 0, 255)):
-        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba).convert("L")
-        if not _blank(flat):
-            break
-    return flat
-
-
-def _blank(gray: Image.Image) -> bool:
-    lo, hi = gray.getextrema()
-    return hi - lo < BLANK_CONTRAST
-
-
-def _centre_of_mass_offset(ink: np.ndarray) -> tuple[int, int]:
-    """Where to paste so the ink's centre of mass lands on the canvas centre, as MNIST did."""
-    h, w = ink.shape
-    total = ink.sum()
-    if total == 0:
-        return (CANVAS - w) // 2, (CANVAS - h) // 2
-    cy = (ink.sum(1) * np.arange(h)).sum() / total
-    cx = (ink.sum(0) * np.arange(w)).sum() / total
-    x = int(np.clip(round(CANVAS / 2 - cx), 0, CANVAS - w))
-    y = int(np.clip(round(CANVAS / 2 - cy), 0, CANVAS - h))
-    return x, y
+    shown: str
+    name: str
+    value: Any = None
+    error: str | None = None
 
 
 def predict_images(ckpt_path: str, images: list[str]) -> list[list[tuple[str, float]]]:
     """Per image, (class name, probability) pairs sorted by probability."""
-    return _rank_images(checkpoint.load(ckpt_path), ckpt_path, images)
+    model = load(ckpt_path)
+    return model.rank(model.predict_images(images))
 
 
 def predict_texts(ckpt_path: str, texts: list[str]) -> list[list[tuple[str, float]]]:
     """Per text, (class name, probability) pairs sorted by probability. The tokenizer comes
     from the checkpoint, so the text is encoded exactly as in training."""
-    return _rank_texts(checkpoint.load(ckpt_path), ckpt_path, texts)
-
-
-def _rank_images(ckpt: dict, path: str, images: list[str]) -> list[list[tuple[str, float]]]:
-    info = _expect(ckpt, path, "image")
-    batch = torch.stack([load_image(p) for p in images]).float()
-    return _ranked(ckpt, path, (batch / 255 - info["mean"]) / info["std"])
-
-
-def _rank_texts(ckpt: dict, path: str, texts: list[str]) -> list[list[tuple[str, float]]]:
-    ids, lengths = encode_texts(_expect(ckpt, path, "text"), texts)
-    return _ranked(ckpt, path, (ids, lengths))
-
-
-def _expect(ckpt: dict, path: str, modality: str) -> dict:
-    """The checkpoint's data description, if its model takes ``modality`` input."""
-    info = ckpt["dlexp"]["data"]
-    if info["modality"] != modality:
-        wants = "image files" if info["modality"] == "image" else "text (arguments, or --file)"
-        raise CheckpointError(f"{path} is a {info['modality']} model: give it {wants}, not "
-                              f"{modality}")
-    return info
-
-
-def _ranked(ckpt: dict, path: str, inputs: torch.Tensor | tuple) -> list[list[tuple[str, float]]]:
-    task = checkpoint.rebuild_task(ckpt, path)
-    with torch.inference_mode():
-        probs = task(inputs).float().softmax(-1)
-    names = ckpt["dlexp"]["data"]["class_names"]
-    return [sorted(((names[i], float(p[i])) for i in range(len(names))),
-                   key=lambda t: -t[1]) for p in probs]
+    model = load(ckpt_path)
+    return model.rank(model.predict_texts(texts))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,54 +53,103 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("inputs", nargs="*",
                         help="image files (PNG/JPG of any size) for an image model; review "
                              "texts for a text model")
-    parser.add_argument("--file", help="text model: a file with one review per line "
-                                       "('-' reads standard input)")
+    parser.add_argument("--file", help="text model: a file with one review per line, blank "
+                                       "lines skipped ('-' reads standard input)")
     parser.add_argument("--top-k", type=int, default=1, help="classes shown per input")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     try:
-        key, names, ranked = _predict(args)
+        model = load(args.checkpoint)
+        items = _image_items(args) if model.modality == "image" else _text_items(args)
     except Exception as exc:
-        message = user_message(exc) or (str(exc) if isinstance(exc, ValueError | OSError)
-                                        else None)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
-    for name, top in zip(names, ranked, strict=True):
-        top = top[: max(1, args.top_k)]
-        if args.json:
-            print(json.dumps({key: name, "class": top[0][0], "probability": top[0][1],
-                              "top": [{"class": c, "probability": p} for c, p in top]}))
+        _exit_on(exc)
+    ranked = iter(_classify(model, items))
+    key = "file" if model.modality == "image" else "text"
+    for item in items:
+        if item.error is None:
+            _print_result(key, item.shown, next(ranked), args)
         else:
-            shown = "  ".join(f"{c} ({p:.3f})" for c, p in top)
-            print(f"{name}: {shown}")
+            print(f"error: {item.name}: {item.error}", file=sys.stderr, flush=True)
+    if any(item.error is not None for item in items):
+        sys.exit(1)
 
 
-def _predict(args: argparse.Namespace) -> tuple[str, list[str], list[list[tuple[str, float]]]]:
-    """(JSON key, what each input is shown as, ranked classes per input)."""
-    ckpt = checkpoint.load(args.checkpoint)  # read once: it decides the input kind too
-    if ckpt["dlexp"]["data"]["modality"] == "image":
-        if not args.inputs or args.file:
-            raise ValueError("give image files after the checkpoint (--file is for text models)")
-        return "file", args.inputs, _rank_images(ckpt, args.checkpoint, args.inputs)
+def _exit_on(exc: Exception) -> NoReturn:
+    """One ``error:`` line and exit 1 for what a user can fix; a bug keeps its traceback."""
+    message = user_message(exc) or (str(exc) if isinstance(exc, ValueError | OSError) else None)
+    if message is None:
+        raise exc
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _classify(model: Predictor, items: list[Item]) -> list[list[tuple[str, float]]]:
+    """Ranked classes for the items that can be read, in order; the others get their error."""
+    prepare = model.prepare_image if model.modality == "image" else model.prepare_text
+    ready = []
+    for item in items:
+        if item.error is None:
+            try:
+                ready.append(prepare(item.value))
+            except ValueError as e:
+                item.error = str(e)
+    probs = model.classify_images(ready) if model.modality == "image" \
+        else model.classify_texts(ready)
+    return model.rank(probs)
+
+
+def _print_result(key: str, shown: str, top: list[tuple[str, float]],
+                  args: argparse.Namespace) -> None:
+    top = top[: max(1, args.top_k)]
+    if args.json:
+        print(json.dumps({key: shown, "class": top[0][0], "probability": top[0][1],
+                          "top": [{"class": c, "probability": p} for c, p in top]}), flush=True)
+    else:
+        print(f"{shown}: " + "  ".join(f"{c} ({p:.3f})" for c, p in top), flush=True)
+
+
+def _image_items(args: argparse.Namespace) -> list[Item]:
+    if not args.inputs or args.file:
+        raise ValueError("give image files after the checkpoint (--file is for text models)")
+    return [Item(path, path, path) for path in args.inputs]
+
+
+def _text_items(args: argparse.Namespace) -> list[Item]:
     images = [t for t in args.inputs if _is_image_file(t)]
     if images:  # a file path would silently be classified as a one-word review
         raise ValueError(f"{images[0]} is an image, but {args.checkpoint} classifies text: "
                          "pass review texts, or --file with one review per line")
-    texts = list(args.inputs)
+    items = [Item(_shorten(t), _shorten(t) if t.strip() else repr(t), t) for t in args.inputs]
     if args.file:
-        try:
-            lines = (sys.stdin.read() if args.file == "-"
-                     else Path(args.file).read_text(encoding="utf-8")).splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read --file {args.file}: {getattr(e, 'strerror', e)}"
-                             ) from None
-        texts += [line for line in lines if line.strip()]
-    if not texts:
+        items += _file_items(args.file)
+    if not items:
         raise ValueError("give review texts after the checkpoint, or --file with one per line")
-    shown = [t if len(t) <= 60 else t[:57] + "..." for t in texts]
-    return "text", shown, _rank_texts(ckpt, args.checkpoint, texts)
+    return items
+
+
+def _file_items(path: str) -> list[Item]:
+    """One item per non-blank line; a line that is not UTF-8 is named, the others still run."""
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read --file {path}: {e.strerror or e}") from None
+    items = []
+    for number, raw in enumerate(data.splitlines(), 1):  # bytes: \n, \r\n or \r only
+        name = f"--file {path} line {number}"
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            items.append(Item(name, name, error="not UTF-8"))
+            continue
+        if text.strip():
+            items.append(Item(_shorten(text), name, text))
+    return items
+
+
+def _shorten(text: str) -> str:
+    """A review's start on one line: each result or error stays one line."""
+    text = " ".join(text.lstrip()[: SHOWN_CHARS * 4].split())
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def _is_image_file(text: str) -> bool:

@@ -17,7 +17,7 @@ from torchmetrics.classification import (
 )
 
 from dlexp import rng
-from dlexp.errors import Diverged
+from dlexp.errors import CheckpointError, Diverged
 from dlexp.losses import CrossEntropy
 from dlexp.regularization import WeightPenalty
 from dlexp.schedulers import Horizon
@@ -238,3 +238,11 @@ class ClassificationTask(L.LightningModule):
         if self._rng_to_restore is not None:
             rng.restore(self._rng_to_restore)
             self._rng_to_restore = None
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's loader cannot rebuild this task: its network and optimizer are objects,
+        not saved hyperparameters. The checkpoint's ``dlexp`` section rebuilds them instead."""
+        raise CheckpointError(f"ClassificationTask.load_from_checkpoint cannot rebuild a dlexp "
+                              f"model; use `model = dlexp.load({str(checkpoint_path)!r})` "
+                              "(model.task, model.net, model.predict_images/predict_texts)")

@@ -8,9 +8,19 @@ import sys
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dlexp.data import tokenizer as text
-from dlexp.data.tokenizer import PAD_ID, UNK_ID, encode, encode_texts, from_json, to_json
+from dlexp.data.tokenizer import (
+    PAD_ID,
+    UNK_ID,
+    encode,
+    encode_texts,
+    encode_truncated,
+    from_json,
+    to_json,
+)
 
 CORPUS = [
     "A great movie!! I loved it.<br /><br />The cast was great, the music wonderful.",
@@ -103,3 +113,38 @@ def test_encode_texts_from_a_description() -> None:
     want = tok.encode("the plot was great but the ending was awful").ids
     assert ids[1].tolist() == want[:1] + want[-3:]  # head 4 // 4 = 1, tail 3
     assert ids[2].tolist() == [UNK_ID, 0, 0, 0]
+
+
+# pieces that meet at a cut: "<br />" split across it, whitespace the tokenizer does not count
+# as such (\x1c), long chunks, punctuation runs, characters whose lowercase is longer
+PIECES = ["the", "great", "awful", "!!", "...", "<br />", "<BR/>", "<br", "/>", ">", "<", "br",
+          " ", "  ", "\n", "\t", "\x1c", "\u3000", "\u2028", "İ", "ǅ", "x" * 40, "!<br", "/>!"]
+TOKENIZERS = {model: from_json(to_json(_train(model, vocab_size=80))) for model in ("word", "bpe")}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.lists(st.sampled_from(PIECES), max_size=150).map("".join) | st.text(max_size=400),
+       max_len=st.integers(1, 12), mode=st.sampled_from(["head", "head_tail"]),
+       model=st.sampled_from(["word", "bpe"]))
+def test_encoding_only_the_kept_ends_gives_the_ids_of_the_whole_text(
+        text: str, max_len: int, mode: str, model: str) -> None:
+    """A long text is tokenized from its start and end only; the ids must be those of the whole
+    text truncated as training truncates, wherever the cuts fall."""
+    tok = TOKENIZERS[model]
+    whole = encode(tok, [text]).truncate(max_len, mode).flat.tolist()
+    empty = not tok.encode(text, add_special_tokens=False).ids  # encode() gives [UNK] for it
+    assert encode_truncated(tok, text, max_len, mode) == ([] if empty else whole)
+
+
+def test_encode_truncated_tokenizes_a_bounded_part_of_a_long_text() -> None:
+    tok, seen = _train(), []
+
+    class Spy:
+        def encode(self, s: str, **kwargs: object) -> object:
+            seen.append(len(s))
+            return tok.encode(s, **kwargs)
+
+    review = "the plot was great but the ending was awful. " * 20_000
+    ids = encode_truncated(Spy(), review, 100, "head")
+    assert max(seen) <= 100 * text.CHARS_PER_TOKEN and len(ids) == 100
+    assert ids == tok.encode(review[:2000]).ids[:100]

@@ -1,0 +1,117 @@
+"""dlexp-demo in a real browser (headless Chromium from the distribution's packages, driven by
+Playwright): a "1" drawn with the mouse, and a typed review, show the class and probabilities
+dlexp-predict gives for the same canvas image and the same text."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FAST, POSITIVE, TINY_DATA, compose_train
+from test_demo import running
+
+from dlexp.predict import main as predict_main
+from dlexp.train import train
+
+pytestmark = pytest.mark.integration
+CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser"])), None)
+# Playwright's own browser download cannot work offline: drive the system's chromium
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium found: apt-get install chromium")
+    from playwright.sync_api import sync_playwright  # the dev extra: a missing one is an error
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def image_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_mnist: Path) -> str:
+    out = tmp_path_factory.mktemp("image_run")
+    metrics = train(compose_train([*FAST, *TINY_DATA, "model=mlp", "model.hidden=[32]",
+                                   "trainer.max_epochs=2", "test=false", "logger=none"],
+                                  out, tiny_mnist))
+    assert metrics["status"] == "ok", metrics.get("error")
+    return metrics["best_ckpt"]
+
+
+@pytest.fixture(scope="module")
+def text_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path) -> str:
+    out = tmp_path_factory.mktemp("text_run")
+    metrics = train(compose_train([
+        *FAST, "data=imdb", "model=lstm", "model.embedding_dim=16", "model.hidden_size=16",
+        "model.dropout=0.0", "model.embedding_dropout=0.0", "optimizer.lr=0.01",
+        "data.val_size=40", "data.batch_size=16", "data.tokenizer.vocab_size=200",
+        "data.tokenizer.min_frequency=1", "trainer.max_epochs=4", "test=false",
+        "logger=none"], out, tiny_imdb))
+    assert metrics["status"] == "ok", metrics.get("error")
+    return metrics["best_ckpt"]
+
+
+def _shown(page: object) -> tuple[str, dict[str, float]]:
+    """The big label, and each bar's class and probability."""
+    bars = page.locator(".bar")
+    probs = {bars.nth(i).get_attribute("data-class"): float(bars.nth(i).get_attribute("data-p"))
+             for i in range(bars.count())}
+    return page.inner_text("#label"), probs
+
+
+def _predicted(args: list[str], capsys: pytest.CaptureFixture) -> tuple[str, dict[str, float]]:
+    """dlexp-predict's class and every class probability for one input."""
+    predict_main(["--json", "--top-k", "1000", *args])
+    line = json.loads(capsys.readouterr().out)
+    return line["class"], {t["class"]: t["probability"] for t in line["top"]}
+
+
+def test_a_drawn_one_shows_what_predict_says_for_the_canvas(
+        browser: object, image_ckpt: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    page = browser.new_page()
+    with running(image_ckpt) as server:
+        page.goto(server.url)
+        box = page.locator("#canvas").bounding_box()
+        x, y = box["x"], box["y"]
+        page.mouse.move(x + 110, y + 80)  # a "1": a short upstroke, then straight down
+        page.mouse.down()
+        page.mouse.move(x + 145, y + 45, steps=6)
+        page.mouse.move(x + 145, y + 240, steps=20)
+        page.mouse.up()
+        page.wait_for_function("document.getElementById('label').dataset.input === 'canvas'")
+        label, probs = _shown(page)
+        png = page.evaluate("document.getElementById('canvas').toDataURL('image/png')")
+        page.click("#clear")
+        page.wait_for_function("document.getElementById('label').dataset.input === ''")
+        cleared = _shown(page)
+    canvas = tmp_path / "canvas.png"
+    canvas.write_bytes(base64.b64decode(png.split(",", 1)[1]))
+    want_label, want = _predicted([image_ckpt, str(canvas)], capsys)
+    assert list(probs) == [str(d) for d in range(10)]  # a bar for every class
+    assert sum(probs.values()) == pytest.approx(1, abs=1e-4)
+    assert label == want_label and probs == pytest.approx(want, abs=1e-6)
+    assert cleared[0].strip() == "" and set(cleared[1].values()) == {0.0}
+
+
+def test_a_typed_review_shows_what_predict_says(browser: object, text_ckpt: str,
+                                                capsys: pytest.CaptureFixture) -> None:
+    review = f"What a {POSITIVE[0]} movie, {POSITIVE[2]} every minute"
+    page = browser.new_page()
+    with running(text_ckpt) as server:
+        page.goto(server.url)
+        page.locator("#review").press_sequentially(review, delay=15)
+        page.wait_for_function("t => document.getElementById('label').dataset.input === t",
+                               arg=review)
+        label, probs = _shown(page)
+    want_label, want = _predicted([text_ckpt, "--", review], capsys)
+    assert set(probs) == {"negative", "positive"}
+    assert label == want_label == "positive" and probs == pytest.approx(want, abs=1e-6)
