@@ -95,3 +95,20 @@ def _wait_for_first_epoch(log_dir: Path, timeout: float = 180) -> tuple[Path, st
             return ckpts[0].parents[1], ids[0]
         time.sleep(0.2)
     raise AssertionError(f"the job wrote no checkpoint within {timeout}s")
+
+
+def test_a_request_the_cluster_can_never_satisfy_ends_in_one_line(slurm: None, tmp_path: Path,
+                                                                  tiny_mnist: Path) -> None:
+    """The preset's defaults (4 CPUs, 16 GB) on the 2-CPU local node: the array would pend
+    forever with reason PartitionConfig; the sweep ends instead, naming what to lower."""
+    start = time.monotonic()
+    result, sweep = multirun(tmp_path, tiny_mnist, "hydra/launcher=slurm", *MLP, "debug=fdr",
+                             "optimizer=sgd,adam", ok=False, timeout=180)
+    assert time.monotonic() - start < 120
+    assert "Slurm can never start these jobs (PartitionConfig" in result.stderr
+    assert "lower hydra.launcher.cpus_per_task and hydra.launcher.mem_gb" in result.stderr
+    assert "Traceback" not in result.stderr
+    ids = [d.name.split("_")[0] for d in (sweep / ".submitit").iterdir() if d.is_dir()]
+    queued = subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True,
+                            text=True, timeout=30)
+    assert queued.stdout.strip() == ""  # cancelled, not left pending

@@ -10,6 +10,7 @@ predict, export and transfer, with no run directory.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from dlexp.builders import build_loss, build_net
 from dlexp.errors import CheckpointError
 from dlexp.task import ClassificationTask
 
+log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the dlexp section changes in a way older readers cannot follow
 SAVED_GROUPS = ("model", "data", "loss", "task_name", "seed")
 
@@ -105,6 +107,8 @@ def for_resume(cfg: DictConfig, requeued: str | None = None) -> Resume | None:
     path = requeued or str(Path(cfg.ckpt_path).expanduser().resolve())
     ckpt = load(path)
     check_same_model(ckpt, cfg.model._target_, path)
+    log.info("resuming from %s (epoch %s, step %s)", path, ckpt.get("epoch"),
+             ckpt.get("global_step"))
     return Resume(path, shapes(ckpt))
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,10 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     trainer = build_trainer(cfg.trainer, callbacks + fit_callbacks, loggers, validate=validate)
     save_tokenizer(data_info, out_dir)
 
+    started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume and resume.path)
-    results = test_kept_checkpoint(trainer, task, datamodule, cfg)
+    fit_s = round(time.perf_counter() - started, 2)
+    results = {"fit_s": fit_s, **test_kept_checkpoint(trainer, task, datamodule, cfg)}
     log_hparams(trainer, flat_hparams(cfg, cluster.choices()), results)
     return results
 
