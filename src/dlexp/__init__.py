@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+try:
+    __version__ = version("dlexp")
+except PackageNotFoundError:  # running from a checkout without an install
+    __version__ = "unknown"
 
 if TYPE_CHECKING:
     from dlexp.inference import Predictor

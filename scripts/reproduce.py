@@ -1,0 +1,372 @@
+"""Results as records: each number in README.md and docs/ comes from a file in results/ that one
+command reproduces. A result is a preset plus overrides, run as a user runs it (a whole
+``python train.py ...`` process, or a benchmark script), once per seed.
+
+    python scripts/reproduce.py quick              # the headline results (<= 15 min, 2 cores)
+    python scripts/reproduce.py full               # every result in README.md and docs/
+    python scripts/reproduce.py mnist_cnn          # named results or sets, in order
+    python scripts/reproduce.py --check quick      # run again and compare with the records
+    python scripts/reproduce.py --table            # the tables README.md and docs/ show
+    python scripts/reproduce.py --write            # write them into README.md and docs/
+    python scripts/reproduce.py --list             # results and sets
+
+Each record (``results/<name>.json``) holds the command, the git commit (and whether the tree
+was dirty), the date, the machine (CPU, cores, threads, load average before and after), the
+versions, and per run: whole-process wall time, training time, steps, epochs, the validation
+and test metrics and the training curves. A record taken while the load average exceeded the
+cores is marked ``loaded`` and kept out of the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+TOLERANCE = 0.002  # test accuracy a re-run may differ by (thread scheduling changes float sums)
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str                      # the row's name in its table
+    overrides: tuple[str, ...]      # after `python train.py`
+    seeds: tuple[int, ...] = ()     # one run per seed (labeled subsets, say); () = as configured
+    bench: tuple[str, ...] = ()     # a scripts/benchmark.py run instead of a training run
+    tolerance: float = TOLERANCE
+
+
+RESULTS_DEFS: dict[str, Result] = {
+    "mnist_cnn": Result("tuned CNN (`experiment=mnist_cnn`)", ("experiment=mnist_cnn",)),
+    "mnist_cnn_best": Result("best CNN (`experiment=mnist_cnn_best`)",
+                             ("experiment=mnist_cnn_best",)),
+    "mnist_mlp_course": Result("course MLP, as the course runs it", ("experiment=mnist_mlp_course",)),
+    "mnist_cnn_course": Result("course CNN, as the course runs it", ("experiment=mnist_cnn_course",)),
+    "imdb_lstm": Result("BiLSTM (`experiment=imdb_lstm`)", ("experiment=imdb_lstm",),
+                        tolerance=0.004),
+    "mnist_supervised_100": Result("supervised, 100 labels", ("experiment=mnist_supervised_100",),
+                                   seeds=(1, 2, 3), tolerance=0.005),
+    "mnist_pseudo_label": Result("pseudo-label (the course's), 100 labels",
+                                 ("experiment=mnist_pseudo_label",), seeds=(1, 2, 3),
+                                 tolerance=0.005),
+    "mnist_fixmatch": Result("FixMatch, 100 labels", ("experiment=mnist_fixmatch",),
+                             seeds=(1, 2, 3), tolerance=0.005),
+    "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
+                          bench=("--bench", "mnist", "--steps", "300", "--repeats", "3")),
+}
+SETS: dict[str, list[str]] = {
+    "quick": ["mnist_cnn", "imdb_lstm"],
+    "full": list(RESULTS_DEFS),
+}
+
+
+@dataclass
+class Table:
+    doc: str                        # the file it appears in, relative to the repository
+    rows: list[str]                 # result names
+    columns: list[str] = field(default_factory=lambda: ["test/acc", "val/acc", "wall_s"])
+
+
+TABLES: dict[str, Table] = {
+    "headline": Table("README.md", ["mnist_cnn", "mnist_cnn_best", "imdb_lstm", "mnist_fixmatch",
+                                    "mnist_mlp_course", "mnist_cnn_course"]),
+    "semi_supervised": Table("docs/semi_supervised_and_transfer.md",
+                             ["mnist_supervised_100", "mnist_pseudo_label", "mnist_fixmatch"]),
+    "benchmarks": Table("docs/benchmarks.md", ["bench_mnist"], ["ratio"]),
+}
+HEADERS = {"test/acc": "test acc", "val/acc": "val acc", "wall_s": "whole process",
+           "fit_s": "training", "ratio": "framework / plain"}
+
+
+# ----------------------------------------------------------------------------- machine
+def machine(threads: int) -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads}
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def wait_for_quiet(cores: int, patience_s: float) -> list[float]:
+    """The load average, once the 1-minute figure is at most the cores (or patience ran out)."""
+    deadline = time.monotonic() + patience_s
+    while load()[0] > cores and time.monotonic() < deadline:
+        print(f"  load {load()[0]} > {cores} cores: waiting for a quiet machine ...",
+              file=sys.stderr, flush=True)
+        time.sleep(30)
+    return load()
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    changed = [line for line in git("status", "--porcelain").splitlines()
+               if not line[3:].startswith("results/")]
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed)}
+
+
+def versions() -> dict[str, str]:
+    out = subprocess.run([sys.executable, "-c", "import sys, torch, lightning, dlexp; print("
+                          "sys.version.split()[0], torch.__version__, lightning.__version__, "
+                          "dlexp.__version__)"], capture_output=True, text=True)
+    names = ("python", "torch", "lightning", "dlexp")
+    return dict(zip(names, out.stdout.split(), strict=False))
+
+
+# ----------------------------------------------------------------------------- runs
+def train_run(result: Result, seed: int | None, threads: int, work: Path) -> dict[str, Any]:
+    """One ``python train.py`` process; its metrics.json, curves and whole-process time."""
+    run_dir = work / (f"seed{seed}" if seed is not None else "run")
+    overrides = [*result.overrides, *([f"seed={seed}"] if seed is not None else []),
+                 f"threads={threads}", f"hydra.run.dir={run_dir}"]
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), *overrides], cwd=REPO,
+                          capture_output=True, text=True)
+    wall = round(time.perf_counter() - start, 2)
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (
+        run_dir / "metrics.json").is_file() else {}
+    if done.returncode != 0 or metrics.get("status") != "ok":
+        raise SystemExit(f"error: {' '.join(overrides[:-1])} failed: "
+                         f"{metrics.get('error') or done.stderr.strip()[-300:]}")
+    keep = ("test/acc", "test/loss", "test/f1", "val/acc", "val/loss", "epoch", "global_step",
+            "fit_s", "train/samples_per_s")
+    return {"seed": seed, "wall_s": wall, **{k: metrics.get(k) for k in keep},
+            "curves": _curves(run_dir / "figures" / "curves.csv")}
+
+
+def _curves(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def bench_run(result: Result, threads: int, work: Path) -> dict[str, Any]:
+    out = work / "bench.json"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"),
+                           *result.bench, "--threads", str(threads), "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: benchmark {' '.join(result.bench)} failed: "
+                         f"{done.stderr.strip()[-300:]}")
+    return {"wall_s": round(time.perf_counter() - start, 2),
+            "bench": json.loads(out.read_text())}
+
+
+def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
+    """Run ``name`` and return its record (not yet written)."""
+    result = RESULTS_DEFS[name]
+    info = machine(threads)
+    before = wait_for_quiet(info["cores"], patience_s)
+    with tempfile.TemporaryDirectory(prefix=f"reproduce-{name}-") as tmp:
+        if result.bench:
+            runs = [bench_run(result, threads, Path(tmp))]
+        else:
+            runs = [train_run(result, seed, threads, Path(tmp))
+                    for seed in (result.seeds or (None,))]
+    after = load()
+    loaded = max(before[0], after[0]) > info["cores"]
+    command = ("python scripts/benchmark.py " + " ".join(result.bench) if result.bench else
+               "python train.py " + " ".join(result.overrides))
+    return {"name": name, "command": command, "overrides": list(result.overrides),
+            "seeds": list(result.seeds), "git": git_state(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": {**info, "load_before": before, "load_after": after, "loaded": loaded},
+            "versions": versions(), "runs": runs, "summary": summarize(runs)}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over the runs (seeds), and the standard deviation of test accuracy."""
+    if "bench" in runs[0]:
+        return {f"ratio/{r['case']}": r["ratio"]["median"] for r in runs[0]["bench"]["results"]}
+    keys = ("test/acc", "val/acc", "wall_s", "fit_s", "global_step", "epoch")
+    out = {k: statistics.fmean(r[k] for r in runs) for k in keys
+           if all(isinstance(r.get(k), int | float) for r in runs)}
+    if len(runs) > 1:
+        out["test/acc_std"] = statistics.stdev(r["test/acc"] for r in runs)
+    return out
+
+
+def write(rec: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{rec['name']}.json"
+    path.write_text(json.dumps(rec, indent=1) + "\n")
+    return path
+
+
+def read(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"error: no record {path.relative_to(REPO)}: run "
+                         f"`python scripts/reproduce.py {name}`")
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------- check
+def check(name: str, threads: int, patience_s: float) -> bool:
+    """Run again, compare the test accuracy with the record; wall time only as a ratio."""
+    old = read(name)
+    new = record(name, threads, patience_s)
+    if "bench" in old["runs"][0]:
+        ratios = ", ".join(f"{k.split('/', 1)[1]} {v:.3f} (record {old['summary'].get(k, 0):.3f})"
+                           for k, v in new["summary"].items())
+        print(f"{name}: {ratios}; compared by eye, benchmarks vary with the machine")
+        return True
+    a, b = old["summary"]["test/acc"], new["summary"]["test/acc"]
+    same = abs(a - b) <= RESULTS_DEFS[name].tolerance
+    loaded = " (machine loaded)" if new["machine"]["loaded"] else ""
+    print(f"{name}: test/acc {b:.4f} vs record {a:.4f} (tolerance "
+          f"{RESULTS_DEFS[name].tolerance}): {'ok' if same else 'DIFFERS'}; wall "
+          f"{new['summary']['wall_s']:.1f} s = {new['summary']['wall_s'] / old['summary']['wall_s']:.2f}x "
+          f"the record{loaded}")
+    return same
+
+
+# ----------------------------------------------------------------------------- tables
+def table(name: str) -> str:
+    """The Markdown table ``name``, from the records; refuses a loaded record."""
+    spec = TABLES[name]
+    link = "results/" if "/" not in spec.doc else "../results/"
+    if spec.columns == ["ratio"]:
+        return _bench_table(spec, link)
+    lines = ["| result | command | " + " | ".join(HEADERS[c] for c in spec.columns) + " | record |",
+             "| --- | --- | " + " | ".join("---" for _ in spec.columns) + " | --- |"]
+    for row in spec.rows:
+        rec = _quiet(read(row))
+        cells = [_cell(rec, c) for c in spec.columns]
+        seeds = f" (seeds {', '.join(map(str, rec['seeds']))})" if rec["seeds"] else ""
+        lines.append(f"| {RESULTS_DEFS[row].label}{seeds} | `{rec['command']}` | "
+                     + " | ".join(cells) + f" | [{row}.json]({link}{row}.json) |")
+    return "\n".join(lines)
+
+
+def _quiet(rec: dict[str, Any]) -> dict[str, Any]:
+    if rec["machine"]["loaded"]:
+        raise SystemExit(f"error: results/{rec['name']}.json was taken on a loaded machine "
+                         f"(load {rec['machine']['load_before']}); take it again when idle")
+    return rec
+
+
+def _cell(rec: dict[str, Any], column: str) -> str:
+    s = rec["summary"]
+    if column in ("test/acc", "val/acc"):
+        value = f"{100 * s[column]:.2f}%"
+        std = s.get(f"{column}_std")
+        return f"{value} ± {100 * std:.2f}" if std is not None else value
+    seconds = s[column]
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min"
+
+
+def _bench_table(spec: Table, link: str) -> str:
+    lines = ["| case | framework (samples/s) | plain PyTorch (samples/s) | framework / plain | "
+             "record |", "| --- | --- | --- | --- | --- |"]
+    for row in spec.rows:
+        rec = _quiet(read(row))
+        for r in rec["runs"][0]["bench"]["results"]:
+            lines.append(f"| {r['bench']}/{r['case']} | {r['median']['framework']:.0f} | "
+                         f"{r['median']['plain']:.0f} | {r['ratio']['median']:.3f} | "
+                         f"[{row}.json]({link}{row}.json) |")
+    return "\n".join(lines)
+
+
+def marked(name: str) -> re.Pattern[str]:
+    """The block a document keeps a table in, between two HTML comments."""
+    return re.compile(rf"(<!-- results:{name} -->\n)(.*?)(\n<!-- /results:{name} -->)", re.S)
+
+
+def write_tables() -> list[str]:
+    """Every table into its document; returns the documents changed."""
+    changed = []
+    for name, spec in TABLES.items():
+        doc = REPO / spec.doc
+        text = doc.read_text()
+        if not marked(name).search(text):
+            raise SystemExit(f"error: {spec.doc} has no <!-- results:{name} --> block")
+        m = marked(name).search(text)
+        new = text[:m.start(2)] + table(name) + text[m.end(2):]
+        if new != text:
+            doc.write_text(new)
+            changed.append(spec.doc)
+    return changed
+
+
+# ----------------------------------------------------------------------------- CLI
+def names(given: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in given:
+        if name in SETS:
+            out += SETS[name]
+        elif name in RESULTS_DEFS:
+            out.append(name)
+        else:
+            raise SystemExit(f"error: {name!r} is neither a result nor a set; see --list")
+    return list(dict.fromkeys(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("names", nargs="*", help="results or sets (quick, full)")
+    p.add_argument("--check", action="store_true", help="run again and compare with the records")
+    p.add_argument("--table", action="store_true", help="print the tables from the records")
+    p.add_argument("--write", action="store_true", help="write the tables into their documents")
+    p.add_argument("--list", action="store_true", help="list results and sets")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per run")
+    p.add_argument("--patience", type=float, default=600,
+                   help="seconds to wait for the load to drop before a run")
+    args = p.parse_args(argv)
+    if args.list:
+        for name, result in RESULTS_DEFS.items():
+            print(f"{name:24s} {result.label}")
+        for name, members in SETS.items():
+            print(f"set {name}: {' '.join(members)}")
+        return 0
+    if args.table or args.write:
+        if args.write:
+            print("\n".join(write_tables()) or "tables already up to date")
+        else:
+            for name in TABLES:
+                print(f"## {name} ({TABLES[name].doc})\n{table(name)}\n")
+        return 0
+    if not args.names:
+        p.error("name results or sets (quick, full), or use --table / --list")
+    ok = True
+    for name in names(args.names):
+        print(f"{name}: running ...", file=sys.stderr, flush=True)
+        if args.check:
+            ok &= check(name, args.threads, args.patience)
+        else:
+            rec = record(name, args.threads, args.patience)
+            path = write(rec)
+            mark = " (LOADED machine: kept out of the tables)" if rec["machine"]["loaded"] else ""
+            shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+            print(f"{name}: {json.dumps(rec['summary'])} -> {shown}{mark}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

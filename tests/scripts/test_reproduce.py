@@ -1,0 +1,92 @@
+"""scripts/reproduce.py: records of whole runs, their check, and the tables in README.md and
+docs/ that must equal the records."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY_DATA
+
+spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(spec)
+sys.modules["reproduce"] = reproduce  # its dataclasses look their module up
+spec.loader.exec_module(reproduce)
+
+
+def test_every_table_in_the_docs_equals_its_records() -> None:
+    """The numbers in README.md and docs/ are the records' (`reproduce.py --write`)."""
+    for name, table in reproduce.TABLES.items():
+        text = (REPO / table.doc).read_text()
+        block = reproduce.marked(name).search(text)
+        assert block, f"{table.doc} has no <!-- results:{name} --> block"
+        assert block.group(2) == reproduce.table(name), f"{table.doc}: run reproduce.py --write"
+
+
+def test_every_result_is_in_a_set_and_every_table_row_is_a_result() -> None:
+    assert set(reproduce.SETS["full"]) == set(reproduce.RESULTS_DEFS)
+    for table in reproduce.TABLES.values():
+        assert set(table.rows) <= set(reproduce.RESULTS_DEFS)
+
+
+@pytest.fixture
+def tiny_result(tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A two-seed result on the generated digits, its records in a folder of its own."""
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
+    overrides = ("model=mlp", "model.hidden=[16]", "trainer.max_epochs=2", "logger=csv",
+                 f"paths.data_dir={tiny_mnist}", *TINY_DATA, "callbacks=no_early_stopping")
+    monkeypatch.setitem(reproduce.RESULTS_DEFS, "tiny", reproduce.Result(
+        "tiny MLP", overrides, seeds=(1, 2)))
+    monkeypatch.setitem(reproduce.TABLES, "tiny", reproduce.Table("README.md", ["tiny"]))
+    return "tiny"
+
+
+@pytest.mark.integration
+def test_a_record_holds_the_run_and_where_it_ran(tiny_result: str, capsys) -> None:
+    assert reproduce.main([tiny_result, "--threads", "1", "--patience", "0"]) == 0
+    rec = json.loads((reproduce.RESULTS / "tiny.json").read_text())
+    assert rec["command"].startswith("python train.py model=mlp") and rec["seeds"] == [1, 2]
+    assert len(rec["git"]["commit"]) == 40 and isinstance(rec["git"]["dirty"], bool)
+    assert rec["machine"]["cores"] >= 1 and rec["machine"]["threads"] == 1
+    assert len(rec["machine"]["load_before"]) == 3 and "loaded" in rec["machine"]
+    assert set(rec["versions"]) == {"python", "torch", "lightning", "dlexp"}
+    for run in rec["runs"]:
+        assert run["wall_s"] > run["fit_s"] > 0 and run["epoch"] == 2
+        assert run["test/acc"] > 0.5 and [c["epoch"] for c in run["curves"]] == [1.0, 2.0]
+    accs = [r["test/acc"] for r in rec["runs"]]
+    assert rec["summary"]["test/acc"] == pytest.approx(sum(accs) / 2)
+    assert "test/acc_std" in rec["summary"]
+    if not rec["machine"]["loaded"]:
+        row = reproduce.table("tiny").splitlines()[2]
+        assert row.startswith("| tiny MLP (seeds 1, 2) | `python train.py model=mlp")
+        assert row.endswith("| [tiny.json](results/tiny.json) |")
+    # the same seeds give the same accuracy: the check passes and says so
+    assert reproduce.main(["--check", tiny_result, "--threads", "1", "--patience", "0"]) == 0
+    assert "tiny: test/acc" in capsys.readouterr().out
+
+
+def test_a_loaded_record_stays_out_of_the_tables(tiny_result: str) -> None:
+    reproduce.RESULTS.mkdir(parents=True)
+    rec = {"name": "tiny", "command": "python train.py", "seeds": [], "summary": {},
+           "machine": {"loaded": True, "load_before": [5.0, 4.0, 3.0]}}
+    (reproduce.RESULTS / "tiny.json").write_text(json.dumps(rec))
+    with pytest.raises(SystemExit, match="taken on a loaded machine"):
+        reproduce.table("tiny")
+
+
+def test_a_check_that_differs_fails(tiny_result: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = {"name": "tiny", "runs": [{}], "summary": {"test/acc": 0.9, "wall_s": 10.0}}
+    new = {"summary": {"test/acc": 0.8, "wall_s": 12.0}, "machine": {"loaded": False}}
+    monkeypatch.setattr(reproduce, "read", lambda name: old)
+    monkeypatch.setattr(reproduce, "record", lambda *a: new)
+    assert reproduce.check("tiny", 1, 0) is False
+    new["summary"]["test/acc"] = 0.9 + reproduce.TOLERANCE / 2
+    assert reproduce.check("tiny", 1, 0) is True
+
+
+def test_unknown_names_are_one_line() -> None:
+    with pytest.raises(SystemExit, match="'nope' is neither a result nor a set"):
+        reproduce.main(["nope"])
