@@ -42,28 +42,40 @@ TOLERANCE = 0.002  # test accuracy a re-run may differ by (thread scheduling cha
 
 @dataclass(frozen=True)
 class Result:
-    label: str                      # the row's name in its table
-    overrides: tuple[str, ...]      # after `python train.py`
+    """A result: ``python train.py OVERRIDES`` (once per seed), or several variants of it that
+    share a preparation (a pretrained source, word vectors), or a benchmark script."""
+
+    label: str                      # its row in a table (variants: the table's first column)
+    overrides: tuple[str, ...]      # after `python train.py`; "{work}" is the result's folder
     seeds: tuple[int, ...] = ()     # one run per seed (labeled subsets, say); () = as configured
-    bench: tuple[str, ...] = ()     # a scripts/benchmark.py run instead of a training run
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (row label, extra overrides)
+    prepare: tuple[str, ...] = ()   # a command run first (a script under REPO), "{work}" as above
+    bench: tuple[str, ...] = ()     # scripts/benchmark.py arguments instead of a training run
     tolerance: float = TOLERANCE
 
 
+TRANSFER = ("experiment=mnist_transfer", "transfer.source={work}/source/checkpoints/last.ckpt")
 RESULTS_DEFS: dict[str, Result] = {
-    "mnist_cnn": Result("tuned CNN (`experiment=mnist_cnn`)", ("experiment=mnist_cnn",)),
-    "mnist_cnn_best": Result("best CNN (`experiment=mnist_cnn_best`)",
-                             ("experiment=mnist_cnn_best",)),
-    "mnist_mlp_course": Result("course MLP, as the course runs it", ("experiment=mnist_mlp_course",)),
-    "mnist_cnn_course": Result("course CNN, as the course runs it", ("experiment=mnist_cnn_course",)),
-    "imdb_lstm": Result("BiLSTM (`experiment=imdb_lstm`)", ("experiment=imdb_lstm",),
-                        tolerance=0.004),
+    "mnist_cnn": Result("tuned CNN", ("experiment=mnist_cnn",)),
+    "mnist_cnn_best": Result("best CNN", ("experiment=mnist_cnn_best",)),
+    "mnist_mlp_course": Result("the course's MLP, as the course runs it",
+                               ("experiment=mnist_mlp_course",)),
+    "mnist_cnn_course": Result("the course's CNN, as the course runs it",
+                               ("experiment=mnist_cnn_course",)),
+    "imdb_lstm": Result("BiLSTM", ("experiment=imdb_lstm",), tolerance=0.004),
     "mnist_supervised_100": Result("supervised, 100 labels", ("experiment=mnist_supervised_100",),
                                    seeds=(1, 2, 3), tolerance=0.005),
-    "mnist_pseudo_label": Result("pseudo-label (the course's), 100 labels",
+    "mnist_pseudo_label": Result("pseudo-labels (the course's method), 100 labels",
                                  ("experiment=mnist_pseudo_label",), seeds=(1, 2, 3),
                                  tolerance=0.005),
     "mnist_fixmatch": Result("FixMatch, 100 labels", ("experiment=mnist_fixmatch",),
                              seeds=(1, 2, 3), tolerance=0.005),
+    "mnist_transfer": Result(
+        "digits 5-9 from 50 labels a class, source: a CNN on digits 0-4", TRANSFER,
+        variants=(("scratch", ("transfer=none",)),
+                  ("feature extractor", ("transfer=feature_extractor",)),
+                  ("finetune", ("transfer=finetune",)), ("gradual", ("transfer=gradual",))),
+        prepare=("train.py", "experiment=mnist_transfer_pretrain", "hydra.run.dir={work}/source")),
     "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
                           bench=("--bench", "mnist", "--steps", "300", "--repeats", "3")),
 }
@@ -76,7 +88,7 @@ SETS: dict[str, list[str]] = {
 @dataclass
 class Table:
     doc: str                        # the file it appears in, relative to the repository
-    rows: list[str]                 # result names
+    rows: list[str]                 # result names (a result with variants gives several rows)
     columns: list[str] = field(default_factory=lambda: ["test/acc", "val/acc", "wall_s"])
 
 
@@ -85,6 +97,7 @@ TABLES: dict[str, Table] = {
                                     "mnist_mlp_course", "mnist_cnn_course"]),
     "semi_supervised": Table("docs/semi_supervised_and_transfer.md",
                              ["mnist_supervised_100", "mnist_pseudo_label", "mnist_fixmatch"]),
+    "transfer": Table("docs/semi_supervised_and_transfer.md", ["mnist_transfer"]),
     "benchmarks": Table("docs/benchmarks.md", ["bench_mnist"], ["ratio"]),
 }
 HEADERS = {"test/acc": "test acc", "val/acc": "val acc", "wall_s": "whole process",
@@ -138,24 +151,43 @@ def versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- runs
-def train_run(result: Result, seed: int | None, threads: int, work: Path) -> dict[str, Any]:
+def train_run(result: Result, seed: int | None, threads: int, work: Path,
+              variant: tuple[str, tuple[str, ...]] = ("", ())) -> dict[str, Any]:
     """One ``python train.py`` process; its metrics.json, curves and whole-process time."""
-    run_dir = work / (f"seed{seed}" if seed is not None else "run")
-    overrides = [*result.overrides, *([f"seed={seed}"] if seed is not None else []),
-                 f"threads={threads}", f"hydra.run.dir={run_dir}"]
+    name = "-".join(x for x in (variant[0].replace(" ", "_"), f"seed{seed}" if seed else "") if x)
+    run_dir = work / (name or "run")
+    overrides = [*_filled(result.overrides, work), *_filled(variant[1], work),
+                 *([f"seed={seed}"] if seed is not None else []), f"threads={threads}"]
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), *overrides], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), *overrides,
+                           f"hydra.run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True)
     wall = round(time.perf_counter() - start, 2)
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (
         run_dir / "metrics.json").is_file() else {}
     if done.returncode != 0 or metrics.get("status") != "ok":
-        raise SystemExit(f"error: {' '.join(overrides[:-1])} failed: "
+        raise SystemExit(f"error: {' '.join(overrides)} failed: "
                          f"{metrics.get('error') or done.stderr.strip()[-300:]}")
     keep = ("test/acc", "test/loss", "test/f1", "val/acc", "val/loss", "epoch", "global_step",
             "fit_s", "train/samples_per_s")
-    return {"seed": seed, "wall_s": wall, **{k: metrics.get(k) for k in keep},
+    return {"variant": variant[0], "seed": seed, "wall_s": wall,
+            **{k: metrics.get(k) for k in keep},
             "curves": _curves(run_dir / "figures" / "curves.csv")}
+
+
+def _filled(args: tuple[str, ...], work: Path) -> list[str]:
+    return [a.replace("{work}", str(work)) for a in args]
+
+
+def prepare(result: Result, work: Path) -> dict[str, Any]:
+    """The preparation step's command and time (its output stays in ``work``)."""
+    script, *args = _filled(result.prepare, work)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: preparing with {script} failed: {done.stderr.strip()[-300:]}")
+    return {"command": "python " + " ".join(result.prepare),
+            "wall_s": round(time.perf_counter() - start, 2)}
 
 
 def _curves(path: Path) -> list[dict[str, float]]:
@@ -183,32 +215,41 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
     result = RESULTS_DEFS[name]
     info = machine(threads)
     before = wait_for_quiet(info["cores"], patience_s)
+    prepared = None
     with tempfile.TemporaryDirectory(prefix=f"reproduce-{name}-") as tmp:
+        work = Path(tmp)
         if result.bench:
-            runs = [bench_run(result, threads, Path(tmp))]
+            runs = [bench_run(result, threads, work)]
         else:
-            runs = [train_run(result, seed, threads, Path(tmp))
+            prepared = prepare(result, work) if result.prepare else None
+            runs = [train_run(result, seed, threads, work, variant)
+                    for variant in (result.variants or (("", ()),))
                     for seed in (result.seeds or (None,))]
     after = load()
     loaded = max(before[0], after[0]) > info["cores"]
     command = ("python scripts/benchmark.py " + " ".join(result.bench) if result.bench else
                "python train.py " + " ".join(result.overrides))
     return {"name": name, "command": command, "overrides": list(result.overrides),
-            "seeds": list(result.seeds), "git": git_state(),
+            "seeds": list(result.seeds), "prepare": prepared, "git": git_state(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": {**info, "load_before": before, "load_after": after, "loaded": loaded},
             "versions": versions(), "runs": runs, "summary": summarize(runs)}
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """Means over the runs (seeds), and the standard deviation of test accuracy."""
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per variant ("" without variants): means over the seeds, and the standard deviation of
+    test accuracy when there are several."""
     if "bench" in runs[0]:
         return {f"ratio/{r['case']}": r["ratio"]["median"] for r in runs[0]["bench"]["results"]}
-    keys = ("test/acc", "val/acc", "wall_s", "fit_s", "global_step", "epoch")
-    out = {k: statistics.fmean(r[k] for r in runs) for k in keys
-           if all(isinstance(r.get(k), int | float) for r in runs)}
-    if len(runs) > 1:
-        out["test/acc_std"] = statistics.stdev(r["test/acc"] for r in runs)
+    out: dict[str, Any] = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        group = [r for r in runs if r["variant"] == variant]
+        keys = ("test/acc", "val/acc", "wall_s", "fit_s", "global_step", "epoch")
+        stats = {k: statistics.fmean(r[k] for r in group) for k in keys
+                 if all(isinstance(r.get(k), int | float) for r in group)}
+        if len(group) > 1:
+            stats["test/acc_std"] = statistics.stdev(r["test/acc"] for r in group)
+        out[variant] = stats
     return out
 
 
@@ -237,13 +278,16 @@ def check(name: str, threads: int, patience_s: float) -> bool:
                            for k, v in new["summary"].items())
         print(f"{name}: {ratios}; compared by eye, benchmarks vary with the machine")
         return True
-    a, b = old["summary"]["test/acc"], new["summary"]["test/acc"]
-    same = abs(a - b) <= RESULTS_DEFS[name].tolerance
+    tolerance, same = RESULTS_DEFS[name].tolerance, True
     loaded = " (machine loaded)" if new["machine"]["loaded"] else ""
-    print(f"{name}: test/acc {b:.4f} vs record {a:.4f} (tolerance "
-          f"{RESULTS_DEFS[name].tolerance}): {'ok' if same else 'DIFFERS'}; wall "
-          f"{new['summary']['wall_s']:.1f} s = {new['summary']['wall_s'] / old['summary']['wall_s']:.2f}x "
-          f"the record{loaded}")
+    for variant, was in old["summary"].items():
+        now = new["summary"][variant]
+        agrees = abs(now["test/acc"] - was["test/acc"]) <= tolerance
+        same &= agrees
+        print(f"{name}{'/' + variant if variant else ''}: test/acc {now['test/acc']:.4f} vs record "
+              f"{was['test/acc']:.4f} (tolerance {tolerance}): {'ok' if agrees else 'DIFFERS'}; "
+              f"wall {now['wall_s']:.1f} s = {now['wall_s'] / was['wall_s']:.2f}x the "
+              f"record{loaded}")
     return same
 
 
@@ -257,11 +301,13 @@ def table(name: str) -> str:
     lines = ["| result | command | " + " | ".join(HEADERS[c] for c in spec.columns) + " | record |",
              "| --- | --- | " + " | ".join("---" for _ in spec.columns) + " | --- |"]
     for row in spec.rows:
-        rec = _quiet(read(row))
-        cells = [_cell(rec, c) for c in spec.columns]
+        rec, result = _quiet(read(row)), RESULTS_DEFS[row]
         seeds = f" (seeds {', '.join(map(str, rec['seeds']))})" if rec["seeds"] else ""
-        lines.append(f"| {RESULTS_DEFS[row].label}{seeds} | `{rec['command']}` | "
-                     + " | ".join(cells) + f" | [{row}.json]({link}{row}.json) |")
+        for variant, extra in result.variants or (("", ()),):
+            command = " ".join([rec["command"], *extra]).replace("{work}", "<work>")
+            cells = [_cell(rec["summary"][variant], c) for c in spec.columns]
+            lines.append(f"| {variant or result.label}{seeds} | `{command}` | "
+                         + " | ".join(cells) + f" | [{row}.json]({link}{row}.json) |")
     return "\n".join(lines)
 
 
@@ -272,8 +318,7 @@ def _quiet(rec: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def _cell(rec: dict[str, Any], column: str) -> str:
-    s = rec["summary"]
+def _cell(s: dict[str, float], column: str) -> str:
     if column in ("test/acc", "val/acc"):
         value = f"{100 * s[column]:.2f}%"
         std = s.get(f"{column}_std")

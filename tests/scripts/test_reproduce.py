@@ -57,8 +57,8 @@ def test_a_record_holds_the_run_and_where_it_ran(tiny_result: str, capsys) -> No
         assert run["wall_s"] > run["fit_s"] > 0 and run["epoch"] == 2
         assert run["test/acc"] > 0.5 and [c["epoch"] for c in run["curves"]] == [1.0, 2.0]
     accs = [r["test/acc"] for r in rec["runs"]]
-    assert rec["summary"]["test/acc"] == pytest.approx(sum(accs) / 2)
-    assert "test/acc_std" in rec["summary"]
+    assert rec["summary"][""]["test/acc"] == pytest.approx(sum(accs) / 2)
+    assert "test/acc_std" in rec["summary"][""]
     if not rec["machine"]["loaded"]:
         row = reproduce.table("tiny").splitlines()[2]
         assert row.startswith("| tiny MLP (seeds 1, 2) | `python train.py model=mlp")
@@ -78,15 +78,32 @@ def test_a_loaded_record_stays_out_of_the_tables(tiny_result: str) -> None:
 
 
 def test_a_check_that_differs_fails(tiny_result: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    old = {"name": "tiny", "runs": [{}], "summary": {"test/acc": 0.9, "wall_s": 10.0}}
-    new = {"summary": {"test/acc": 0.8, "wall_s": 12.0}, "machine": {"loaded": False}}
+    old = {"name": "tiny", "runs": [{}], "summary": {"": {"test/acc": 0.9, "wall_s": 10.0}}}
+    new = {"summary": {"": {"test/acc": 0.8, "wall_s": 12.0}}, "machine": {"loaded": False}}
     monkeypatch.setattr(reproduce, "read", lambda name: old)
     monkeypatch.setattr(reproduce, "record", lambda *a: new)
     assert reproduce.check("tiny", 1, 0) is False
-    new["summary"]["test/acc"] = 0.9 + reproduce.TOLERANCE / 2
+    new["summary"][""]["test/acc"] = 0.9 + reproduce.TOLERANCE / 2
     assert reproduce.check("tiny", 1, 0) is True
 
 
 def test_unknown_names_are_one_line() -> None:
     with pytest.raises(SystemExit, match="'nope' is neither a result nor a set"):
         reproduce.main(["nope"])
+
+
+@pytest.mark.integration
+def test_variants_share_their_preparation(tiny_mnist: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
+    base = ("model=mlp", "model.hidden=[16]", "trainer.max_epochs=1", "logger=none",
+            f"paths.data_dir={tiny_mnist}", *TINY_DATA)
+    monkeypatch.setitem(reproduce.RESULTS_DEFS, "tiny_transfer", reproduce.Result(
+        "tiny transfer", (*base, "transfer.source={work}/source/checkpoints/last.ckpt"),
+        variants=(("scratch", ("transfer=none",)), ("finetune", ("transfer=finetune",))),
+        prepare=("train.py", *base, "hydra.run.dir={work}/source")))
+    assert reproduce.main(["tiny_transfer", "--threads", "1", "--patience", "0"]) == 0
+    rec = json.loads((reproduce.RESULTS / "tiny_transfer.json").read_text())
+    assert rec["prepare"]["command"].startswith("python train.py model=mlp")
+    assert [r["variant"] for r in rec["runs"]] == ["scratch", "finetune"]
+    assert set(rec["summary"]) == {"scratch", "finetune"}
