@@ -51,6 +51,7 @@ class Result:
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (row label, extra overrides)
     prepare: tuple[str, ...] = ()   # a command run first (a script under REPO), "{work}" as above
     bench: tuple[str, ...] = ()     # scripts/benchmark.py arguments instead of a training run
+    shell: tuple[tuple[str, str], ...] = ()  # (row label, shell command): timed commands
     tolerance: float = TOLERANCE
 
 
@@ -76,6 +77,11 @@ RESULTS_DEFS: dict[str, Result] = {
                   ("feature extractor", ("transfer=feature_extractor",)),
                   ("finetune", ("transfer=finetune",)), ("gradual", ("transfer=gradual",))),
         prepare=("train.py", "experiment=mnist_transfer_pretrain", "hydra.run.dir={work}/source")),
+    "setup": Result("install and tests", (), shell=(
+        ("install, in a fresh venv", 'python3.11 -m venv {work}/venv && {work}/venv/bin/pip '
+                                     'install -q -e "{repo}[sweep,dev,export]"'),
+        ("fast tests", '{python} -m pytest -q -p no:cacheprovider -m "not integration"'),
+        ("all tests", "{python} -m pytest -q -p no:cacheprovider"))),
     "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
                           bench=("--bench", "mnist", "--steps", "300", "--repeats", "3")),
 }
@@ -93,6 +99,7 @@ class Table:
 
 
 TABLES: dict[str, Table] = {
+    "setup": Table("README.md", ["setup"], ["wall_s"]),
     "headline": Table("README.md", ["mnist_cnn", "mnist_cnn_best", "imdb_lstm", "mnist_fixmatch",
                                     "mnist_mlp_course", "mnist_cnn_course"]),
     "semi_supervised": Table("docs/semi_supervised_and_transfer.md",
@@ -197,6 +204,16 @@ def _curves(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
+def shell_run(label: str, command: str, work: Path) -> dict[str, Any]:
+    """A timed shell command, run from the repository (its tests see the real data)."""
+    filled = command.format(work=work, repo=REPO, python=sys.executable)
+    start = time.perf_counter()
+    done = subprocess.run(["bash", "-c", filled], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: {label} failed: {(done.stdout + done.stderr).strip()[-300:]}")
+    return {"variant": label, "wall_s": round(time.perf_counter() - start, 2)}
+
+
 def bench_run(result: Result, threads: int, work: Path) -> dict[str, Any]:
     out = work / "bench.json"
     start = time.perf_counter()
@@ -220,6 +237,8 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
         work = Path(tmp)
         if result.bench:
             runs = [bench_run(result, threads, work)]
+        elif result.shell:
+            runs = [shell_run(label, command, work) for label, command in result.shell]
         else:
             prepared = prepare(result, work) if result.prepare else None
             runs = [train_run(result, seed, threads, work, variant)
@@ -228,7 +247,7 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
     after = load()
     loaded = max(before[0], after[0]) > info["cores"]
     command = ("python scripts/benchmark.py " + " ".join(result.bench) if result.bench else
-               "python train.py " + " ".join(result.overrides))
+               "" if result.shell else "python train.py " + " ".join(result.overrides))
     return {"name": name, "command": command, "overrides": list(result.overrides),
             "seeds": list(result.seeds), "prepare": prepared, "git": git_state(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -282,6 +301,10 @@ def check(name: str, threads: int, patience_s: float) -> bool:
     loaded = " (machine loaded)" if new["machine"]["loaded"] else ""
     for variant, was in old["summary"].items():
         now = new["summary"][variant]
+        if "test/acc" not in was:  # a timed command: nothing to agree on but its success
+            print(f"{name}/{variant}: ran; wall {now['wall_s']:.1f} s = "
+                  f"{now['wall_s'] / was['wall_s']:.2f}x the record{loaded}")
+            continue
         agrees = abs(now["test/acc"] - was["test/acc"]) <= tolerance
         same &= agrees
         print(f"{name}{'/' + variant if variant else ''}: test/acc {now['test/acc']:.4f} vs record "
@@ -303,8 +326,10 @@ def table(name: str) -> str:
     for row in spec.rows:
         rec, result = _quiet(read(row)), RESULTS_DEFS[row]
         seeds = f" (seeds {', '.join(map(str, rec['seeds']))})" if rec["seeds"] else ""
-        for variant, extra in result.variants or (("", ()),):
-            command = " ".join([rec["command"], *extra]).replace("{work}", "<work>")
+        for variant, extra in result.variants or result.shell or (("", ()),):
+            command = (extra.replace("{python}", ".venv/bin/python").replace(
+                "{repo}", ".") if isinstance(extra, str) else " ".join([rec["command"], *extra])
+                      ).replace("{work}", "<work>")
             cells = [_cell(rec["summary"][variant], c) for c in spec.columns]
             lines.append(f"| {variant or result.label}{seeds} | `{command}` | "
                          + " | ".join(cells) + f" | [{row}.json]({link}{row}.json) |")
