@@ -13,11 +13,11 @@ import typing
 from importlib.resources import files
 from typing import Any
 
-import torch
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
+from dlexp import backends
 from dlexp.builders import target_class
 from dlexp.errors import ConfigError
 
@@ -34,7 +34,7 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     check_types(cfg)
     check_finite(cfg)
     check_seed(cfg)
-    check_threads(cfg)
+    backends.check(cfg)
     check_monitor(cfg)
     check_pair(cfg)
     check_without_validation(cfg, sweeping)
@@ -67,8 +67,9 @@ class RunSettings:
     seed: int = MISSING
     ckpt_path: str | None = MISSING
     test: bool = MISSING
-    compile: bool = MISSING
+    compile: Any = MISSING  # false, true, or a backend's name
     threads: int | None = MISSING
+    matmul_precision: str | None = MISSING
     monitor: dict[str, str] = MISSING
 
 
@@ -191,17 +192,6 @@ def check_finite(cfg: DictConfig) -> None:
 def check_seed(cfg: DictConfig) -> None:
     if not 0 <= cfg.seed < 2**32:  # numpy's range, which Lightning seeds too
         raise ConfigError(f"seed must be a whole number in [0, 2**32), got {cfg.seed}")
-
-
-def check_threads(cfg: DictConfig) -> None:
-    threads = cfg.get("threads")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be a whole number >= 1 (or null), got {threads}")
-
-
-def apply_threads(cfg: DictConfig) -> None:
-    if cfg.get("threads") is not None:
-        torch.set_num_threads(cfg.threads)
 
 
 def check_monitor(cfg: DictConfig) -> None:

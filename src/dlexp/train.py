@@ -16,12 +16,11 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from dlexp import checkpoint, cluster, config, plugins, transfer
+from dlexp import backends, checkpoint, cluster, config, plugins, transfer
 from dlexp.builders import build_callbacks, build_net, build_task, instantiate_all
 from dlexp.callbacks.evaluation_figures import EvaluationFigures
 from dlexp.callbacks.throughput import TrainThroughput
@@ -38,7 +37,7 @@ log = logging.getLogger("dlexp.train")
 def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """One run, top to bottom. Everything that can be checked without data is checked first."""
     config.check(cfg, sweeping=cluster.sweeping())
-    config.apply_threads(cfg)
+    backends.apply(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resume = checkpoint.for_resume(cfg, cluster.requeued_checkpoint(out_dir))
     source = transfer.read_source(cfg.transfer, cfg.model._target_)
@@ -51,7 +50,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if resume:
         checkpoint.check_fits(task, resume.shapes, resume.path)
     if cfg.compile:
-        task.net = torch.compile(task.net)
+        backends.compile_net(task.net, backends.backend(cfg))
     validate = config.has_validation(cfg)
     loggers = instantiate_all(cfg.logger)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers), validate=validate)

@@ -386,3 +386,25 @@ def test_real_mnist(real_data_dir: Path) -> None:
     split = MNISTDataModule(root=str(real_data_dir), download=False)  # default val_size 5000
     split.setup()
     assert len(split.train_set[1]) == 55000 and len(split.val_set[1]) == 5000
+
+
+@pytest.mark.parametrize(("on_device", "moved"), [(True, True), ("auto", False), (False, False)])
+def test_on_device_keeps_the_data_where_the_trainer_trains(on_device, moved: bool,
+                                                           tiny_mnist: Path) -> None:
+    """On CPU the device is the host, so the same path runs here as on a GPU; auto keeps the
+    data in host memory unless the accelerator is a GPU."""
+    dm = _dm(tiny_mnist, on_device=on_device)
+    root = torch.device("cpu")
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=root), global_rank=0,
+                                 world_size=1, training=False)
+    assert (dm.data_device(dm.train_set) == root) is moved
+    loader = dm.train_dataloader()
+    x, y = next(iter(loader))
+    assert x.dtype == torch.uint8 and x.device == loader.tensors[0].device
+    assert torch.equal(torch.sort(torch.cat([b[1] for b in loader])).values,
+                       torch.sort(dm.train_set[1]).values)  # every sample once
+
+
+def test_on_device_values() -> None:
+    with pytest.raises(ValueError, match="data.on_device must be auto, true or false"):
+        MNISTDataModule(on_device="gpu")

@@ -64,6 +64,7 @@ class MNISTDataModule(PooledDataModule):
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
         normalize: str = "standard",
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__(unlabeled_ratio)
         check_batch_sizes(batch_size, eval_batch_size)
@@ -86,6 +87,9 @@ class MNISTDataModule(PooledDataModule):
             raise ValueError(f"data.max_shift must be in [0, 1) and data.max_degrees in "
                              f"[0, 180], got {max_shift} and {max_degrees}")
         self.max_shift, self.max_degrees, self.pin_memory = max_shift, max_degrees, pin_memory
+        if on_device not in (True, False, "auto"):
+            raise ValueError(f"data.on_device must be auto, true or false, got {on_device!r}")
+        self.on_device = on_device
         self.input_shape = (1, 28, 28)
         self.num_classes = len(self.classes)
         self.class_names = [str(c) for c in self.classes]
@@ -173,11 +177,28 @@ class MNISTDataModule(PooledDataModule):
     def _loader(self, tensors: tuple[torch.Tensor, ...], train: bool,
                 batch_size: int | None = None) -> TensorBatchLoader:
         rank, world = self.rank_and_world()
-        if self.pin_memory and torch.cuda.is_available():
+        device = self.data_device(tensors)
+        if device is not None:  # batches are index slices there: no copy per step
+            tensors = tuple(t.to(device) for t in tensors)
+        elif self.pin_memory and torch.cuda.is_available():
             tensors = tuple(t.pin_memory() for t in tensors)
         size = batch_size or (self.batch_size if train else self.eval_batch_size)
         return TensorBatchLoader(tensors, size,
                                  shuffle=train, seed=self.seed, rank=rank, world_size=world)
+
+    def data_device(self, tensors: tuple[torch.Tensor, ...]) -> torch.device | None:
+        """Where the data lives for training: the accelerator's memory (``on_device``: true,
+        or auto on a GPU when the data takes at most a quarter of its free memory), else None
+        (host memory, batches copied one by one)."""
+        if self.trainer is None or self.on_device is False:
+            return None
+        device = self.trainer.strategy.root_device
+        if self.on_device is True:
+            return device
+        if device.type != "cuda":
+            return None
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        return device if size <= torch.cuda.mem_get_info(device)[0] / 4 else None
 
     def _with_pool_rows(self, part: tuple, idx: torch.Tensor, labels: torch.Tensor) -> tuple:
         return (torch.cat([part[0], self.unlabeled_set[0][idx]]), torch.cat([part[1], labels]))

@@ -95,7 +95,8 @@ class TensorBatchLoader(ResumableBatches):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def index_batches(self) -> list[torch.Tensor]:
-        idx = self.sampler.indices()
+        # the epoch's order goes to the data's device once (data.on_device: no copy per step)
+        idx = self.sampler.indices().to(self.tensors[0].device)
         return [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(len(self))]
 
     def make_batch(self, idx: torch.Tensor) -> Batch:
