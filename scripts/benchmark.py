@@ -223,7 +223,7 @@ def fit_framework(cfg: DictConfig, datamodule: Any, timer: StepTimer) -> None:
     net = build_net(cfg.model, info)
     task = build_task(cfg, net, datamodule, extras(cfg, info))
     validate = config.has_validation(cfg)
-    loggers = instantiate_all(cfg.logger)
+    loggers = instantiate_all(cfg.logger, "logger")
     callbacks = build_callbacks(cfg, has_logger=bool(loggers), validate=validate)
     trainer = build_trainer(cfg.trainer, [*callbacks, timer], loggers, validate=validate)
     trainer.fit(task, datamodule=datamodule)

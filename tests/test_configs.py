@@ -50,7 +50,7 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
     assert logits.shape == (2, datamodule.num_classes)
     callbacks = build_callbacks(cfg, has_logger=True, validate=config.has_validation(cfg))
     assert all(isinstance(c, L.Callback) for c in callbacks)
-    assert all(isinstance(lg, Logger) for lg in instantiate_all(cfg.logger))
+    assert all(isinstance(lg, Logger) for lg in instantiate_all(cfg.logger, "logger"))
 
 
 def dummy_inputs(data_info: dict) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -119,6 +119,7 @@ def test_resume_refuses_another_model(tmp_path: Path, tiny_mnist: Path) -> None:
     ("optimizer=momentum optimizer.momentum=2", "optimizer.momentum must be in [0, 1), got 2"),
     ("optimizer.lr=0", "optimizer.lr must be > 0, got 0"),
     ("+modell=cnn", "unknown setting 'modell' (did you mean model?)"),
+    ("+callbacks.oops=3", "callbacks.oops is not a callbacks entry (a node with a _target_)"),
 ])
 def test_bad_values_fail_with_their_message(override: str, message: str, tmp_path: Path,
                                             tiny_mnist: Path) -> None:
@@ -164,6 +165,13 @@ def test_ctrl_c_is_recorded_as_interrupted(tmp_path: Path, tiny_mnist: Path,
         run(tmp_path, tiny_mnist, *MLP, "trainer.max_epochs=1")
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "interrupted" and "Ctrl+C" in saved["error"]
+
+
+def test_max_steps_may_end_an_epoch_early(tmp_path: Path, tiny_mnist: Path) -> None:
+    """Early stopping judges after validations only: an epoch cut short has none."""
+    metrics = run(tmp_path, tiny_mnist, *MLP, "+trainer.max_steps=3")
+    assert metrics["status"] == "ok", metrics.get("error")
+    assert metrics["global_step"] == 3
 
 
 def test_callbacks_none_writes_no_checkpoint(tmp_path: Path, tiny_mnist: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -23,18 +24,22 @@ from dlexp.task import ClassificationTask
 log = logging.getLogger(__name__)
 
 
-def instantiate_all(nodes: Any) -> list:
+def instantiate_all(nodes: Any, group: str) -> list:
     """Every entry of a name -> node mapping (``callbacks``, ``logger``); entries removed with
     ``~callbacks.name`` or set to null are skipped."""
-    return [instantiate(n, _convert_="all") for n in (nodes or {}).values()
-            if n is not None and "_target_" in n]
+    for name, node in (nodes or {}).items():
+        if node is not None and not (isinstance(node, Mapping) and "_target_" in node):
+            raise ConfigError(f"{group}.{name} is not a {group} entry (a node with a _target_), "
+                              f"got {node!r}")
+    return [instantiate(n, _convert_="all") for n in (nodes or {}).values() if n is not None]
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool, validate: bool) -> list[L.Callback]:
     """``callbacks`` and the method's, minus what cannot work in this run: the LR monitor
     writes to a logger and refuses to run without one; a best checkpoint by a ``val/`` metric
     has nothing to select on without validation (``last.ckpt`` is still written)."""
-    callbacks = instantiate_all(cfg.callbacks) + instantiate_all(cfg.method.callbacks)
+    callbacks = (instantiate_all(cfg.callbacks, "callbacks")
+                 + instantiate_all(cfg.method.callbacks, "method.callbacks"))
     return [c for c in callbacks
             if not (isinstance(c, LearningRateMonitor) and not has_logger)
             and not (isinstance(c, ModelCheckpoint) and not validate

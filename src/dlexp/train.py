@@ -52,7 +52,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.compile:
         backends.compile_net(task.net, backends.backend(cfg))
     validate = config.has_validation(cfg)
-    loggers = instantiate_all(cfg.logger)
+    loggers = instantiate_all(cfg.logger, "logger")
     callbacks = build_callbacks(cfg, has_logger=bool(loggers), validate=validate)
     trainer = build_trainer(cfg.trainer, callbacks + fit_callbacks, loggers, validate=validate)
     save_tokenizer(data_info, out_dir)

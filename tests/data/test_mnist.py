@@ -362,7 +362,8 @@ def test_loaders_shard_by_trainer_rank(tiny_mnist: Path) -> None:
     dm = _dm(tiny_mnist)
     parts = []
     for rank in (0, 1):
-        dm.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=2)
+        dm.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=2,
+                                     strategy=SimpleNamespace(root_device=torch.device("cpu")))
         parts.append(torch.cat([y for _, y in dm.val_dataloader()]))
     assert len(parts[0]) == len(parts[1]) == 50
 

@@ -36,7 +36,7 @@ def test_options_compose_and_pick_their_code(group: str, option: str, tmp_path: 
     if group == "method":
         expected = "FixMatchTask" if option == "fixmatch" else "ClassificationTask"
         assert instantiate(cfg.method.task, _partial_=True).func.__name__ == expected
-        names = [type(c).__name__ for c in instantiate_all(cfg.method.callbacks)]
+        names = [type(c).__name__ for c in instantiate_all(cfg.method.callbacks, "method.callbacks")]
         assert names == {"pseudo_label": ["PseudoLabel"], "fixmatch": ["EMA"]}.get(option, [])
     else:
         assert cfg.transfer.mode == option
