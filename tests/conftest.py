@@ -11,6 +11,7 @@ from pathlib import Path
 import browser
 import numpy as np
 import pytest
+import torch
 
 from dlexp.data.idx import write_idx
 
@@ -36,6 +37,17 @@ TEST_SETTINGS = {"DLEXP_CHROMIUM", "DLEXP_TEST_ARTIFACTS"}  # for the tests, not
 def _without_dlexp_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("DLEXP_") and n not in TEST_SETTINGS]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _torch_settings_restored() -> Iterator[None]:
+    """A run in this process may set torch's threads or matmul precision (``threads=1``): later
+    tests must not inherit them, or an in-process run and a subprocess run of the same config
+    would sum in different orders and no longer agree bit for bit."""
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(precision)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -74,7 +74,7 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm: None, tmp_path: Path,
     assert job.status == "ok", job.metrics.get("error")
     assert (job_dir / "hpc_ckpt_1.ckpt").is_file()
     handled = "".join(p.read_text() for p in job_dir.parent.glob(".submitit/*/*_log.err"))
-    assert "Handling auto-requeue signal" in handled and "Requeued SLURM job" in handled
+    assert "Handling requeue signal SIGUSR1" in handled and "Requeued SLURM job" in handled
     # the newest of the two: last.ckpt when the epoch ended before SLURM's SIGTERM stopped it
     log = (job_dir / "train.log").read_text()
     resumed = re.escape(str(job_dir)) + r"/(hpc_ckpt_1|checkpoints/last)\.ckpt"

@@ -7,11 +7,13 @@ import os
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from dlexp import trainer as trainer_module
 from dlexp.checkpoint import ReentrantCheckpointIO
 from dlexp.errors import ConfigError
+from dlexp.requeue import RequeueAtBatchEnd
 from dlexp.trainer import NVML_CHECK, build_trainer
 
 CPU = OmegaConf.create({"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu",
@@ -21,6 +23,20 @@ CPU = OmegaConf.create({"_target_": "lightning.pytorch.Trainer", "accelerator": 
 def test_trainers_write_checkpoints_with_the_reentrant_writer() -> None:
     trainer = build_trainer(CPU, [], [])
     assert isinstance(trainer.strategy.checkpoint_io, ReentrantCheckpointIO)
+
+
+def test_under_slurm_the_requeue_waits_for_the_end_of_the_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "3",
+                        "SLURM_NODELIST": "node1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                        "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(name, value)
+    trainer = build_trainer(CPU, [], [])
+    assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
+    assert not trainer.strategy.cluster_environment.auto_requeue
+    assert any(isinstance(c, RequeueAtBatchEnd) for c in trainer.callbacks)
+    monkeypatch.delenv("SLURM_NTASKS")
+    assert not any(isinstance(c, RequeueAtBatchEnd) for c in build_trainer(CPU, [], []).callbacks)
 
 
 def test_checkpointing_follows_the_callbacks(tmp_path) -> None:

@@ -137,15 +137,13 @@ def _is_local(path: str | Path) -> bool:
 
 
 class ReentrantCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local writes survive a Slurm requeue signal mid-save.
+    """``TorchCheckpointIO`` whose local writes are atomic and safe to nest.
 
     Lightning writes each checkpoint inside the file system's fsspec transaction, one object
-    shared per file system. On SIGUSR1 (Slurm's warning before the time limit) Lightning saves
-    its requeue checkpoint from the signal handler; if the signal lands while ``last.ckpt`` is
-    being written, the nested save closes the shared transaction and the interrupted one fails
-    (``'NoneType' object has no attribute '_intrans'``): the job dies instead of requeueing.
-    Local paths here go to a temporary file of their own, renamed into place: as atomic, and
-    safe to nest. Other paths (s3://, ...) keep Lightning's way.
+    shared per file system: a save started while another is being written (a signal handler's,
+    a user callback's) closes the shared transaction and the first one fails (``'NoneType'
+    object has no attribute '_intrans'``). Local paths here go to a temporary file of their
+    own, renamed into place. Other paths (s3://, ...) keep Lightning's way.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,

@@ -12,10 +12,12 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from dlexp.checkpoint import ReentrantCheckpointIO
 from dlexp.errors import ConfigError
+from dlexp.requeue import RequeueAtBatchEnd
 
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
@@ -27,7 +29,10 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], loggers:
     if not validate:
         kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
     if "plugins" not in trainer_cfg and "plugins" not in kwargs:
-        kwargs["plugins"] = [ReentrantCheckpointIO()]  # a requeue signal may land mid-save
+        kwargs["plugins"] = [ReentrantCheckpointIO()]
+        if SLURMEnvironment.detect():  # the requeue checkpoint between steps, not mid-step
+            kwargs["plugins"].append(SLURMEnvironment(auto_requeue=False))
+            callbacks = [*callbacks, RequeueAtBatchEnd()]
     if "enable_checkpointing" not in trainer_cfg and "enable_checkpointing" not in kwargs:
         # callbacks=none means no checkpoints, not Lightning's default one in another folder
         kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
