@@ -32,8 +32,8 @@ def test_under_slurm_the_requeue_waits_for_the_end_of_the_step(
                         "SLURM_NODEID": "0"}.items():
         monkeypatch.setenv(name, value)
     trainer = build_trainer(CPU, [], [])
-    assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
-    assert not trainer.strategy.cluster_environment.auto_requeue
+    assert isinstance(trainer._accelerator_connector.cluster_environment, SLURMEnvironment)
+    assert not trainer._accelerator_connector.cluster_environment.auto_requeue
     assert any(isinstance(c, RequeueAtBatchEnd) for c in trainer.callbacks)
     monkeypatch.delenv("SLURM_NTASKS")
     assert not any(isinstance(c, RequeueAtBatchEnd) for c in build_trainer(CPU, [], []).callbacks)
