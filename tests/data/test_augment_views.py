@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dlexp.data.augment import (
     IMAGE_OPS,
+    _blur_matrix,
+    check_view_options,
     cutout,
+    elastic,
     rand_augment,
     strong_view,
     token_dropout,
@@ -97,3 +101,50 @@ def test_text_views() -> None:
     s_ids, s_len = strong_view((ids, lengths), torch.Generator().manual_seed(0), token_drop=0.2)
     assert s_ids.shape == ids.shape and (s_len >= 1).all() and (s_len <= lengths).all()
     assert not torch.equal(s_ids, ids)
+
+
+# ---------------------------------------------------------------------------- elastic
+def _strokes(n: int = 8) -> torch.Tensor:
+    """A thin vertical stroke per image, in [0, 1] intensities."""
+    u = torch.zeros(n, 1, 28, 28)
+    u[:, :, 6:22, 12:16] = 1.0
+    return u
+
+
+def test_elastic_warps_smoothly_and_keeps_range() -> None:
+    u = _strokes()
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(elastic(u, g, alpha=0.0), u)  # no displacement: the identity
+    out = elastic(u, g, alpha=34.0, sigma=4.0)
+    assert out.shape == u.shape and out.min() >= 0 and out.max() <= 1
+    changed = (out - u).abs().flatten(1).sum(1)
+    assert (changed > 1).all()  # every image moved ...
+    mass = out.flatten(1).sum(1) / u.flatten(1).sum(1)
+    assert ((mass > 0.6) & (mass < 1.4)).all()  # ... but stays one stroke of similar ink
+    assert not torch.equal(out[0], out[1])  # each image has its own field
+
+
+def test_blur_matrix_is_a_reflect_padded_gaussian_convolution() -> None:
+    sigma, radius = 4.0, 12
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-t**2 / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, -1)
+    field = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    ref = F.conv2d(F.pad(field, (radius, radius, 0, 0), mode="reflect"), k)  # along rows
+    torch.testing.assert_close(field @ _blur_matrix(28, sigma), ref)
+    torch.testing.assert_close(_blur_matrix(28, sigma).sum(0), torch.ones(28))  # keeps mass
+
+
+def test_strong_view_applies_elastic_only_when_asked() -> None:
+    x = normalize((_strokes() * 255).to(torch.uint8))
+    opts = {"max_shift": 0.0, "num_ops": 0, "cutout_size": 0.0}
+    plain = strong_view(x, torch.Generator().manual_seed(0), **opts)
+    torch.testing.assert_close(plain, x)
+    warped = strong_view(x, torch.Generator().manual_seed(0), elastic_alpha=34.0, **opts)
+    assert (warped - x).abs().mean() > 0.05
+
+
+def test_elastic_options_are_checked() -> None:
+    check_view_options({"elastic_alpha": 34.0, "elastic_sigma": 4.0}, "method.task.augment")
+    with pytest.raises(ValueError, match=r"method.task.augment.elastic_sigma must be .*got 0"):
+        check_view_options({"elastic_sigma": 0}, "method.task.augment")

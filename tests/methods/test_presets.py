@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 from dlexp.builders import instantiate_all
 from dlexp.train import train
 
-PRESETS = ["mnist_supervised_100", "mnist_pseudo_label", "mnist_fixmatch",
+PRESETS = ["mnist_supervised_100", "mnist_pseudo_label", "mnist_pseudo_label_long",
+           "mnist_fixmatch", "mnist_fixmatch_best",
            "mnist_transfer_pretrain", "mnist_transfer"]
 
 

@@ -180,6 +180,32 @@ def token_swap(ids: torch.Tensor, lengths: torch.Tensor, g: torch.Generator | No
     return ids.gather(1, src.to(ids.device)), lengths
 
 
+def _blur_matrix(size: int, sigma: float) -> torch.Tensor:
+    """``M`` with ``v @ M`` = ``v`` blurred by a Gaussian of ``sigma`` (reflected at the ends,
+    as ``F.pad(mode="reflect")``): blurring a 28x28 field is then two small matmuls, much
+    cheaper on a CPU than depthwise convolutions with a 25-tap kernel."""
+    radius = min(max(int(3 * sigma), 1), size - 1)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-t**2 / (2 * sigma**2))
+    k = k / k.sum()
+    eye = F.pad(torch.eye(size).unsqueeze(1), (radius, radius), mode="reflect")
+    return F.conv1d(eye, k.view(1, 1, -1)).squeeze(1)
+
+
+def elastic(u: torch.Tensor, g: torch.Generator | None, alpha: float = 34.0,
+            sigma: float = 4.0) -> torch.Tensor:
+    """Elastic distortion (Simard et al. 2003, the classic MNIST augmentation): a random
+    displacement field, uniform in [-1, 1] per pixel, smoothed by a Gaussian of ``sigma`` pixels
+    and scaled by ``alpha`` pixels, warps each image (one ``grid_sample`` for the batch)."""
+    n, _, h, w = u.shape
+    field = torch.rand(n, 2, h, w, generator=g) * 2 - 1
+    field = _blur_matrix(h, sigma).T @ (field @ _blur_matrix(w, sigma))  # rows, then columns
+    base = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), [n, 1, h, w], align_corners=False)
+    # pixels to grid units ([-1, 1] spans w and h): dx * 2 / w, dy * 2 / h
+    shift = torch.stack([field[:, 0] * 2 / w, field[:, 1] * 2 / h], -1) * alpha
+    return F.grid_sample(u, (base + shift).to(u), align_corners=False, padding_mode="zeros")
+
+
 def weak_view(x: Batch, g: torch.Generator | None = None, max_shift: float = 0.125,
               **_: float) -> Batch:
     """Images: a small random shift (no flips: digits are not mirror-symmetric). Text: as is."""
@@ -193,13 +219,16 @@ def weak_view(x: Batch, g: torch.Generator | None = None, max_shift: float = 0.1
 
 def strong_view(x: Batch, g: torch.Generator | None = None, max_shift: float = 0.125,
                 num_ops: int = 2, magnitude: float = 1.0, cutout_size: float = 0.5,
-                token_drop: float = 0.1, token_swaps: float = 0.1, pad_id: int = PAD_ID
-                ) -> Batch:
-    """Images: the weak shift, RandAugment and cutout. Text: token dropout, then swaps."""
+                token_drop: float = 0.1, token_swaps: float = 0.1, pad_id: int = PAD_ID,
+                elastic_alpha: float = 0.0, elastic_sigma: float = 4.0) -> Batch:
+    """Images: the weak shift, an elastic distortion (when ``elastic_alpha`` > 0, in pixels),
+    RandAugment and cutout. Text: token dropout, then swaps."""
     if isinstance(x, tuple | list):
         ids, lengths = token_dropout(*x, g, token_drop, pad_id)
         return token_swap(ids, lengths, g, token_swaps)
     u, lo, hi = _to_unit(weak_view(x, g, max_shift))
+    if elastic_alpha > 0:
+        u = elastic(u, g, elastic_alpha, elastic_sigma)
     u = rand_augment(u, g, num_ops, magnitude)
     if cutout_size > 0:
         u = cutout(u, g, cutout_size)
@@ -208,7 +237,9 @@ def strong_view(x: Batch, g: torch.Generator | None = None, max_shift: float = 0
 
 # the view options a training method may set, with their ranges (inclusive)
 VIEW_OPTIONS = {"max_shift": (0.0, 0.5), "num_ops": (0, 14), "magnitude": (0.0, 1.0),
-                "cutout_size": (0.0, 1.0), "token_drop": (0.0, 0.9), "token_swaps": (0.0, 1.0)}
+                "cutout_size": (0.0, 1.0), "token_drop": (0.0, 0.9), "token_swaps": (0.0, 1.0),
+                # pixels; sigma 0 would divide by zero in the blur kernel
+                "elastic_alpha": (0.0, 100.0), "elastic_sigma": (0.5, 20.0)}
 
 
 def check_view_options(options: dict, where: str) -> None:
