@@ -87,6 +87,33 @@ def test_batchnorm_replaces_the_conv_bias() -> None:
     assert _forward_backward(net).shape == (3, 10)
 
 
+def test_pool_first_pools_before_batchnorm_and_activation() -> None:
+    """Same function as the default order for max pooling, ReLU and a batchnorm with positive
+    scale (eval mode), on a quarter of the positions."""
+    spec = {"filters": 4, "batchnorm": True, "dropout": 0.25}
+    late = ConvBlock(**spec).build(1, "relu")
+    early = ConvBlock(**spec, pool_first=True).build(1, "relu")
+    assert [type(m) for m in late] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d,
+                                       nn.Dropout2d]
+    assert [type(m) for m in early] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU,
+                                        nn.Dropout2d]
+    torch.manual_seed(0)
+    bn = late[1]
+    bn.weight.data.uniform_(0.5, 2)
+    bn.bias.data.normal_()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2)
+    early[0].load_state_dict(late[0].state_dict())
+    early[2].load_state_dict(bn.state_dict())
+    late.eval()
+    early.eval()
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(early(x), late(x))
+    net = CNN(blocks=[{**spec, "pool_first": True}, {"filters": 8, "pool_first": True}])
+    assert net.features(x).shape == CNN(blocks=[spec, {"filters": 8}]).features(x).shape
+    assert _forward_backward(net).shape == (3, 10)
+
+
 def test_building_leaves_batchnorm_statistics_untouched() -> None:
     """The width-inference pass must not count as a training batch."""
     net = CNN(blocks=[{"filters": 4, "batchnorm": True}])

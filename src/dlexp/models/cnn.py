@@ -28,6 +28,9 @@ class ConvBlock:
     dropout: float = 0.0
     spatial_dropout: bool = True  # whole channels (Keras' SpatialDropout2D); false: single
     # activations, as Keras' Dropout after a pooling layer
+    pool_first: bool = False  # conv-pool-batchnorm-activation: with max pooling and ReLU the
+    # same kind of function (all three are monotonic per channel), with pool_size**2 times less
+    # batchnorm and activation work: most of a small CNN's step on a CPU
 
     def __post_init__(self) -> None:
         if self.padding not in ("same", "valid"):
@@ -48,7 +51,7 @@ class ConvBlock:
         layers.append(make_activation(act, slope))
         if self.pool != "none":
             pool = nn.MaxPool2d if self.pool == "max" else nn.AvgPool2d
-            layers.append(pool(self.pool_size))
+            layers.insert(1 if self.pool_first else len(layers), pool(self.pool_size))
         if self.dropout > 0:
             layers.append((nn.Dropout2d if self.spatial_dropout else nn.Dropout)(self.dropout))
         return nn.Sequential(*layers)
