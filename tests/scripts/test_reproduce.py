@@ -107,3 +107,16 @@ def test_variants_share_their_preparation(tiny_mnist: Path, tmp_path: Path,
     assert rec["prepare"]["command"].startswith("python train.py model=mlp")
     assert [r["variant"] for r in rec["runs"]] == ["scratch", "finetune"]
     assert set(rec["summary"]) == {"scratch", "finetune"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mnist_cnn", "imdb_lstm"])
+def test_a_headline_record_reproduces_within_its_tolerance(
+        name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's headline claims, re-run on the real data (``--check``)."""
+    data = request.getfixturevalue("real_imdb_dir" if "imdb" in name else "real_data_dir")
+    if not (reproduce.RESULTS / f"{name}.json").is_file():
+        pytest.skip(f"no record results/{name}.json: run scripts/reproduce.py {name}")
+    monkeypatch.setenv("DLEXP_DATA_DIR", str(data))
+    threads = reproduce.read(name)["machine"]["threads"]
+    assert reproduce.check(name, threads, patience_s=0)
