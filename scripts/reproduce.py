@@ -12,10 +12,11 @@ command reproduces. A result is a preset plus overrides, run as a user runs it (
     python scripts/reproduce.py --list             # results and sets
 
 Each record (``results/<name>.json``) holds the command, the git commit (and whether the tree
-was dirty), the date, the machine (CPU, cores, threads, load average before and after), the
-versions, and per run: whole-process wall time, training time, steps, epochs, the validation
-and test metrics and the training curves. A record taken while the load average exceeded the
-cores is marked ``loaded`` and kept out of the tables.
+was dirty), the date, the machine (CPU, cores, threads, load average before and after, the cores
+other processes kept busy during the runs), the versions, and per run: whole-process wall time,
+training time, steps, epochs, the validation and test metrics and the training curves. A record
+started while the load average exceeded the cores, or during which other processes used more
+than a quarter of a core, is marked ``loaded`` and kept out of the tables.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -141,6 +143,36 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+OTHERS_LIMIT = 0.25  # cores other processes may use during a record before it counts as loaded
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds every process on the machine has used since boot (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class OtherLoad:
+    """The cores other processes kept busy while the record's own runs ran: the machine's CPU
+    time less that of our finished child processes. The load average cannot tell the two
+    apart: a two-thread run on two cores alone brings it to about 2."""
+
+    def __enter__(self) -> OtherLoad:
+        self.start = (time.monotonic(), busy_cpu_s(), children_cpu_s())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        now = (time.monotonic(), busy_cpu_s(), children_cpu_s())
+        wall, busy, ours = (a - b for a, b in zip(now, self.start, strict=True))
+        self.cores = round(max(0.0, busy - ours) / max(wall, 1e-9), 3)
+
+
 def wait_for_quiet(cores: int, patience_s: float) -> list[float]:
     """The load average, once the 1-minute figure is at most the cores (or patience ran out)."""
     deadline = time.monotonic() + patience_s
@@ -245,7 +277,7 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
     info = machine(threads)
     before = wait_for_quiet(info["cores"], patience_s)
     prepared = None
-    with tempfile.TemporaryDirectory(prefix=f"reproduce-{name}-") as tmp:
+    with OtherLoad() as others, tempfile.TemporaryDirectory(prefix=f"reproduce-{name}-") as tmp:
         work = Path(tmp)
         if result.bench:
             runs = [bench_run(result, threads, work)]
@@ -257,13 +289,14 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
                     for variant in (result.variants or (("", ()),))
                     for seed in (result.seeds or (None,))]
     after = load()
-    loaded = max(before[0], after[0]) > info["cores"]
+    loaded = before[0] > info["cores"] or others.cores > OTHERS_LIMIT
     command = ("python scripts/benchmark.py " + " ".join(result.bench) if result.bench else
                "" if result.shell else "python train.py " + " ".join(result.overrides))
     return {"name": name, "command": command, "overrides": list(result.overrides),
             "seeds": list(result.seeds), "prepare": prepared, "git": git_state(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": {**info, "load_before": before, "load_after": after, "loaded": loaded},
+            "machine": {**info, "load_before": before, "load_after": after,
+                        "other_cores": others.cores, "loaded": loaded},
             "versions": versions(), "runs": runs, "summary": summarize(runs)}
 
 
@@ -351,7 +384,8 @@ def table(name: str) -> str:
 def _quiet(rec: dict[str, Any]) -> dict[str, Any]:
     if rec["machine"]["loaded"]:
         raise SystemExit(f"error: results/{rec['name']}.json was taken on a loaded machine "
-                         f"(load {rec['machine']['load_before']}); take it again when idle")
+                         f"(load {rec['machine']['load_before']}, other processes "
+                         f"{rec['machine'].get('other_cores')} cores); take it again when idle")
     return rec
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,7 @@ def test_a_record_holds_the_run_and_where_it_ran(tiny_result: str, capsys) -> No
     assert len(rec["git"]["commit"]) == 40 and isinstance(rec["git"]["dirty"], bool)
     assert rec["machine"]["cores"] >= 1 and rec["machine"]["threads"] == 1
     assert len(rec["machine"]["load_before"]) == 3 and "loaded" in rec["machine"]
+    assert rec["machine"]["other_cores"] >= 0
     assert set(rec["versions"]) == {"python", "torch", "lightning", "dlexp"}
     for run in rec["runs"]:
         assert run["wall_s"] > run["fit_s"] > 0 and run["epoch"] == 2
@@ -120,3 +123,17 @@ def test_a_headline_record_reproduces_within_its_tolerance(
     monkeypatch.setenv("DLEXP_DATA_DIR", str(data))
     threads = reproduce.read(name)["machine"]["threads"]
     assert reproduce.check(name, threads, patience_s=0)
+
+
+def test_other_processes_cpu_time_is_measured_apart_from_our_own() -> None:
+    """A busy child of ours is not another job; a busy thread of this process (not a child) is
+    counted as other load, as another job's would be."""
+    with reproduce.OtherLoad() as quiet:
+        subprocess.run([sys.executable, "-c", "import time\nt = time.time()\n"
+                        "while time.time() - t < 1: pass"], check=True)
+    assert quiet.cores < 0.5
+    with reproduce.OtherLoad() as busy:
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            pass
+    assert busy.cores > 0.5
