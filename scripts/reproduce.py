@@ -393,11 +393,15 @@ def _quiet(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cell(s: dict[str, float], column: str) -> str:
+    if column not in s:
+        return "—"  # e.g. no val/acc: the course's runs train on all 60k, no validation split
     if column in ("test/acc", "val/acc"):
         value = f"{100 * s[column]:.2f}%"
         std = s.get(f"{column}_std")
         return f"{value} ± {100 * std:.2f}" if std is not None else value
     seconds = s[column]
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min"
 
 
@@ -414,8 +418,8 @@ def _bench_table(spec: Table, link: str) -> str:
 
 
 def marked(name: str) -> re.Pattern[str]:
-    """The block a document keeps a table in, between two HTML comments."""
-    return re.compile(rf"(<!-- results:{name} -->\n)(.*?)(\n<!-- /results:{name} -->)", re.S)
+    """The block a document keeps a table in, between two HTML comments (empty at first)."""
+    return re.compile(rf"(<!-- results:{name} -->\n)(.*?)\n?(<!-- /results:{name} -->)", re.S)
 
 
 def write_tables() -> list[str]:
@@ -427,7 +431,7 @@ def write_tables() -> list[str]:
         if not marked(name).search(text):
             raise SystemExit(f"error: {spec.doc} has no <!-- results:{name} --> block")
         m = marked(name).search(text)
-        new = text[:m.start(2)] + table(name) + text[m.end(2):]
+        new = text[:m.end(1)] + table(name) + "\n" + text[m.start(3):]
         if new != text:
             doc.write_text(new)
             changed.append(spec.doc)
