@@ -1,16 +1,15 @@
 """dlexp-demo in a real browser (headless Chromium from the distribution's packages, driven by
-Playwright): a "1" drawn with the mouse, and a typed review, show the class and probabilities
-dlexp-predict gives for the same canvas image and the same text."""
+Playwright, the ``page`` fixture): a "1" drawn with the mouse, and a typed review, show the
+class and probabilities dlexp-predict gives for the same canvas image and the same text."""
 
 from __future__ import annotations
 
 import base64
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import screenshot
 from conftest import FAST, POSITIVE, TINY_DATA, compose_train
 from test_demo import running
 
@@ -18,22 +17,6 @@ from dlexp.predict import main as predict_main
 from dlexp.train import train
 
 pytestmark = pytest.mark.integration
-CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser"])), None)
-# Playwright's own browser download cannot work offline: drive the system's chromium
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if CHROMIUM is None:
-        pytest.skip("no Chromium found: apt-get install chromium")
-    from playwright.sync_api import sync_playwright  # the dev extra: a missing one is an error
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +58,8 @@ def _predicted(args: list[str], capsys: pytest.CaptureFixture) -> tuple[str, dic
 
 
 def test_a_drawn_one_shows_what_predict_says_for_the_canvas(
-        browser: object, image_ckpt: str, tmp_path: Path,
+        page: object, image_ckpt: str, tmp_path: Path, artifacts: Path,
         capsys: pytest.CaptureFixture) -> None:
-    page = browser.new_page()
     with running(image_ckpt) as server:
         page.goto(server.url)
         box = page.locator("#canvas").bounding_box()
@@ -89,6 +71,7 @@ def test_a_drawn_one_shows_what_predict_says_for_the_canvas(
         page.mouse.up()
         page.wait_for_function("document.getElementById('label').dataset.input === 'canvas'")
         label, probs = _shown(page)
+        screenshot(page, artifacts / "demo_drawn_digit.png")
         png = page.evaluate("document.getElementById('canvas').toDataURL('image/png')")
         page.click("#clear")
         page.wait_for_function("document.getElementById('label').dataset.input === ''")
@@ -102,16 +85,16 @@ def test_a_drawn_one_shows_what_predict_says_for_the_canvas(
     assert cleared[0].strip() == "" and set(cleared[1].values()) == {0.0}
 
 
-def test_a_typed_review_shows_what_predict_says(browser: object, text_ckpt: str,
+def test_a_typed_review_shows_what_predict_says(page: object, text_ckpt: str, artifacts: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     review = f"What a {POSITIVE[0]} movie, {POSITIVE[2]} every minute"
-    page = browser.new_page()
     with running(text_ckpt) as server:
         page.goto(server.url)
         page.locator("#review").press_sequentially(review, delay=15)
         page.wait_for_function("t => document.getElementById('label').dataset.input === t",
                                arg=review)
         label, probs = _shown(page)
+        screenshot(page, artifacts / "demo_typed_review.png")
     want_label, want = _predicted([text_ckpt, "--", review], capsys)
     assert set(probs) == {"negative", "positive"}
     assert label == want_label == "positive" and probs == pytest.approx(want, abs=1e-6)
