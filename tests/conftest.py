@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import zlib
 from collections.abc import Iterator
@@ -25,6 +26,11 @@ INTEGRATION_MODULES = {
     "test_training_curves.py", "test_benchmark.py", "test_word_vectors_script.py",
     "test_export.py"}
 
+
+# A suite started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored, and so
+# would every process the tests start: the Ctrl+C tests need it delivered as a terminal does.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Where the real data is, read once from the environment the tests were started in. Every test
 # then runs without the user's DLEXP_* settings (a test that needs one sets it): the suite

@@ -3,8 +3,11 @@ in one line; jobs waiting for free resources keep waiting with a status line."""
 
 from __future__ import annotations
 
+import _thread
 import logging
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,16 @@ def test_jobs_waiting_for_resources_keep_waiting_with_a_status_line(
         watcher.join(timeout=10)
     assert watcher.refused is None and cancelled == []
     assert "slurm: 1 pending (Resources), 1 running" in caplog.text
+
+
+def test_the_watcher_can_stop_a_sweep_started_with_sigint_ignored() -> None:
+    """nohup, or ``&`` in a script: SIGINT is ignored, and interrupt_main() alone would do
+    nothing, leaving the sweep waiting forever for the jobs it cancelled."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt), slurm_launcher.interruptible():
+            _thread.interrupt_main()
+            time.sleep(1)  # the interrupt arrives between two bytecodes, well before this ends
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # as the user had it
+    finally:
+        signal.signal(signal.SIGINT, previous)

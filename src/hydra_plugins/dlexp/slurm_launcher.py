@@ -8,10 +8,13 @@ from __future__ import annotations
 import _thread
 import logging
 import re
+import signal
 import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +94,21 @@ def squeue(arrays: list[str]) -> list[tuple[str, str, str]]:
     return [tuple(line.split("|", 2)) for line in done.stdout.splitlines() if line.count("|") == 2]
 
 
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Let the watcher's ``interrupt_main()`` reach the main thread: it works only while Python
+    handles SIGINT, and a sweep started with nohup, or with ``&`` from a script, has it ignored."""
+    ignored = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 if base is not None:
 
     class SlurmLauncher(base.SlurmLauncher):
@@ -101,7 +119,8 @@ if base is not None:
             watcher = ArrayWatcher(folder, dict(self.params))
             watcher.start()
             try:
-                return super().launch(job_overrides, initial_job_idx)
+                with interruptible():
+                    return super().launch(job_overrides, initial_job_idx)
             except (Exception, KeyboardInterrupt):
                 if watcher.refused:
                     raise CompactHydraException(watcher.refused) from None
