@@ -35,7 +35,8 @@ class RequeueAtBatchEnd(L.Callback):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(REQUEUE_SIGNAL, self._note)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # teardown, not on_fit_end: it also runs when fit stops on an exception
         if self._previous is not None:
             signal.signal(REQUEUE_SIGNAL, self._previous)
             self._previous = None

@@ -57,7 +57,7 @@ def _with_ema(task: FixMatchTask) -> EMA:
 def test_ema_teacher_labels_with_the_average_in_eval_mode() -> None:
     task = _task(teacher="ema")
     ema = _with_ema(task)
-    teacher = ema._average_model.module.net
+    teacher = ema.averaged().net
     teacher.train()
     # the student is confident on two samples; the average is not confident on any
     with torch.no_grad():
@@ -132,6 +132,21 @@ def test_distribution_alignment_keeps_running_means_across_steps() -> None:
     task._align(torch.tensor([[0.0, 1.0, 0.0]]).repeat(4, 1), torch.tensor([0, 1, 2]))
     torch.testing.assert_close(task.p_model, torch.tensor([0.5, 0.5, 0.0]))
     torch.testing.assert_close(task.p_target, torch.full((3,), 1 / 3))
+
+
+def test_the_running_statistics_travel_in_checkpoints(tmp_path: Path) -> None:
+    """Resumed from a checkpoint, alignment and FlexMatch go on from the same running means."""
+    task = _task(distribution_alignment=True, threshold_mode="flexmatch")
+    probs = torch.tensor([[0.97, 0.02, 0.01]]).repeat(4, 1)
+    task._align(probs, torch.tensor([0, 1, 2]))
+    task._thresholds(*probs.max(-1))
+    checkpoint: dict = {}
+    task.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "c.ckpt")
+    resumed = _task(distribution_alignment=True, threshold_mode="flexmatch")
+    resumed.on_load_checkpoint(torch.load(tmp_path / "c.ckpt", weights_only=True))
+    for key in FixMatchTask.RUNNING:
+        torch.testing.assert_close(getattr(resumed, key), getattr(task, key))
 
 
 def test_distribution_alignment_changes_what_training_accepts() -> None:

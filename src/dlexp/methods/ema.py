@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.callbacks import WeightAveraging
+from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 
@@ -20,6 +21,10 @@ class EMA(WeightAveraging):
         if not 0 < decay < 1:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+    def averaged(self) -> nn.Module | None:
+        """The averaged copy of the LightningModule during fit (None before and after)."""
+        return self._average_model.module if self._average_model is not None else None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import WeightAveraging
 
 from dlexp.data.augment import check_view_options, strong_view, weak_view
+from dlexp.methods.ema import EMA
 from dlexp.task import ClassificationTask, forward_net
 
 
@@ -41,8 +41,9 @@ class FixMatchTask(ClassificationTask):
         self.distribution_alignment, self.da_momentum = distribution_alignment, da_momentum
         self.flex_momentum, self.flex_warmup = flex_momentum, flex_warmup
         # Running statistics of the pseudo-labelling (plain tensors, not buffers, for the same
-        # reason as pseudo_sums): the model's and the labeled set's class distributions
-        # (distribution alignment) and the classes' learning effect (flexmatch); set on first use
+        # reason as pseudo_sums; checkpoints carry them for an exact resume): the model's and
+        # the labeled set's class distributions (distribution alignment) and the classes'
+        # learning effect (flexmatch); set on first use
         self.p_model: torch.Tensor | None = None
         self.p_target: torch.Tensor | None = None
         self.class_learned: torch.Tensor | None = None
@@ -97,9 +98,8 @@ class FixMatchTask(ClassificationTask):
     def _ema_net(self) -> torch.nn.Module:
         """The network inside the EMA callback's averaged copy of this task."""
         for cb in getattr(self._trainer, "callbacks", None) or []:
-            average = getattr(cb, "_average_model", None)
-            if isinstance(cb, WeightAveraging) and average is not None:
-                return average.module.net
+            if isinstance(cb, EMA) and (average := cb.averaged()) is not None:
+                return average.net
         raise RuntimeError("method.task.teacher=ema needs the EMA callback "
                            "(method.callbacks.ema, which method=fixmatch sets) during fit")
 
@@ -146,6 +146,18 @@ class FixMatchTask(ClassificationTask):
         norm = torch.maximum(sigma.max(), learned[k]) if self.flex_warmup else sigma.max()
         beta = sigma / norm.clamp(min=1e-12)
         return (self.threshold * beta / (2 - beta))[pseudo]
+
+    RUNNING = ("p_model", "p_target", "class_learned")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["fixmatch"] = {k: getattr(self, k) for k in self.RUNNING
+                                  if getattr(self, k) is not None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        for key, value in checkpoint.get("fixmatch", {}).items():
+            setattr(self, key, value)
 
     def _views(self, xu: Any) -> tuple[Any, Any]:
         """Augment in fp32 whatever the precision: grid sampling and intensity maths in bf16
