@@ -27,13 +27,14 @@ MLP = ["model=mlp", "model.hidden=[32]", "model.dropout=0.0"]
 
 
 def multirun(log_dir: Path, data: Path, *args: str, multi: bool = True,
-             timeout: int = 300, ok: bool = True) -> tuple[subprocess.CompletedProcess, Path]:
+             timeout: int = 300, ok: bool = True, env: dict[str, str] | None = None
+             ) -> tuple[subprocess.CompletedProcess, Path]:
     """Run ``train.py [-m] args`` with outputs under ``log_dir``; returns the process and the
     sweep directory it wrote (the newest one). ``ok``: the process must succeed."""
     cmd = [sys.executable, str(REPO / "train.py"), *(["-m"] if multi else []),
            f"paths.log_dir={log_dir}", f"paths.data_dir={data}", *FAST, *TINY_DATA, *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=log_dir,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     sweeps = sorted((log_dir / "multiruns").glob("*"))
     assert sweeps and (result.returncode == 0) == ok, result.stderr[-3000:]
     return result, sweeps[-1]
@@ -60,15 +61,22 @@ def test_grid_sweep_gives_every_job_its_directory(tmp_path: Path, tiny_mnist: Pa
     assert not (tmp_path / "train" / "runs").exists()  # no job fell back to a single-run dir
 
 
-def test_every_experiment_preset_runs(tmp_path: Path) -> None:
+# AVX2: oneDNN and ATen held below AVX-512, as on most laptops: no native bf16, no bf16 LSTM
+AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+@pytest.mark.parametrize("isa", [{}, AVX2], ids=["native", "avx2"])
+def test_every_experiment_preset_runs(tmp_path: Path, isa: dict[str, str]) -> None:
     presets = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
     # 2000 digits, 1200 reviews: presets that keep a few classes or labels still find enough
     data = make_imdb_tree(make_mnist_tree(tmp_path / "data", n_train=2000, n_test=200),
                           n_train=600)  # imdb presets with 1000 labels
 
-    _, sweep = multirun(tmp_path, data, "experiment=glob(*)", "debug=fdr")
+    _, sweep = multirun(tmp_path, data, "experiment=glob(*)", "debug=fdr", env=isa)
     jobs = find_jobs(sweep)
     assert sorted(j.overrides["experiment"] for j in jobs) == presets
+    if isa:  # precision: auto chose float32 there
+        assert {j.metrics.get("precision") for j in jobs} == {"32-true"}
     failed = {j.overrides["experiment"]: j.metrics.get("error") for j in jobs if j.status != "ok"}
     assert not failed
 

@@ -3,10 +3,13 @@ matrix products (TF32 on GPUs), and compiling the network."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from dlexp import hardware
 from dlexp.errors import ConfigError
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
@@ -25,10 +28,21 @@ def check(cfg: DictConfig) -> None:
 
 
 def apply(cfg: DictConfig) -> None:
-    if cfg.get("threads") is not None:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.get("threads") or default_threads())
     if cfg.get("matmul_precision") is not None:  # "high": TF32 matrix products on GPUs
         torch.set_float32_matmul_precision(cfg.matmul_precision)
+
+
+def default_threads() -> int:
+    """``threads: null``: one per physical core (torch may count SMT siblings), unless
+    OMP_NUM_THREADS says otherwise, as Lightning's multi-process strategies set it."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(int(os.environ["OMP_NUM_THREADS"]), 1)
+    return hardware.physical_cores()
+
+
+def threads() -> int:
+    return torch.get_num_threads()
 
 
 def backend(cfg: DictConfig) -> str:

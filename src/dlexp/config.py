@@ -7,6 +7,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import logging
 import math
 import types
 import typing
@@ -17,9 +18,11 @@ from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from dlexp import backends
+from dlexp import backends, hardware
 from dlexp.builders import target_class
 from dlexp.errors import ConfigError
+
+log = logging.getLogger("dlexp.config")
 
 # the metrics the task logs, which checkpointing and sweeps may select on
 METRICS = ["val/acc", "val/loss", "val/f1", "train/acc", "train/f1", "train/loss_epoch"]
@@ -37,6 +40,7 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     backends.check(cfg)
     check_monitor(cfg)
     check_pair(cfg)
+    check_precision(cfg)
     check_without_validation(cfg, sweeping)
     check_transfer(cfg)
 
@@ -213,6 +217,21 @@ def check_pair(cfg: DictConfig) -> None:
         raise ConfigError(f"model {net_cls.__name__} takes {wants} input but data "
                           f"{data_name(cfg)} gives {gives}: use {MODELS_FOR[gives]}, or "
                           f"{DATA_FOR[wants]} for this model")
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """A precision this CPU cannot serve: refused (an LSTM whose bf16 primitive oneDNN lacks
+    here, which fails at the first step) or named in one warning (bf16 emulated)."""
+    precision, accelerator = cfg.trainer.get("precision"), str(cfg.trainer.get("accelerator"))
+    if str(precision) == hardware.AUTO:
+        return
+    if cfg.model.get("cell") == "lstm" and hardware.lstm_bf16_missing(precision, accelerator):
+        raise ConfigError(f"trainer.precision={precision}: oneDNN has no bf16 LSTM on this CPU "
+                          f"({hardware.cpu_info().cpu_class}), so the first step would fail; "
+                          "use trainer.precision=auto (float32 here) or 32-true")
+    warning = hardware.emulated_bf16_warning(precision, accelerator)
+    if warning:
+        log.warning(warning)
 
 
 def data_name(cfg: DictConfig) -> str:

@@ -29,14 +29,17 @@ from dlexp.console import print_error, quiet_lightning_notices
 from dlexp.errors import Diverged, user_message
 from dlexp.hparams import flat_hparams, log_hparams
 from dlexp.record import RunRecord
-from dlexp.trainer import build_trainer
+from dlexp.trainer import build_trainer, resolve_precision
 
 log = logging.getLogger("dlexp.train")
 
 
 def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """One run, top to bottom. Everything that can be checked without data is checked first."""
+    chosen = resolve_precision(cfg.trainer)
     config.check(cfg, sweeping=cluster.sweeping())
+    if chosen and cluster.is_rank_zero():
+        log.info("precision: %s (trainer.precision=auto: %s)", cfg.trainer.precision, chosen)
     backends.apply(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resume = checkpoint.for_resume(cfg, cluster.requeued_checkpoint(out_dir))
@@ -60,7 +63,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume and resume.path)
     fit_s = round(time.perf_counter() - started, 2)
-    results = {"fit_s": fit_s, **test_kept_checkpoint(trainer, task, datamodule, cfg)}
+    results = {"fit_s": fit_s, "precision": str(cfg.trainer.precision), "threads": backends.threads(),
+               **test_kept_checkpoint(trainer, task, datamodule, cfg)}
     log_hparams(trainer, flat_hparams(cfg, cluster.choices()), results)
     return results
 

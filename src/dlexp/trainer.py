@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 from typing import Any
 
@@ -15,17 +16,31 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
+from dlexp import hardware
 from dlexp.checkpoint import ReentrantCheckpointIO
 from dlexp.errors import ConfigError
 from dlexp.requeue import RequeueAtBatchEnd
 
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+log = logging.getLogger("dlexp.trainer")
+
+
+def resolve_precision(trainer_cfg: DictConfig) -> str | None:
+    """``precision: auto`` becomes the precision native on this device, in the config itself,
+    so the trainer, the hparams and metrics.json all see what ran. Returns why, or None when
+    the precision was given."""
+    if str(trainer_cfg.get("precision")) != hardware.AUTO:
+        return None
+    precision, why = hardware.resolve_precision(str(trainer_cfg.get("accelerator", "auto")))
+    trainer_cfg.precision = precision
+    return why
 
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], loggers: list,
                   validate: bool = True, **kwargs: Any) -> L.Trainer:
     """The Trainer; ``validate=False`` (``data.val_size=0``) runs no validation loop."""
     use_runtime_cuda_check()
+    resolve_precision(trainer_cfg)
     if not validate:
         kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
     if "plugins" not in trainer_cfg and "plugins" not in kwargs:
