@@ -126,3 +126,12 @@ def test_fit_features_and_its_errors(tmp_path: Path) -> None:
     run = dlexp.fit(x, y, *FAST, f"paths.log_dir={tmp_path}", model="mlp", epochs=2)
     assert run.load().modality == "features" and run.metrics["test/acc"] > 0.7
 
+
+
+def test_dlexp_train_stays_callable_once_its_module_is_imported(tmp_path: Path) -> None:
+    import importlib
+
+    module = importlib.import_module("dlexp.train")  # binds dlexp.train to the module
+    assert callable(module.train) and callable(dlexp.train)
+    with pytest.raises(RunError, match="Could not find 'optimizer/sgdd'"):
+        dlexp.train("optimizer=sgdd", f"paths.log_dir={tmp_path}")

@@ -45,6 +45,3 @@ def fit(x: object, y: object, *overrides: str, **options: object) -> Run:
     from dlexp.api import fit as _fit
 
     return _fit(x, y, *overrides, **options)
-
-
-PUBLIC = {"train": train}  # what importing the submodule dlexp.train would hide (dlexp.api)

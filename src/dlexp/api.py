@@ -199,23 +199,12 @@ def run_config(cfg: DictConfig, overrides: Sequence[str], raise_on_error: bool =
     from dlexp.console import quiet_lightning_notices
     from dlexp.train import train as train_cfg
 
-    _keep_public_names()
     quiet_lightning_notices()
     metrics = train_cfg(cfg)
     run = Run(cfg.paths.output_dir, metrics, overrides)
     if metrics["status"] != "ok" and raise_on_error:
         raise RunError(metrics.get("error") or metrics["status"], metrics)
     return run
-
-
-def _keep_public_names() -> None:
-    """Importing the module ``dlexp.train`` binds ``dlexp.train`` to it, hiding the function
-    ``dlexp.train()``: bind the function again (``from dlexp.train import ...`` is unchanged)."""
-    import dlexp
-
-    for name in ("train",):
-        if not callable(getattr(dlexp, name)):
-            setattr(dlexp, name, dlexp.PUBLIC[name])
 
 
 def train(*overrides: str, multirun: bool = False, **options: Any) -> Run | Runs:
