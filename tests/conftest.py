@@ -126,6 +126,30 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mnist_tree(tmp_path_factory.mktemp("mnist"))
 
 
+DIGIT_NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                        "nine"])
+
+
+def make_arrays_npz(path: Path, n_train: int = 300, n_test: int = 0, names: bool = True) -> Path:
+    """``np.savez`` of the synthetic digits as ``keras.datasets.mnist.load_data()`` gives them
+    (``x_train`` uint8 (N, 28, 28)), labelled with the digits' names (or numbers); with
+    ``n_test``, also ``x_test, y_test``."""
+    x, y = synthetic_digits(n_train, 0)
+    arrays = {"x_train": x, "y_train": DIGIT_NAMES[y] if names else y}
+    if n_test:
+        xt, yt = synthetic_digits(n_test, 1)
+        arrays |= {"x_test": xt, "y_test": DIGIT_NAMES[yt] if names else yt}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_arrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An .npz of 300 synthetic digits named "zero".."nine", no validation or test part."""
+    return make_arrays_npz(tmp_path_factory.mktemp("arrays") / "digits.npz")
+
+
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """No network: every download attempt fails as offline machines do; lists the URLs tried."""
@@ -247,8 +271,10 @@ def tiny_imdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data root with both tiny datasets, for tests that compose any data option."""
+    """One data root with both tiny datasets and ``arrays.npz``, for tests that compose any
+    data option."""
     root = tmp_path_factory.mktemp("data")
+    make_arrays_npz(root / "arrays.npz")  # data=arrays data.path=arrays.npz
     return make_imdb_tree(make_mnist_tree(root))
 
 

@@ -20,7 +20,8 @@ from dlexp.errors import ConfigError
 GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "regularization", "callbacks",
           "logger", "trainer", "method", "transfer", "experiment", "debug"]
 # an option that needs a partner to form a working pair (data=imdb keeps the default CNN)
-PARTNERS = {("data", "imdb"): ["model=lstm"], ("model", "lstm"): ["data=imdb"],
+PARTNERS = {("data", "imdb"): ["model=lstm"], ("data", "arrays"): ["data.path=arrays.npz"],
+            ("model", "lstm"): ["data=imdb"],
             ("model", "gru"): ["data=imdb"], ("model", "rnn"): ["data=imdb"],
             ("experiment", "imdb_supervised_1000"): ["data.num_labeled=20"],
             ("experiment", "imdb_pseudo_label"): ["data.num_labeled=20"],

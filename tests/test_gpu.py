@@ -4,6 +4,7 @@ data kept in GPU memory, compile, a one-device DDP launch, and resume. Skipped w
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import lightning as L
@@ -11,8 +12,10 @@ import pytest
 import torch
 from conftest import FAST, TINY_DATA, compose_train
 
-from dlexp import train as train_module
 from dlexp.train import train
+
+# the module (``from dlexp import train`` is the function dlexp.train())
+train_module = importlib.import_module("dlexp.train")
 
 pytestmark = [pytest.mark.gpu, pytest.mark.integration,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")]

@@ -12,6 +12,7 @@ except PackageNotFoundError:  # running from a checkout without an install
     __version__ = "unknown"
 
 if TYPE_CHECKING:
+    from dlexp.api import Run, Runs
     from dlexp.inference import Predictor
 
 
@@ -22,3 +23,25 @@ def load(path: str | Path) -> Predictor:
     from dlexp.inference import load as _load
 
     return _load(path)
+
+
+def train(*overrides: str, multirun: bool = False, **options: object) -> Run | Runs:
+    """``python train.py OVERRIDES`` from Python: the same config, checks and run, returned as
+    a :class:`dlexp.api.Run` (metrics, history, checkpoints, figures). See :mod:`dlexp.api`."""
+    from dlexp.api import train as _train
+
+    return _train(*overrides, multirun=multirun, **options)
+
+
+def sweep(*overrides: str, **options: object) -> Runs:
+    """``python train.py -m OVERRIDES`` in this process: a list of runs (``.to_frame()``)."""
+    from dlexp.api import sweep as _sweep
+
+    return _sweep(*overrides, **options)
+
+
+def fit(x: object, y: object, *overrides: str, **options: object) -> Run:
+    """Train on in-memory arrays, as ``keras.Model.fit(x, y)``: see :func:`dlexp.api.fit`."""
+    from dlexp.api import fit as _fit
+
+    return _fit(x, y, *overrides, **options)

@@ -34,6 +34,7 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     """All checks of a training config; ``sweeping``: a multirun job, whose monitored metric a
     sweeper compares."""
     check_top_level(cfg)
+    check_required(cfg)
     check_types(cfg)
     check_finite(cfg)
     check_seed(cfg)
@@ -60,6 +61,15 @@ def check_top_level(cfg: DictConfig) -> None:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"unknown setting {name!r}{hint}: train.py reads the groups and keys "
                           f"of conf/train.yaml: {', '.join(sorted(known))}")
+
+
+def check_required(cfg: DictConfig) -> None:
+    """A setting a config leaves to the user (``???``, such as ``data.path`` of
+    ``data=arrays``) is named before anything reads it."""
+    for path, node in _target_nodes(cfg, ""):
+        for key in node:
+            if OmegaConf.is_missing(node, key):
+                raise ConfigError(f"{path}{key} is required: add {path}{key}=... to the command")
 
 
 @dataclasses.dataclass

@@ -147,6 +147,14 @@ def description(info: dict, fmt: str, out: Path) -> dict:
     """What a user needs to feed the exported graph without dlexp."""
     desc = {"format": fmt, "outputs": {"logits": ["batch", info["num_classes"]]},
             "class_names": info["class_names"]}
+    if info.get("name") == "arrays":  # data=arrays and dlexp.fit: images or features
+        shape = info["net_kwargs"]["in_shape"]
+        return desc | {
+            "inputs": {"image": {"dtype": "float32", "shape": ["batch", *shape]}},
+            "normalize": {"mean": info["mean"], "std": info["std"]},
+            "preprocess": f"image = (x - mean) / std per channel (features: per feature), x of "
+                          f"shape {shape} on the scale of the training arrays ({info['dtype']}); "
+                          "images channels first"}
     if info["modality"] == "image":
         shape = info["net_kwargs"]["in_shape"]
         return desc | {

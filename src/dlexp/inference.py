@@ -23,7 +23,14 @@ from torch import nn
 from dlexp import checkpoint
 from dlexp.data.tokenizer import from_json, pad_ids
 from dlexp.errors import CheckpointError
-from dlexp.inputs import ImageInput, load_image, normalize_images, review_ids
+from dlexp.inputs import (
+    ImageInput,
+    load_image,
+    load_sample,
+    normalize_images,
+    review_ids,
+    sample_batch,
+)
 from dlexp.task import ClassificationTask
 
 
@@ -54,6 +61,14 @@ class Predictor:
         images or arrays. ValueError naming the first image that cannot be used."""
         return self.classify_images(self._each(self.prepare_image, images, "image"))
 
+    def predict(self, x: Any) -> torch.Tensor:
+        """Class probabilities [N, classes] for a batch of arrays as training read them, like
+        Keras' ``model.predict(x_test)``: (N, 28, 28) digits for MNIST, the training arrays'
+        layout for ``data=arrays`` and ``dlexp.fit`` models. Text models: :meth:`predict_texts`."""
+        if self.modality == "text":
+            raise CheckpointError(f"{self.path} classifies texts: use predict_texts")
+        return self.classify_images(sample_batch(x, self.data))
+
     def predict_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities [N, classes] for review texts. ValueError naming the first
         text that cannot be used (blank, not valid Unicode)."""
@@ -66,7 +81,10 @@ class Predictor:
 
     # ------------------------------------------------------------------ one input at a time
     def prepare_image(self, image: ImageInput) -> torch.Tensor:
-        """One image as the network's input: uint8 [1, 28, 28] (:func:`dlexp.inputs.load_image`)."""
+        """One image as the network's input: uint8 [1, 28, 28] (:func:`dlexp.inputs.load_image`);
+        for ``data=arrays`` models, an array, ``.npy`` file or image (:func:`~dlexp.inputs.load_sample`)."""
+        if self.data.get("name") == "arrays":
+            return load_sample(image, self.data)
         self._expect("image")
         return load_image(image)
 

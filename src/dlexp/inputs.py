@@ -193,10 +193,64 @@ def _centre_of_mass_offset(ink: np.ndarray) -> tuple[int, int]:
 
 
 def normalize_images(images: list[torch.Tensor], data: dict) -> torch.Tensor:
-    """A float batch [N, 1, 28, 28] from :func:`load_image` outputs, standardised as in
-    training (``data``: the checkpoint's data description)."""
+    """A float batch [N, 1, 28, 28] from :func:`load_image` outputs (or [N, *in_shape] from
+    :func:`load_sample`), standardised as in training (``data``: the checkpoint's data
+    description)."""
     batch = torch.stack(images).float()
+    if data.get("name") == "arrays":
+        from dlexp.data.arrays import normalize_arrays
+
+        return normalize_arrays(batch, data["mean"], data["std"])
     return (batch / 255 - data["mean"]) / data["std"]
+
+
+# ------------------------------------------------------------------------------ own arrays
+def load_sample(source: ImageInput, data: dict) -> torch.Tensor:
+    """One input of a ``data=arrays`` (or ``dlexp.fit``) model, in the network's layout: an
+    array of the training samples' shape ((H, W), (H, W, C) or (D,)), a ``.npy`` file holding
+    one, or (image models) an image file or PIL image, converted to the training channels and
+    resized to the training size, as 0-255 pixels. ValueError when it cannot fit."""
+    shape = tuple(data["input_shape"])
+    if isinstance(source, str | Path) and str(source).endswith(".npy"):
+        try:
+            source = np.load(source, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read .npy file: {_first_line(e)}") from None
+    if isinstance(source, np.ndarray | torch.Tensor):
+        return _sample_array(np.asarray(source), shape)
+    if data["modality"] != "image":
+        raise ValueError(f"this model takes feature arrays of shape {shape} (a NumPy array or "
+                         "a .npy file), not images")
+    image = _decoded(source).convert("L" if shape[0] == 1 else "RGB")
+    image = image.resize((shape[2], shape[1]), Image.Resampling.LANCZOS)
+    return _sample_array(np.asarray(image), shape)
+
+
+def _sample_array(a: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) \
+            or np.issubdtype(a.dtype, np.complexfloating):
+        raise ValueError(f"an input must hold real numbers, got {a.dtype}")
+    t = torch.from_numpy(np.ascontiguousarray(a if a.dtype == np.uint8 else a.astype(np.float32)))
+    if len(shape) == 3 and t.ndim == 2:
+        t = t.unsqueeze(0)
+    elif len(shape) == 3 and t.ndim == 3:  # channels last, as the training arrays were given
+        t = t.permute(2, 0, 1)
+    if tuple(t.shape) != shape:
+        layout = f"(H, W) or (H, W, C) = {shape[1:]} + ({shape[0]},)" if len(shape) == 3 \
+            else str(shape)
+        raise ValueError(f"an input of shape {tuple(a.shape)} does not fit this model, which "
+                         f"takes {layout}")
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise ValueError("the input holds NaN or infinite values")
+    return t.contiguous()
+
+
+def sample_batch(x: np.ndarray | torch.Tensor, data: dict) -> list[torch.Tensor]:
+    """A batch (N, ...) of inputs in the training arrays' layout as :func:`load_sample`s."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if data.get("name") != "arrays":  # MNIST: (N, 28, 28) digits, as mnist.load_data() gives
+        data = {**data, "input_shape": data["net_kwargs"]["in_shape"], "name": "mnist"}
+    return [_sample_array(sample, tuple(data["input_shape"])) for sample in a]
 
 
 # ------------------------------------------------------------------------------ texts

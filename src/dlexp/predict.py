@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         model = load(args.checkpoint)
-        items = _image_items(args) if model.modality == "image" else _text_items(args)
+        items = _image_items(args) if model.modality != "text" else _text_items(args)
     except Exception as exc:
         _exit_on(exc)
     ranked = iter(_classify(model, items))
-    key = "file" if model.modality == "image" else "text"
+    key = "file" if model.modality != "text" else "text"
     for item in items:
         if item.error is None:
             _print_result(key, item.shown, next(ranked), args)
@@ -85,7 +85,7 @@ def _exit_on(exc: Exception) -> NoReturn:
 
 def _classify(model: Predictor, items: list[Item]) -> list[list[tuple[str, float]]]:
     """Ranked classes for the items that can be read, in order; the others get their error."""
-    prepare = model.prepare_image if model.modality == "image" else model.prepare_text
+    prepare = model.prepare_image if model.modality != "text" else model.prepare_text
     ready = []
     for item in items:
         if item.error is None:
@@ -93,7 +93,7 @@ def _classify(model: Predictor, items: list[Item]) -> list[list[tuple[str, float
                 ready.append(prepare(item.value))
             except ValueError as e:
                 item.error = str(e)
-    probs = model.classify_images(ready) if model.modality == "image" \
+    probs = model.classify_images(ready) if model.modality != "text" \
         else model.classify_texts(ready)
     return model.rank(probs)
 

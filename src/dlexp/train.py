@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,18 @@ def main() -> None:
     plugins.check_installed(sys.argv[1:])
     _main()
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module binds ``dlexp.train`` to it, in place of the function
+    ``dlexp.train(...)``: calling the module does what the function does."""
+
+    def __call__(self, *overrides: str, **options: Any) -> Any:
+        from dlexp.api import train as api_train
+
+        return api_train(*overrides, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()

@@ -37,7 +37,81 @@ def default_root() -> str:
     return os.environ.get("DLEXP_DATA_DIR", "data")
 
 
-class MNISTDataModule(PooledDataModule):
+class TensorDataModule(PooledDataModule):
+    """Data held in memory as whole tensors (uint8 images travel as they are): batches are
+    index slices (:class:`TensorBatchLoader`), on the accelerator when it fits, normalised (and
+    augmented) on the device. Subclasses set the sizes, ``augment`` and its ranges, and
+    ``mean``/``std`` (or their own :meth:`_normalize`)."""
+
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    pin_memory: bool
+    on_device: bool | str
+    augment: bool
+    max_shift: float
+    max_degrees: float
+    mean: float
+    std: float
+
+    def _loader(self, tensors: tuple[torch.Tensor, ...], train: bool,
+                batch_size: int | None = None) -> TensorBatchLoader:
+        rank, world = self.rank_and_world()
+        device = self.data_device(tensors)
+        if device is not None:  # batches are index slices there: no copy per step
+            tensors = tuple(t.to(device) for t in tensors)
+        elif self.pin_memory and torch.cuda.is_available():
+            tensors = tuple(t.pin_memory() for t in tensors)
+        size = batch_size or (self.batch_size if train else self.eval_batch_size)
+        return TensorBatchLoader(tensors, size,
+                                 shuffle=train, seed=self.seed, rank=rank, world_size=world)
+
+    def data_device(self, tensors: tuple[torch.Tensor, ...]) -> torch.device | None:
+        """Where the data lives for training: the accelerator's memory (``on_device``: true,
+        or auto on a GPU when the data takes at most a quarter of its free memory), else None
+        (host memory, batches copied one by one)."""
+        if self.trainer is None or self.on_device is False:
+            return None
+        device = self.trainer.strategy.root_device
+        if self.on_device is True:
+            return device
+        if device.type != "cuda":
+            return None
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        return device if size <= torch.cuda.mem_get_info(device)[0] / 4 else None
+
+    def _with_pool_rows(self, part: tuple, idx: torch.Tensor, labels: torch.Tensor) -> tuple:
+        return (torch.cat([part[0], self.unlabeled_set[0][idx]]), torch.cat([part[1], labels]))
+
+    def predict_dataloader(self) -> TensorBatchLoader:
+        """The test set in file order (eval.py's predictions.csv)."""
+        return self._loader(self.test_set, train=False)
+
+    def unlabeled_dataloader(self) -> TensorBatchLoader:
+        return self._loader(self.unlabeled_set, train=False)
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+        """Normalise (and augment) on the device, on whole batches: uint8 travels, floats don't.
+        The unlabeled stream is only normalised: its views are the training method's business."""
+        if isinstance(batch, dict):
+            return {k: (self._prepare(b) if k == "labeled"
+                        else (self._normalize(b[0]), *b[1:]))
+                    for k, b in batch.items()}
+        return self._prepare(batch)
+
+    def _prepare(self, batch: tuple) -> tuple:
+        x, *rest = batch
+        if self.augment and self.trainer is not None and self.trainer.training:
+            # warp raw intensities, so the pixels shifted in are black like MNIST's background,
+            # not the mean grey that zero padding would give after standardising
+            x = random_affine(x.float(), None, self.max_shift, self.max_degrees)
+        return (self._normalize(x), *rest)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, self.mean, self.std)
+
+
+class MNISTDataModule(TensorDataModule):
     """Train/val from the 60k training set (seeded shuffle), test = the official 10k.
 
     Hooks for the other experiments: ``num_labeled`` (stratified labeled subset, the rest of
@@ -172,60 +246,6 @@ class MNISTDataModule(PooledDataModule):
     def net_kwargs(self) -> dict:
         """What a network must be told about this data: input shape and class count."""
         return {"in_shape": list(self.input_shape), "num_classes": self.num_classes}
-
-    # ---------------------------------------------------------------- loaders
-    def _loader(self, tensors: tuple[torch.Tensor, ...], train: bool,
-                batch_size: int | None = None) -> TensorBatchLoader:
-        rank, world = self.rank_and_world()
-        device = self.data_device(tensors)
-        if device is not None:  # batches are index slices there: no copy per step
-            tensors = tuple(t.to(device) for t in tensors)
-        elif self.pin_memory and torch.cuda.is_available():
-            tensors = tuple(t.pin_memory() for t in tensors)
-        size = batch_size or (self.batch_size if train else self.eval_batch_size)
-        return TensorBatchLoader(tensors, size,
-                                 shuffle=train, seed=self.seed, rank=rank, world_size=world)
-
-    def data_device(self, tensors: tuple[torch.Tensor, ...]) -> torch.device | None:
-        """Where the data lives for training: the accelerator's memory (``on_device``: true,
-        or auto on a GPU when the data takes at most a quarter of its free memory), else None
-        (host memory, batches copied one by one)."""
-        if self.trainer is None or self.on_device is False:
-            return None
-        device = self.trainer.strategy.root_device
-        if self.on_device is True:
-            return device
-        if device.type != "cuda":
-            return None
-        size = sum(t.numel() * t.element_size() for t in tensors)
-        return device if size <= torch.cuda.mem_get_info(device)[0] / 4 else None
-
-    def _with_pool_rows(self, part: tuple, idx: torch.Tensor, labels: torch.Tensor) -> tuple:
-        return (torch.cat([part[0], self.unlabeled_set[0][idx]]), torch.cat([part[1], labels]))
-
-    def predict_dataloader(self) -> TensorBatchLoader:
-        """The test set in file order (eval.py's predictions.csv)."""
-        return self._loader(self.test_set, train=False)
-
-    def unlabeled_dataloader(self) -> TensorBatchLoader:
-        return self._loader(self.unlabeled_set, train=False)
-
-    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
-        """Normalise (and augment) on the device, on whole batches: uint8 travels, floats don't.
-        The unlabeled stream is only normalised: its views are the training method's business."""
-        if isinstance(batch, dict):
-            return {k: (self._prepare(b) if k == "labeled"
-                        else (normalize(b[0], self.mean, self.std), *b[1:]))
-                    for k, b in batch.items()}
-        return self._prepare(batch)
-
-    def _prepare(self, batch: tuple) -> tuple:
-        x, *rest = batch
-        if self.augment and self.trainer is not None and self.trainer.training:
-            # warp raw intensities, so the pixels shifted in are black like MNIST's background,
-            # not the mean grey that zero padding would give after standardising
-            x = random_affine(x.float(), None, self.max_shift, self.max_degrees)
-        return (normalize(x, self.mean, self.std), *rest)
 
 
 def normalize(x: torch.Tensor, mean: float = MEAN, std: float = STD) -> torch.Tensor:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import torch
 
 
-def val_count(val_size: int | float, n: int) -> int:
-    """``val_size`` is a count (an integer) or a fraction (a float below 1)."""
+def val_count(val_size: int | float, n: int, key: str = "val_size") -> int:
+    """``val_size`` is a count (an integer) or a fraction (a float below 1); ``key`` names the
+    setting in errors."""
     if isinstance(val_size, float) and val_size != 0 and val_size < 1:  # 0.0 is the count 0
         if val_size <= 0:
-            raise ValueError(f"data.val_size fraction must be in (0, 1), got {val_size}")
+            raise ValueError(f"data.{key} fraction must be in (0, 1), got {val_size}")
         count = round(val_size * n)
         if count >= n:
-            raise ValueError(f"data.val_size={val_size} of {n} samples leaves no training data")
+            raise ValueError(f"data.{key}={val_size} of {n} samples leaves no training data")
         return count
     count = int(val_size)
     if count != val_size or not 0 <= count < n:
-        raise ValueError(f"data.val_size must be a count in [0, {n}) or a fraction in (0, 1), "
+        raise ValueError(f"data.{key} must be a count in [0, {n}) or a fraction in (0, 1), "
                          f"got {val_size}")
     return count
 
@@ -26,6 +27,26 @@ def shuffled_split(n: int, n_val: int, seed: int) -> tuple[torch.Tensor, torch.T
     the unshuffled tail instead, which biases the split when the data is ordered."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def stratified_split(labels: torch.Tensor, n_out: int, seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held out) positions into ``labels``, ``n_out`` held out with each class in
+    proportion to its size (largest remainders), so a small class is not left out of the
+    held-out part by chance; every class keeps at least one sample."""
+    classes, counts = labels.unique(return_counts=True)
+    quota = counts.double() * n_out / max(len(labels), 1)
+    take = quota.floor().long()
+    short = n_out - int(take.sum())
+    take[(quota - take).argsort(descending=True)[:short]] += 1
+    take = torch.minimum(take, counts - 1)
+    g = torch.Generator().manual_seed(seed)
+    held = [(labels == c).nonzero().squeeze(1)[torch.randperm(int(n), generator=g)[:k]]
+            for c, n, k in zip(classes.tolist(), counts.tolist(), take.tolist(), strict=True)]
+    out = torch.cat(held).sort().values if held else labels.new_zeros(0, dtype=torch.long)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[out] = False
+    return mask.nonzero().squeeze(1), out
 
 
 def stratified_subset(labels: torch.Tensor, per_class_total: int, seed: int
