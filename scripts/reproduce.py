@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlexp import hardware
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 TOLERANCE = 0.002  # test accuracy a re-run may differ by (thread scheduling changes float sums)
@@ -132,7 +134,8 @@ HEADERS = {"test/acc": "test acc", "val/acc": "val acc", "wall_s": "whole proces
 def machine(threads: int) -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
                 if line.startswith("model name")), platform.processor() or platform.machine())
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads}
+    # the CPU class (AVX2, AVX512, AVX512_BF16, AMX) decides bf16's speed: times compare within one
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, **hardware.describe()}
 
 
 def _read(path: str) -> str:
@@ -347,6 +350,11 @@ def check(name: str, threads: int, patience_s: float) -> bool:
         return True
     tolerance, same = RESULTS_DEFS[name].tolerance, True
     loaded = " (machine loaded)" if new["machine"]["loaded"] else ""
+    was_class = old.get("machine", {}).get("cpu_class")
+    now_class = new.get("machine", {}).get("cpu_class")
+    if was_class != now_class:  # bf16 native or emulated: times of two classes do not compare
+        loaded += (f" (the record was taken on a {was_class or 'CPU of unrecorded class'}, this "
+                   f"is a {now_class}: no record of this class to compare the time with)")
     for variant, was in old["summary"].items():
         now = new["summary"][variant]
         if "test/acc" not in was:  # a timed command: nothing to agree on but its success
