@@ -10,8 +10,10 @@ command reproduces. A result is a preset plus overrides, run as a user runs it (
     python scripts/reproduce.py --table            # the tables README.md and docs/ show
     python scripts/reproduce.py --write            # write them into README.md and docs/
     python scripts/reproduce.py --list             # results and sets
+    python scripts/reproduce.py --isa avx2 quick   # as on a CPU without native bf16 (a laptop)
 
-Each record (``results/<name>.json``) holds the command, the git commit (and whether the tree
+Each record (``results/<name>.json``, or ``results/<name>.<class>.json`` for a record on another
+CPU class: times compare only within a class) holds the command, the git commit (and whether the tree
 was dirty), the date, the machine (CPU, cores, threads, load average before and after, the cores
 other processes kept busy during the runs), the versions, and per run: whole-process wall time,
 training time, steps, epochs, the validation and test metrics and the training curves. A record
@@ -323,26 +325,48 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def cpu_class(rec: dict[str, Any]) -> str | None:
+    return rec.get("machine", {}).get("cpu_class")
+
+
+def record_path(name: str, cls: str | None) -> Path:
+    """``<name>.json`` holds the record the tables lead with; a record taken on another CPU class
+    sits beside it as ``<name>.<class>.json`` (``mnist_cnn.avx2.json``): times compare only
+    within a class, so one does not replace the other."""
+    primary = RESULTS / f"{name}.json"
+    if not primary.is_file() or cls is None:
+        return primary
+    was = cpu_class(json.loads(primary.read_text()))
+    return primary if was in (None, cls) else RESULTS / f"{name}.{cls.lower()}.json"
+
+
 def write(rec: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{rec['name']}.json"
+    path = record_path(rec["name"], cpu_class(rec))
     path.write_text(json.dumps(rec, indent=1) + "\n")
     return path
 
 
-def read(name: str) -> dict[str, Any]:
-    path = RESULTS / f"{name}.json"
-    if not path.is_file():
-        raise SystemExit(f"error: no record {path.relative_to(REPO)}: run "
+def records(name: str) -> list[dict[str, Any]]:
+    """Every record of ``name``: the primary first, then one per other CPU class."""
+    paths = [RESULTS / f"{name}.json", *sorted(RESULTS.glob(f"{name}.*.json"))]
+    return [{**json.loads(p.read_text()), "_file": p.name} for p in paths if p.is_file()]
+
+
+def read(name: str, cls: str | None = None) -> dict[str, Any]:
+    """The record of ``name`` taken on CPU class ``cls`` if there is one, else the primary."""
+    found = records(name)
+    if not found:
+        raise SystemExit(f"error: no record results/{name}.json: run "
                          f"`python scripts/reproduce.py {name}`")
-    return json.loads(path.read_text())
+    return next((r for r in found if cls and cpu_class(r) == cls), found[0])
 
 
 # ----------------------------------------------------------------------------- check
 def check(name: str, threads: int, patience_s: float) -> bool:
     """Run again, compare the test accuracy with the record; wall time only as a ratio."""
-    old = read(name)
     new = record(name, threads, patience_s)
+    old = read(name, cpu_class(new))
     if "bench" in old["runs"][0]:
         ratios = ", ".join(f"{k.split('/', 1)[1]} {v:.3f} (record {old['summary'].get(k, 0):.3f})"
                            for k, v in new["summary"].items())
@@ -350,8 +374,7 @@ def check(name: str, threads: int, patience_s: float) -> bool:
         return True
     tolerance, same = RESULTS_DEFS[name].tolerance, True
     loaded = " (machine loaded)" if new["machine"]["loaded"] else ""
-    was_class = old.get("machine", {}).get("cpu_class")
-    now_class = new.get("machine", {}).get("cpu_class")
+    was_class, now_class = cpu_class(old), cpu_class(new)
     if was_class != now_class:  # bf16 native or emulated: times of two classes do not compare
         loaded += (f" (the record was taken on a {was_class or 'CPU of unrecorded class'}, this "
                    f"is a {now_class}: no record of this class to compare the time with)")
@@ -377,24 +400,38 @@ def table(name: str) -> str:
     link = "results/" if "/" not in spec.doc else "../results/"
     if spec.columns == ["ratio"]:
         return _bench_table(spec, link)
-    lines = ["| result | command | " + " | ".join(HEADERS[c] for c in spec.columns) + " | record |",
-             "| --- | --- | " + " | ".join("---" for _ in spec.columns) + " | --- |"]
+    lines = ["| result | command | " + " | ".join(HEADERS[c] for c in spec.columns)
+             + " | CPU | record |",
+             "| --- | --- | " + " | ".join("---" for _ in spec.columns) + " | --- | --- |"]
     for row in spec.rows:
-        rec, result = _quiet(read(row)), RESULTS_DEFS[row]
-        seeds = f" (seeds {', '.join(map(str, rec['seeds']))})" if rec["seeds"] else ""
-        for variant, extra in result.variants or result.shell or (("", ()),):
-            command = (extra.replace("{python}", ".venv/bin/python").replace(
-                "{repo}", ".") if isinstance(extra, str) else " ".join([rec["command"], *extra])
-                      ).replace("{work}", "<work>")
-            cells = [_cell(rec["summary"][variant], c) for c in spec.columns]
-            lines.append(f"| {variant or result.label}{seeds} | `{command}` | "
-                         + " | ".join(cells) + f" | [{row}.json]({link}{row}.json) |")
+        result = RESULTS_DEFS[row]
+        for rec in map(_quiet, records(row)):
+            seeds = f" (seeds {', '.join(map(str, rec['seeds']))})" if rec["seeds"] else ""
+            for variant, extra in result.variants or result.shell or (("", ()),):
+                command = (extra.replace("{python}", ".venv/bin/python").replace(
+                    "{repo}", ".") if isinstance(extra, str) else " ".join([rec["command"], *extra])
+                          ).replace("{work}", "<work>")
+                cells = [_cell(rec["summary"][variant], c) for c in spec.columns]
+                lines.append(f"| {variant or result.label}{seeds} | `{command}` | "
+                             + " | ".join(cells) + f" | {_cpu(rec)} | "
+                             f"[{rec['_file']}]({link}{rec['_file']}) |")
     return "\n".join(lines)
+
+
+def _cpu(rec: dict[str, Any]) -> str:
+    """The class a record's times belong to, and how it was reached on a bigger CPU."""
+    m = rec["machine"]
+    if not m.get("cpu_class"):
+        return "class not recorded"
+    limits = m.get("isa_limits") or {}
+    held = ", ".join(f"{k}={v}" for k, v in limits.items())
+    return f"{m['cpu_class']} (held there: {held})" if held else m["cpu_class"]
 
 
 def _quiet(rec: dict[str, Any]) -> dict[str, Any]:
     if rec["machine"]["loaded"]:
-        raise SystemExit(f"error: results/{rec['name']}.json was taken on a loaded machine "
+        raise SystemExit(f"error: results/{rec.get('_file', rec['name'] + '.json')} was taken "
+                         "on a loaded machine "
                          f"(load {rec['machine']['load_before']}, other processes "
                          f"{rec['machine'].get('other_cores')} cores); take it again when idle")
     return rec
@@ -469,7 +506,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per run")
     p.add_argument("--patience", type=float, default=600,
                    help="seconds to wait for the load to drop before a run")
+    p.add_argument("--isa", choices=["avx2"],
+                   help="hold oneDNN and ATen to AVX2 (no native bf16: most laptops' class); "
+                        "records go to results/<name>.avx2.json")
     args = p.parse_args(argv)
+    if args.isa and any(os.environ.get(k) != v for k, v in hardware.AVX2_LIMITS.items()):
+        # torch reads the limits when it loads: start again with them set
+        argv = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, __file__, *argv],
+                  {**os.environ, **hardware.AVX2_LIMITS})
     if args.list:
         for name, result in RESULTS_DEFS.items():
             print(f"{name:24s} {result.label}")

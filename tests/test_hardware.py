@@ -17,7 +17,7 @@ from dlexp import config, hardware
 from dlexp.errors import ConfigError
 from dlexp.trainer import resolve_precision
 
-AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+AVX2 = hardware.AVX2_LIMITS
 # what a fresh process on an AVX2 CPU decides and runs: resolution, a bf16 CNN step (emulated,
 # runs), a bf16 LSTM step (oneDNN has none: fails), and the refusal that comes before it
 PROBE = """

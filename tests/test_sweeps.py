@@ -21,6 +21,7 @@ from conftest import (
     make_mnist_tree,
 )
 
+from dlexp import hardware
 from dlexp.report import find_jobs, report
 
 MLP = ["model=mlp", "model.hidden=[32]", "model.dropout=0.0"]
@@ -62,7 +63,7 @@ def test_grid_sweep_gives_every_job_its_directory(tmp_path: Path, tiny_mnist: Pa
 
 
 # AVX2: oneDNN and ATen held below AVX-512, as on most laptops: no native bf16, no bf16 LSTM
-AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+AVX2 = hardware.AVX2_LIMITS
 
 
 @pytest.mark.parametrize("isa", [{}, AVX2], ids=["native", "avx2"])

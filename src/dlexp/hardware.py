@@ -15,6 +15,8 @@ AUTO = "auto"
 BF16 = ("bf16-mixed", "bf16-true", "bf16")
 # the settings that hold oneDNN and ATen below what the CPU has (tests, and users, may set them)
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+# a bigger CPU held to AVX2: the class of most laptops, for tests and records (set before torch)
+AVX2_LIMITS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 @dataclass(frozen=True)

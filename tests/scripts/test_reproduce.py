@@ -65,7 +65,7 @@ def test_a_record_holds_the_run_and_where_it_ran(tiny_result: str, capsys) -> No
     if not rec["machine"]["loaded"]:
         row = reproduce.table("tiny").splitlines()[2]
         assert row.startswith("| tiny MLP (seeds 1, 2) | `python train.py model=mlp")
-        assert row.endswith("| [tiny.json](results/tiny.json) |")
+        assert row.endswith(f"| {rec['machine']['cpu_class']} | [tiny.json](results/tiny.json) |")
     # the same seeds give the same accuracy: the check passes and says so
     assert reproduce.main(["--check", tiny_result, "--threads", "1", "--patience", "0"]) == 0
     assert "tiny: test/acc" in capsys.readouterr().out
@@ -83,11 +83,34 @@ def test_a_loaded_record_stays_out_of_the_tables(tiny_result: str) -> None:
 def test_a_check_that_differs_fails(tiny_result: str, monkeypatch: pytest.MonkeyPatch) -> None:
     old = {"name": "tiny", "runs": [{}], "summary": {"": {"test/acc": 0.9, "wall_s": 10.0}}}
     new = {"summary": {"": {"test/acc": 0.8, "wall_s": 12.0}}, "machine": {"loaded": False}}
-    monkeypatch.setattr(reproduce, "read", lambda name: old)
+    monkeypatch.setattr(reproduce, "read", lambda name, cls=None: old)
     monkeypatch.setattr(reproduce, "record", lambda *a: new)
     assert reproduce.check("tiny", 1, 0) is False
     new["summary"][""]["test/acc"] = 0.9 + reproduce.TOLERANCE / 2
     assert reproduce.check("tiny", 1, 0) is True
+
+
+def _classed(cls: str | None, acc: float, **machine: object) -> dict:
+    return {"name": "tiny", "command": "python train.py", "seeds": [], "runs": [{}],
+            "summary": {"": {"test/acc": acc, "wall_s": 10.0}},
+            "machine": {"loaded": False, **({"cpu_class": cls} if cls else {}), **machine}}
+
+
+def test_a_record_of_another_cpu_class_sits_beside_the_first(tiny_result: str) -> None:
+    """Times compare only within a CPU class: an AVX2 record does not replace the native one,
+    the table shows both and names each class, and a check reads the one of its own class."""
+    assert reproduce.write(_classed(None, 0.5)).name == "tiny.json"  # class not recorded
+    assert reproduce.write(_classed("AVX512_BF16", 0.9)).name == "tiny.json"  # replaces it
+    limits = {"isa_limits": reproduce.hardware.AVX2_LIMITS}
+    assert reproduce.write(_classed("AVX2", 0.8, **limits)).name == "tiny.avx2.json"
+    assert reproduce.write(_classed("AVX512_BF16", 0.91)).name == "tiny.json"
+    assert reproduce.read("tiny", "AVX2")["summary"][""]["test/acc"] == 0.8
+    assert reproduce.read("tiny", "AMX")["summary"][""]["test/acc"] == 0.91  # none: the first
+    rows = reproduce.table("tiny").splitlines()[2:]
+    assert len(rows) == 2
+    assert rows[0].endswith("| 91.00% | — | 10.0 s | AVX512_BF16 | [tiny.json](results/tiny.json) |")
+    assert "| 80.00% |" in rows[1] and "AVX2 (held there: ONEDNN_MAX_CPU_ISA=AVX2" in rows[1]
+    assert rows[1].endswith("[tiny.avx2.json](results/tiny.avx2.json) |")
 
 
 def test_unknown_names_are_one_line() -> None:
