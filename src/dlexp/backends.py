@@ -1,8 +1,10 @@
 """torch's process-wide settings a run asks for: CPU threads, the precision of float32
-matrix products (TF32 on GPUs), and compiling the network."""
+matrix products (TF32 on GPUs), keeping freed memory for reuse, and compiling the network."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 
 import torch
@@ -13,6 +15,10 @@ from dlexp import hardware
 from dlexp.errors import ConfigError
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+# glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit systems
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * 2**20
+TRIM_THRESHOLD = 2**30
 
 
 def check(cfg: DictConfig) -> None:
@@ -29,6 +35,8 @@ def check(cfg: DictConfig) -> None:
 
 def apply(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.get("threads") or default_threads())
+    if cfg.get("keep_memory"):
+        keep_freed_memory()
     if cfg.get("matmul_precision") is not None:  # "high": TF32 matrix products on GPUs
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
@@ -39,6 +47,21 @@ def default_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(int(os.environ["OMP_NUM_THREADS"]), 1)
     return hardware.physical_cores()
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed buffers in the heap for the next step instead of returning them to the OS.
+    A CPU training step frees and reallocates activation-sized buffers; glibc serves those
+    from fresh mmaps, and trims its heap's top, so every step pays page faults to zero them
+    again (``fill_`` tops CPU profiles of small CNNs). False where the C library has no
+    mallopt (macOS, Windows) or refuses the values (musl): nothing changes there."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
+            and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
 
 
 def threads() -> int:

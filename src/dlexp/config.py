@@ -83,6 +83,7 @@ class RunSettings:
     test: bool = MISSING
     compile: Any = MISSING  # false, true, or a backend's name
     threads: int | None = MISSING
+    keep_memory: bool = MISSING
     matmul_precision: str | None = MISSING
     monitor: dict[str, str] = MISSING
 
