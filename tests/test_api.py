@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST, synthetic_digits
+from omegaconf import OmegaConf
 
 import dlexp
 from dlexp.api import RunError
@@ -77,6 +78,42 @@ def test_a_second_run_inherits_no_state(tmp_path: Path, tiny_mnist: Path) -> Non
     again = dlexp.train(*args, "threads=1", "matmul_precision=medium")
     assert again.metrics["val/loss"] == first.metrics["val/loss"]  # the run seeds itself
     assert again.run_dir != first.run_dir
+
+
+def test_a_cell_run_twice_prints_its_lines_once_each_time(tmp_path: Path,
+                                                         tiny_mnist: Path) -> None:
+    args = [*common(tmp_path, tiny_mnist), "++trainer.fast_dev_run=true"]
+    cell = f"import dlexp\nfor _ in range(2):\n    print('cell'); dlexp.train(*{args!r})\n"
+    done = subprocess.run([sys.executable, "-u", "-c", cell], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300, cwd=tmp_path)
+    out = done.stdout
+    assert done.returncode == 0, out
+    runs = out.split("cell\n")[1:]
+    assert len(runs) == 2, out
+    # no handler stacked up by the first run: each line once in each run
+    assert [(r.count("GPU available"), r.count("test/acc")) for r in runs] == [(1, 1)] * 2
+
+
+def test_config_dir_adds_the_users_groups_as_the_cli_flag_does(tmp_path: Path,
+                                                               tiny_mnist: Path) -> None:
+    conf = tmp_path / "my_conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "tiny_mlp.yaml").write_text("defaults:\n  - mlp\n  - _self_\nhidden: [12]\n")
+    args = [*common(tmp_path, tiny_mnist)[:-len(MLP)], "model=tiny_mlp", *MLP[2:],
+            "trainer.max_epochs=1"]
+    run = dlexp.train(*args, config_dir=conf)
+    saved = OmegaConf.load(run.run_dir / ".hydra" / "config.yaml")
+    assert list(saved.model.hidden) == [12]
+    first = next(m for m in run.load().net.modules() if isinstance(m, torch.nn.Linear))
+    assert first.out_features == 12
+    done = subprocess.run([sys.executable, "train.py", "--config-dir", str(conf), *args],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(RunError, match="config_dir=nowhere is not a folder"):
+        dlexp.train(*args, config_dir="nowhere")
+    with pytest.raises(RunError, match="Could not find 'model/tiny_mlp'"):
+        dlexp.train(*args)
 
 
 def test_sweep_runs_the_grid_and_goes_on_past_a_failed_job(tmp_path: Path,

@@ -71,15 +71,22 @@ def test_predict_eval_export_from_the_checkpoint(arrays_run: tuple[Path, dict]) 
     assert sidecar["class_names"] == dlexp.load(ckpt).class_names
 
 
-def test_bad_arrays_end_in_one_error_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["short labels", "features to the cnn"])
+def test_bad_arrays_end_in_one_error_line(tmp_path: Path, case: str) -> None:
     x, y = synthetic_digits(20, 0)
-    np.savez(tmp_path / "bad.npz", x_train=x, y_train=y[:-1])
+    if case == "short labels":
+        arrays, model = {"x_train": x, "y_train": y[:-1]}, "mlp"
+        want = f"data: {tmp_path / 'bad.npz'}: x_train has 20 samples but y_train has 19 labels"
+    else:
+        arrays, model = {"x_train": x.reshape(20, -1), "y_train": y}, "cnn"
+        want = ("model=cnn takes images (channels, height, width), got inputs of shape (784,): "
+                "feature vectors go to model=mlp")
+    np.savez(tmp_path / "bad.npz", **arrays)
     env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "train.py", "data=arrays",
+    done = subprocess.run([sys.executable, "train.py", "data=arrays", f"model={model}",
                            f"data.path={tmp_path / 'bad.npz'}", f"paths.log_dir={tmp_path}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: data: {tmp_path / 'bad.npz'}: x_train has 20 samples but y_train has "
-                      "19 labels"], done.stderr
+    assert errors == [f"error: {want}"], done.stderr
     assert "Traceback" not in done.stderr

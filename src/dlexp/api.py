@@ -115,7 +115,9 @@ class Runs(list):
 
 def as_overrides(overrides: Sequence[str], options: dict[str, Any]) -> list[str]:
     """``"model=mlp"`` strings plus keyword options: ``seed=1`` is ``seed=1`` and
-    ``trainer__max_epochs=2`` is ``trainer.max_epochs=2`` (keywords cannot hold dots)."""
+    ``trainer__max_epochs=2`` is ``trainer.max_epochs=2`` (keywords cannot hold dots).
+    ``config_dir="my_conf"`` is the CLI's ``--config-dir``: its groups (``my_conf/model/x.yaml``,
+    ``my_conf/experiment/y.yaml``) join the packaged ones."""
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return str(v).lower()
@@ -128,7 +130,21 @@ def as_overrides(overrides: Sequence[str], options: dict[str, Any]) -> list[str]
     for o in overrides:
         if not isinstance(o, str):
             raise TypeError(f"overrides are strings such as 'model=mlp', got {o!r}")
-    return [*overrides, *(f"{k.replace('__', '.')}={value(v)}" for k, v in options.items())]
+    options = dict(options)
+    search = search_path(options.pop("config_dir", None))
+    return [*search, *overrides,
+            *(f"{k.replace('__', '.')}={value(v)}" for k, v in options.items())]
+
+
+def search_path(config_dir: str | Path | None) -> list[str]:
+    """The override that adds ``config_dir`` to Hydra's search path, checked to be a folder."""
+    if config_dir is None:
+        return []
+    folder = Path(config_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise RunError(f"config_dir={config_dir} is not a folder; give the folder that holds "
+                       "your config groups (model/, experiment/, ...)")
+    return [f"hydra.searchpath=[file://{folder}]"]
 
 
 @contextmanager
@@ -265,9 +281,6 @@ def fit(x: Any, y: Any, *overrides: str, model: str = "cnn", validation_data: An
     keras = {"trainer.max_epochs": epochs, "data.batch_size": batch_size}
     given = as_overrides([f"model={model}", "data=arrays", "data.path=arrays.npz", *overrides,
                           *(f"{k}={v}" for k, v in keras.items() if v is not None)], options)
-    if model == "cnn" and arrays["x_train"].ndim == 2:
-        raise RunError("model=cnn takes images (N, H, W) or (N, H, W, C); these are features "
-                       f"{arrays['x_train'].shape}: use model='mlp'")
     with isolated():
         cfg = compose(given)
         path = Path(cfg.paths.output_dir) / "arrays.npz"

@@ -407,5 +407,5 @@ def test_on_device_keeps_the_data_where_the_trainer_trains(on_device, moved: boo
 
 
 def test_on_device_values() -> None:
-    with pytest.raises(ValueError, match="data.on_device must be auto, true or false"):
+    with pytest.raises(ValueError, match="data.on_device must be one of auto, true, false"):
         MNISTDataModule(on_device="gpu")

@@ -224,6 +224,9 @@ def test_default_init_is_pytorch_default() -> None:
         ({"blocks": [{"filters": 4, "stride": 2}]}, "padding='same' needs stride 1"),
         ({"blocks": [{"filters": 4, "dropout": 1.0}]}, r"block dropout must be in \[0, 1\)"),
         ({"blocks": [{"filters": 4, "dropout": -0.1}]}, r"block dropout must be in \[0, 1\)"),
+        ({"in_shape": (8,)}, r"takes images \(channels, height, width\), got inputs of shape "
+                             r"\(8,\): feature vectors go to model=mlp"),
+        ({"in_shape": (1, 3, 3)}, "images of 3x3 are too small for 2 conv blocks"),
     ],
 )
 def test_invalid_settings_raise(kwargs: dict, match: str) -> None:

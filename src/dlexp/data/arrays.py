@@ -16,7 +16,7 @@ import torch
 
 from dlexp.data import splits
 from dlexp.data.mnist import TensorDataModule
-from dlexp.data.pooled import check_batch_sizes
+from dlexp.data.pooled import check_batch_sizes, check_choice
 from dlexp.errors import DataError
 
 PARTS = ("train", "val", "test")
@@ -165,11 +165,8 @@ class ArraysDataModule(TensorDataModule):
     ) -> None:
         super().__init__(unlabeled_ratio)
         check_batch_sizes(batch_size, eval_batch_size)
-        if normalize not in NORMALIZE:
-            raise ValueError(f"data.normalize must be one of {', '.join(NORMALIZE)}, "
-                             f"got {normalize!r}")
-        if on_device not in (True, False, "auto"):
-            raise ValueError(f"data.on_device must be auto, true or false, got {on_device!r}")
+        check_choice("normalize", normalize, NORMALIZE)
+        check_choice("on_device", on_device, ("auto", True, False))
         self.path = str(resolve(path, root).resolve())
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.test_size, self.seed = val_size, test_size, seed

@@ -12,7 +12,7 @@ from dlexp.data import splits
 from dlexp.data.augment import random_affine
 from dlexp.data.download import download
 from dlexp.data.idx import read_idx
-from dlexp.data.pooled import PooledDataModule, check_batch_sizes
+from dlexp.data.pooled import PooledDataModule, check_batch_sizes, check_choice
 from dlexp.data.tensor_loader import TensorBatchLoader
 from dlexp.errors import DataError
 
@@ -142,9 +142,7 @@ class MNISTDataModule(TensorDataModule):
     ) -> None:
         super().__init__(unlabeled_ratio)
         check_batch_sizes(batch_size, eval_batch_size)
-        if normalize not in NORMALIZE:
-            raise ValueError(f"data.normalize must be one of {', '.join(NORMALIZE)}, "
-                             f"got {normalize!r}")
+        check_choice("normalize", normalize, NORMALIZE)
         self.normalize = normalize
         self.mean, self.std = NORMALIZE[normalize]
         self.root = Path(root or default_root()).expanduser()
@@ -161,8 +159,7 @@ class MNISTDataModule(TensorDataModule):
             raise ValueError(f"data.max_shift must be in [0, 1) and data.max_degrees in "
                              f"[0, 180], got {max_shift} and {max_degrees}")
         self.max_shift, self.max_degrees, self.pin_memory = max_shift, max_degrees, pin_memory
-        if on_device not in (True, False, "auto"):
-            raise ValueError(f"data.on_device must be auto, true or false, got {on_device!r}")
+        check_choice("on_device", on_device, ("auto", True, False))
         self.on_device = on_device
         self.input_shape = (1, 28, 28)
         self.num_classes = len(self.classes)

@@ -23,6 +23,13 @@ def check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
             raise ValueError(f"data.{key} must be a whole number >= 1, got {value}")
 
 
+def check_choice(key: str, value: Any, choices: Any) -> None:
+    """``data.<key>`` is one of ``choices`` (a dict's keys or a sequence), checked at build."""
+    if value not in choices:
+        named = (str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        raise ValueError(f"data.{key} must be one of {', '.join(named)}, got {value!r}")
+
+
 class PooledDataModule(L.LightningDataModule):
     """Subclasses build ``train_set``, ``val_set``, ``test_set`` and ``unlabeled_set`` in
     :meth:`_setup_splits` (or serve ``unlabeled_set`` lazily, as IMDB does), and batch a part with :meth:`_loader` and join two with

@@ -79,6 +79,9 @@ class CNN(nn.Module):
         if activation == "maxout":
             raise ValueError("maxout is a dense layer; use it in model=mlp, not in conv blocks")
         check_dropout(dropout)
+        if len(in_shape) != 3:
+            raise ValueError(f"model=cnn takes images (channels, height, width), got inputs of "
+                             f"shape {tuple(in_shape)}: feature vectors go to model=mlp")
         specs = [ConvBlock(**dict(b)) for b in blocks]
         channels = in_shape[0]
         convs = []
@@ -90,7 +93,12 @@ class CNN(nn.Module):
         # pass leaves BatchNorm running statistics untouched
         self.features.eval()
         with torch.no_grad():
-            width = self.features(torch.zeros(1, *in_shape)).shape[1]
+            try:
+                width = self.features(torch.zeros(1, *in_shape)).shape[1]
+            except RuntimeError:
+                raise ValueError(f"images of {in_shape[1]}x{in_shape[2]} are too small for "
+                                 f"{len(specs)} conv blocks; use fewer blocks (model.blocks) "
+                                 "or larger images") from None
         self.features.train()
         head: list[nn.Module] = []
         for size in dense:
