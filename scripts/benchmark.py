@@ -1,7 +1,7 @@
 """Training throughput of dlexp against a hand-written PyTorch loop, measured in the same run.
 
     DLEXP_DATA_DIR=/path/to/data python scripts/benchmark.py [--bench mnist imdb_lstm ...]
-        [--models cnn mlp] [--steps 300] [--repeats 3] [--precision 32-true|bf16-mixed]
+        [--models cnn mlp] [--steps 300] [--repeats 3] [--precision auto|32-true|bf16-mixed]
         [--json out.json] [--plot out.png]
 
 The framework side composes the real ``conf/train.yaml`` and trains through dlexp's own
@@ -13,7 +13,8 @@ datamodule, builders and Lightning ``Trainer``, in one or both ``--setups``:
 - ``stripped``: training only (no validation, logger, checkpoints or progress bar).
 
 The plain side is a minimal loop over the same network class and config, the same uint8
-tensors, batch size, optimizer, loss, ``normalize`` and precision; it never validates. Only
+tensors, batch size, optimizer, loss, ``normalize`` and precision (``auto``, the default, is
+what ``trainer.precision=auto`` resolves to on this machine); it never validates. Only
 training steps after a warm-up are timed, over ``--repeats`` runs (median); a validation that
 falls inside the timed steps (at an epoch's end) counts against the framework.
 
@@ -56,7 +57,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from dlexp import config
+from dlexp import config, hardware
 from dlexp.builders import build_callbacks, build_loss, build_net, build_task, instantiate_all
 from dlexp.checkpoint import extras
 from dlexp.data.mnist import normalize
@@ -66,7 +67,8 @@ from dlexp.trainer import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "conf"
-PRECISIONS = ("32-true", "bf16-mixed")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 STATS = ("median", "best")
 SETUPS = ("defaults", "stripped")
 
@@ -267,7 +269,8 @@ def plain_stepper(cfg: DictConfig, datamodule: Any, device: torch.device,
     criterion = build_loss(cfg.loss, datamodule).to(device)
     penalty = instantiate(cfg.regularization)
     optimizer = instantiate(cfg.optimizer)([p for p in net.parameters() if p.requires_grad])
-    bf16 = cfg.trainer.precision == "bf16-mixed"
+    dtype = AUTOCAST.get(cfg.trainer.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)  # as Lightning's
     image = datamodule.modality == "image"
     batches = batches or shuffled_batches(datamodule.train_set, cfg.data.batch_size, cfg.seed)
     clip = cfg.trainer.get("gradient_clip_val")
@@ -275,16 +278,19 @@ def plain_stepper(cfg: DictConfig, datamodule: Any, device: torch.device,
     def step() -> int:
         batch = next(batches)
         x, y = to_device(batch[0], device), batch[-1].to(device, non_blocking=True)
-        with torch.enable_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+        with torch.enable_grad(), torch.autocast(device.type, dtype or torch.bfloat16,
+                                                 enabled=dtype is not None):
             x = normalize(x, datamodule.mean, datamodule.std) if image else x
             loss = criterion(forward_net(net, x), y)
             if penalty.active:
                 loss = loss + penalty(net)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if clip:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         return count(batch)
 
     return step
@@ -490,7 +496,8 @@ def table(results: list[Comparison]) -> str:
 
 
 def meta(args: argparse.Namespace) -> dict[str, Any]:
-    return {"precision": args.precision, "batch_size": args.batch_size, "steps": args.steps,
+    return {"precision": args.precision, "precision_reason": args.precision_reason,
+            "cpu": hardware.describe(), "batch_size": args.batch_size, "steps": args.steps,
             "setups": args.setups,
             "warmup": args.warmup, "repeats": args.repeats, "schedule": args.schedule,
             "stat": args.stat, "accelerator": args.accelerator,
@@ -545,7 +552,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="summary over repeats: median, or best (least disturbed) run")
     p.add_argument("--batch-size", type=int, default=128, help="MNIST batch size")
     p.add_argument("--text-batch-size", type=int, default=64, help="IMDB batch size")
-    p.add_argument("--precision", default="32-true", choices=PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: what trainer.precision=auto picks on this machine (default)")
     p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--data-dir", default=os.environ.get("DLEXP_DATA_DIR", "data"),
                    help="folder holding MNIST/raw/ (default: $DLEXP_DATA_DIR or ./data)")
@@ -558,6 +566,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.schedule == "auto":
         args.schedule = "alternate" if args.accelerator == "gpu" else "interleave"
+    args.precision_reason = "given"
+    if args.precision == hardware.AUTO:
+        args.precision, args.precision_reason = hardware.resolve_precision(args.accelerator)
     for name in ("steps", "warmup", "repeats", "batch_size", "text_batch_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:  # the clock starts at the end of a warm-up step
@@ -596,8 +607,9 @@ def report(args: argparse.Namespace, results: list[Comparison]) -> None:
     info = meta(args)
     title = (f"{info['precision']}, batch {args.batch_size}, {args.steps} steps x "
              f"{args.repeats} ({args.stat}, {args.schedule}), {info['threads']} threads, "
-             f"{args.accelerator}")
+             f"{args.accelerator}, CPU {info['cpu']['cpu_class']}")
     print(f"framework vs plain PyTorch: {title}")
+    print(f"precision {info['precision']}: {info['precision_reason']}")
     print(table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

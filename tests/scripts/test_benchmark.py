@@ -6,11 +6,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import REPO
+
+from dlexp import hardware
 
 spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
 bench = importlib.util.module_from_spec(spec)
@@ -38,6 +42,30 @@ def test_mnist_framework_and_plain_are_both_measured(tmp_path: Path, tiny_mnist:
         assert all(rate > 0 for rates in r["runs"].values() for rate in rates)
         assert math.isfinite(r["ratio"]["median"]) and r["ratio"]["median"] > 0
     assert png.stat().st_size > 0
+    meta = json.loads(out.read_text())["meta"]
+    assert (meta["precision"], meta["precision_reason"]) == hardware.resolve_precision("cpu")
+    assert meta["cpu"]["cpu_class"] == hardware.cpu_info().cpu_class
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_a_mixed_precision_runs_on_both_sides(tmp_path: Path, tiny_mnist: Path,
+                                              precision: str) -> None:
+    out = tmp_path / "b.json"
+    assert bench.main([*SHORT, "--data-dir", str(tiny_mnist), "--models", "mlp", "--setups",
+                       "stripped", "--precision", precision, "--overrides", "data.val_size=100",
+                       "--json", str(out)]) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert (meta["precision"], meta["precision_reason"]) == (precision, "given")
+
+
+def test_auto_is_float32_on_a_cpu_held_to_avx2(tmp_path: Path, tiny_mnist: Path) -> None:
+    env = {**os.environ, **hardware.AVX2_LIMITS}
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), *SHORT,
+                           "--data-dir", str(tiny_mnist), "--models", "mlp", "--setups",
+                           "stripped", "--overrides", "data.val_size=100"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "precision 32-true: the CPU (AVX2) has no native bf16" in done.stdout
 
 
 def test_one_setup_alone(tmp_path: Path, tiny_mnist: Path) -> None:
