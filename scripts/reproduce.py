@@ -452,13 +452,13 @@ def _cell(s: dict[str, float], column: str) -> str:
 
 def _bench_table(spec: Table, link: str) -> str:
     lines = ["| case | framework (samples/s) | plain PyTorch (samples/s) | framework / plain | "
-             "record |", "| --- | --- | --- | --- | --- |"]
+             "CPU | record |", "| --- | --- | --- | --- | --- | --- |"]
     for row in spec.rows:
-        rec = _quiet(read(row))
-        for r in rec["runs"][0]["bench"]["results"]:
-            lines.append(f"| {r['bench']}/{r['case']} | {r['median']['framework']:.0f} | "
-                         f"{r['median']['plain']:.0f} | {r['ratio']['median']:.3f} | "
-                         f"[{row}.json]({link}{row}.json) |")
+        for rec in map(_quiet, records(row)):
+            for r in rec["runs"][0]["bench"]["results"]:
+                lines.append(f"| {r['bench']}/{r['case']} | {r['median']['framework']:.0f} | "
+                             f"{r['median']['plain']:.0f} | {r['ratio']['median']:.3f} | "
+                             f"{_cpu(rec)} | [{rec['_file']}]({link}{rec['_file']}) |")
     return "\n".join(lines)
 
 
