@@ -1,11 +1,19 @@
-"""Misclassified examples: images as a grid, reviews as a Markdown table."""
+"""The test figures: misclassified images as one grid, reviews as a Markdown table, the first
+layer's weights as one mosaic."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
-from dlexp.callbacks.evaluation_figures import misclassified_markdown
+from dlexp.callbacks.evaluation_figures import (
+    misclassified_figure,
+    misclassified_markdown,
+    mosaic,
+    render,
+    tile_origin,
+)
 
 
 def test_reviews_become_a_markdown_table_with_escaped_pipes_and_cut_text() -> None:
@@ -30,9 +38,36 @@ def test_first_layer_figure_shows_what_the_first_layer_looks_for() -> None:
     from dlexp.models.rnn import RNNClassifier
 
     mlp = first_layer_figure(MLP(hidden=(40, 10)))
-    shown = [ax.images[0].get_array().shape for ax in mlp.axes if ax.images]
-    assert shown == [(28, 28)] * 32  # 32 of the 40 hidden units, as 28x28 weight maps
+    (image,) = [im for ax in mlp.axes for im in ax.images]
+    assert image.get_array().shape == (4 * 29 + 1, 8 * 29 + 1)  # 32 of 40 units, 28x28, 8 a row
     cnn = first_layer_figure(CNN())
-    assert [ax.images[0].get_array().shape for ax in cnn.axes if ax.images] == [(3, 3)] * 32
+    (image,) = [im for ax in cnn.axes for im in ax.images]
+    assert image.get_array().shape == (4 * 4 + 1, 8 * 4 + 1)  # 32 kernels of 3x3
+    assert image.get_array().min() >= -1 and image.get_array().max() <= 1  # each on its scale
     assert first_layer_figure(RNNClassifier(vocab_size=50)) is None  # text: nothing to draw
+    plt.close("all")
+
+
+def test_mosaic_puts_each_tile_in_its_cell_with_room_for_a_label() -> None:
+    tiles = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    out = mosaic(tiles, cols=2, pad=1, top=2, fill=-1)
+    assert out.shape == (3 * (2 + 2 + 1) + 1, 2 * (3 + 1) + 1)
+    for i, tile in enumerate(tiles):
+        y, x = tile_origin(i, 2, 2, 3, 1, 2)
+        assert (out[y:y + 2, x:x + 3] == tile).all()
+    assert (out == -1).sum() == out.size - tiles.size  # the rest is padding
+    rgb = mosaic(np.zeros((3, 4, 4, 3)), cols=8)
+    assert rgb.shape == (6, 8 * 5 + 1, 3)  # a full row of 8 cells
+
+
+def test_misclassified_images_are_one_grid_with_a_label_each() -> None:
+    gray = [(torch.rand(1, 28, 28) * 255, i % 3, (i + 1) % 3) for i in range(10)]
+    fig = misclassified_figure(gray, ["a", "b", "c"])
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts][:2] == ["a (true b)", "b (true c)"]
+    assert len(ax.texts) == 10 and ax.images[0].get_array().max() <= 1
+    color = misclassified_figure([(torch.rand(3, 16, 16), 0, 1)] * 3, ["a", "b"])
+    assert color.axes[0].images[0].get_array().shape[-1] == 3  # RGB inputs stay in colour
+    pixels = render(color)
+    assert pixels.dtype == np.uint8 and pixels.shape[2] == 3 and pixels.std() > 0
     plt.close("all")

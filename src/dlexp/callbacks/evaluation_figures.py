@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and clusters
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 from dlexp.data.tokenizer import from_json  # noqa: E402
@@ -33,17 +34,59 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
     return fig
 
 
+def mosaic(tiles: np.ndarray, cols: int, pad: int = 1, top: int = 0, fill: float = 1.0
+           ) -> np.ndarray:
+    """``tiles`` (N, H, W) or (N, H, W, 3) as one image, ``cols`` to a row, ``pad`` pixels of
+    ``fill`` around each and ``top`` more above each (room for its label). One image on one axes
+    draws many times faster than an axes per tile."""
+    n, h, w = tiles.shape[:3]
+    rows = -(-n // cols)
+    out = np.full((rows * (top + h + pad) + pad, cols * (w + pad) + pad, *tiles.shape[3:]),
+                  fill, dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        y, x = tile_origin(i, cols, h, w, pad, top)
+        out[y:y + h, x:x + w] = tile
+    return out
+
+
+def tile_origin(i: int, cols: int, h: int, w: int, pad: int, top: int) -> tuple[int, int]:
+    r, c = divmod(i, cols)
+    return pad + top + r * (top + h + pad), pad + c * (w + pad)
+
+
+def tiled_figure(tiles: np.ndarray, cols: int, title: str, inches: tuple[float, float],
+                 top: int = 0, **imshow: object) -> tuple[plt.Figure, plt.Axes]:
+    rows = -(-len(tiles) // cols)
+    fig = plt.figure(figsize=(cols * inches[0], rows * inches[1] + 0.4), dpi=100)
+    ax = fig.add_axes((0.005, 0.005, 0.99, 1 - 0.4 / (rows * inches[1] + 0.4) - 0.01))
+    ax.imshow(mosaic(tiles, cols, top=top, fill=imshow.pop("fill", 1.0)), aspect="auto",
+              interpolation="nearest", **imshow)
+    ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return fig, ax
+
+
+def unit_range(images: np.ndarray) -> np.ndarray:
+    """Each image stretched to [0, 1] on its own, as imshow would scale it alone."""
+    flat = images.reshape(len(images), -1)
+    low, high = flat.min(1), flat.max(1)
+    scale = np.where(high > low, high - low, 1.0)
+    shape = (-1,) + (1,) * (images.ndim - 1)
+    return (images - low.reshape(shape)) / scale.reshape(shape)
+
+
 def misclassified_figure(examples: list, class_names: list[str]) -> plt.Figure:
-    cols = 8
-    rows = max(1, -(-len(examples) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.4), dpi=100, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (image, pred, true) in zip(axes.flat, examples, strict=False):
-        ax.imshow(image.float().squeeze(0).numpy(), cmap="gray")
-        ax.set_title(f"{class_names[pred]} (true {class_names[true]})", fontsize=7, color="red")
-    fig.suptitle("misclassified test examples: predicted (true)", fontsize=9)
-    fig.tight_layout()
+    images = np.stack([image.float().numpy() for image, _, _ in examples])  # (N, C, H, W)
+    rgb = images.shape[1] == 3
+    tiles = unit_range(images.transpose(0, 2, 3, 1) if rgb else images[:, 0])
+    cols, (h, w), top = min(8, len(tiles)), tiles.shape[1:3], max(4, images.shape[2] // 3)
+    fig, ax = tiled_figure(tiles, cols, "misclassified test examples: predicted (true)",
+                           (1.2, 1.4), top=top, **({} if rgb else {"cmap": "gray", "vmin": 0,
+                                                                    "vmax": 1}))
+    for i, (_, pred, true) in enumerate(examples):
+        y, x = tile_origin(i, cols, h, w, 1, top)
+        ax.text(x + w / 2, y - 1, f"{class_names[pred]} (true {class_names[true]})",
+                fontsize=7, color="red", ha="center", va="bottom")
     return fig
 
 
@@ -73,18 +116,18 @@ def first_layer_figure(net: nn.Module, most: int = 32) -> plt.Figure | None:
     else:
         return None
     maps = maps[:most].cpu().numpy()
-    cols = min(8, len(maps))
-    rows = -(-len(maps) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.4), dpi=100,
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, weights in zip(axes.flat, maps, strict=False):
-        bound = float(np.abs(weights).max()) or 1.0
-        ax.imshow(weights, cmap="RdBu_r", vmin=-bound, vmax=bound)  # red +, blue -
-    fig.suptitle(f"{what} (red: positive weights, blue: negative)", fontsize=9)
-    fig.tight_layout()
+    bound = np.abs(maps).reshape(len(maps), -1).max(1).reshape(-1, 1, 1)
+    maps = maps / np.where(bound > 0, bound, 1.0)  # each map on its own scale, 0 stays white
+    fig, _ = tiled_figure(maps, min(8, len(maps)),
+                          f"{what} (red: positive weights, blue: negative)", (1.1, 1.1),
+                          cmap="RdBu_r", vmin=-1, vmax=1, fill=0.0)  # red +, blue -
     return fig
+
+
+def render(fig: plt.Figure) -> np.ndarray:
+    """The figure's pixels (H, W, 3), drawn once for both the PNG file and TensorBoard."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 class EvaluationFigures(L.Callback):
@@ -113,14 +156,15 @@ class EvaluationFigures(L.Callback):
         if first is not None:
             figures["test/first_layer"] = first
         for tag, fig in figures.items():
+            pixels = render(fig)
+            plt.close(fig)
             for logger in trainer.loggers:
-                if hasattr(logger.experiment, "add_figure"):
-                    logger.experiment.add_figure(tag, fig, global_step=trainer.global_step,
-                                                 close=False)
+                if hasattr(logger.experiment, "add_image"):
+                    logger.experiment.add_image(tag, pixels, global_step=trainer.global_step,
+                                                dataformats="HWC")
             if self.out_dir:
                 Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-                fig.savefig(Path(self.out_dir) / f"{tag.split('/')[-1]}.png")
-            plt.close(fig)
+                Image.fromarray(pixels).save(Path(self.out_dir) / f"{tag.split('/')[-1]}.png")
         if texts and "tokenizer" in info:
             decode = from_json(info["tokenizer"]).decode
             self._write_text(trainer, misclassified_markdown(texts, names, decode))
