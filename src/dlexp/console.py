@@ -3,9 +3,14 @@ of Lightning's notices that tell them nothing."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
+import threading
 import warnings
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 
 def quiet_lightning_notices() -> None:
@@ -18,3 +23,26 @@ def quiet_lightning_notices() -> None:
 
 def print_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
+
+
+def run_as_process(main: Callable[[], Any]) -> NoReturn:
+    """Run a command's ``main`` and end the process as Python would (non-daemon threads
+    joined, ``atexit`` handlers run: loggers flushed and closed, streams flushed) but without
+    tearing down every loaded module one by one, which costs torch, Lightning and their
+    dependencies most of a second for nothing. The exit status is kept: ``sys.exit(1)`` and
+    Hydra's own exits end the same way."""
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    if isinstance(code, str):  # sys.exit("message"): printed, status 1, as Python does
+        print(code, file=sys.stderr)
+        code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code or 0)

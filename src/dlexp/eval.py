@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlexp import checkpoint
 from dlexp.callbacks.evaluation_figures import EvaluationFigures
-from dlexp.console import print_error, quiet_lightning_notices
+from dlexp.console import print_error, quiet_lightning_notices, run_as_process
 from dlexp.errors import ConfigError, user_message
 from dlexp.record import write_json
 from dlexp.trainer import build_trainer
@@ -90,7 +90,7 @@ def _is_path(arg: str, previous: str) -> bool:
 
 def main() -> None:
     sys.argv = positional_ckpt(sys.argv)
-    _main()
+    run_as_process(_main)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dlexp.conf", config_name="eval")

@@ -26,7 +26,7 @@ from dlexp.builders import build_callbacks, build_net, build_task, instantiate_a
 from dlexp.callbacks.evaluation_figures import EvaluationFigures
 from dlexp.callbacks.throughput import TrainThroughput
 from dlexp.callbacks.training_curves import TrainingCurves
-from dlexp.console import print_error, quiet_lightning_notices
+from dlexp.console import print_error, quiet_lightning_notices, run_as_process
 from dlexp.errors import Diverged, user_message
 from dlexp.hparams import flat_hparams, log_hparams
 from dlexp.record import RunRecord
@@ -204,7 +204,7 @@ def main() -> None:
     """``dlexp-train``: a missing optional plugin is named with its install command before
     Hydra fails on it."""
     plugins.check_installed(sys.argv[1:])
-    _main()
+    run_as_process(_main)
 
 
 class _CallableModule(types.ModuleType):
