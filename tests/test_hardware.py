@@ -66,7 +66,7 @@ def test_on_avx2_auto_is_float32_bf16_lstm_is_refused_before_it_would_crash() ->
 def test_on_this_cpu_auto_follows_native_bf16() -> None:
     out = probe({})
     native = out["describe"]["native_bf16"]
-    assert out["auto"] == ("bf16-mixed" if native else "32-true")
+    assert out["auto"] == ("bf16-mixed" if native and out["describe"]["amx"] else "32-true")
     assert out["describe"]["cpu_class"] in ({"AMX", "AVX512_BF16"} if native
                                             else {"AVX512", "AVX2", "DEFAULT"})
     if out["describe"]["onednn_bf16"]:  # where oneDNN has bf16, the LSTM runs and is allowed
@@ -80,7 +80,7 @@ def fake_cpu(monkeypatch: pytest.MonkeyPatch, **kw: object) -> None:
 
 
 @pytest.mark.parametrize(("kw", "cls", "auto"), [
-    ({}, "AVX512_BF16", "bf16-mixed"),
+    ({}, "AVX512_BF16", "32-true"),  # bf16 instructions without AMX: slower than float32
     ({"amx": True}, "AMX", "bf16-mixed"),
     ({"avx512_bf16": False}, "AVX512", "32-true"),  # AVX-512 without bf16: emulated
     ({"capability": "AVX2", "onednn_bf16": False}, "AVX2", "32-true"),
@@ -112,7 +112,11 @@ def test_auto_is_resolved_in_the_config_and_explicit_bf16_warns_on_emulation(
     assert cfg.trainer.precision == "32-true" and resolve_precision(cfg.trainer) is None
     cfg.trainer.precision = "bf16-mixed"
     config.check_precision(cfg)
-    assert "emulated and slower than float32" in caplog.text
+    assert "has no native bf16: bf16 would be emulated, slower than float32" in caplog.text
+    caplog.clear()
+    fake_cpu(monkeypatch)  # AVX512_BF16 without AMX
+    config.check_precision(cfg)
+    assert "bf16 instructions but no AMX tiles: bf16 trains slower" in caplog.text
     fake_cpu(monkeypatch, capability="AVX2", onednn_bf16=False)
     cfg = compose_train(["experiment=imdb_lstm", "trainer.precision=bf16-mixed"], tmp_path)
     with pytest.raises(ConfigError, match="oneDNN has no bf16 LSTM on this CPU"):

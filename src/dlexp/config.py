@@ -232,7 +232,7 @@ def check_pair(cfg: DictConfig) -> None:
 
 def check_precision(cfg: DictConfig) -> None:
     """A precision this CPU cannot serve: refused (an LSTM whose bf16 primitive oneDNN lacks
-    here, which fails at the first step) or named in one warning (bf16 emulated)."""
+    here, which fails at the first step) or named in one warning (bf16 emulated, or without AMX)."""
     precision, accelerator = cfg.trainer.get("precision"), str(cfg.trainer.get("accelerator"))
     if str(precision) == hardware.AUTO:
         return
@@ -240,7 +240,7 @@ def check_precision(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.precision={precision}: oneDNN has no bf16 LSTM on this CPU "
                           f"({hardware.cpu_info().cpu_class}), so the first step would fail; "
                           "use trainer.precision=auto (float32 here) or 32-true")
-    warning = hardware.emulated_bf16_warning(precision, accelerator)
+    warning = hardware.slow_bf16_warning(precision, accelerator)
     if warning:
         log.warning(warning)
 
