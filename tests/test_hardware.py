@@ -133,3 +133,14 @@ def test_physical_cores_count_smt_siblings_once(tmp_path: Path,
         (topo / "core_id").write_text(f"{core}\n")
     assert hardware.physical_cores(tmp_path) == 2
     assert hardware.physical_cores(tmp_path / "missing") == 4
+
+
+def test_the_module_prints_this_machines_class_and_auto() -> None:
+    env = {**os.environ, **hardware.AVX2_LIMITS}
+    done = subprocess.run([sys.executable, "-m", "dlexp.hardware"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("CPU class AVX2, ")
+    assert done.stdout.strip().endswith("trainer.precision=auto: 32-true (the CPU (AVX2) has no "
+                                        "native bf16: bf16 would be emulated, slower than "
+                                        "float32)")

@@ -120,3 +120,9 @@ def lstm_bf16_missing(precision: str, accelerator: str) -> bool:
     fails ('could not create a primitive descriptor for the LSTM forward propagation')."""
     return (str(precision) in BF16 and not uses_gpu(accelerator)
             and not cpu_info().onednn_bf16)
+
+
+if __name__ == "__main__":  # python -m dlexp.hardware: this machine's class, and what auto picks
+    precision, why = resolve_precision("auto")
+    print(f"CPU class {cpu_info().cpu_class}, {physical_cores()} physical cores; "
+          f"trainer.precision=auto: {precision} ({why})")
