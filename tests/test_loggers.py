@@ -84,6 +84,14 @@ def test_many_is_tensorboard_csv_and_mlflow(tmp_path: Path, tiny_mnist: Path) ->
     assert "val/acc" in found.data.metrics
 
 
+def test_fast_dev_run_logs_no_mlflow_run(tmp_path: Path, tiny_mnist: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    log_dir = tmp_path / "outputs"
+    run(log_dir, tiny_mnist, "logger=mlflow", "debug=fdr")
+    assert MlflowClient(f"sqlite:///{log_dir}/mlflow.db").get_experiment_by_name("train") is None
+
+
 def test_sweep_jobs_land_in_one_experiment(tmp_path: Path, tiny_mnist: Path) -> None:
     cmd = [sys.executable, str(REPO / "train.py"), "-m", f"paths.log_dir={tmp_path}",
            f"paths.data_dir={tiny_mnist}", *FAST, *TINY_DATA, *MLP, "logger=mlflow",

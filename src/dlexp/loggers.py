@@ -49,11 +49,16 @@ def build_loggers(nodes: Any, run_dir: str | Path, params: dict[str, Any]) -> li
             given = mlflow_settings(node, name, run_dir)
         elif issubclass(cls, WandbLogger):
             given = {"name": node.get("name") or run_name(run_dir), "config": params}
-        logger = instantiate(node, _partial_=True, _convert_="all")(**given)
-        if isinstance(logger, MLFlowLogger):
-            logger.log_hyperparams(params)  # in the UI while the run runs, not only at its end
-        built.append(logger)
+        built.append(instantiate(node, _partial_=True, _convert_="all")(**given))
     return built
+
+
+def log_params_at_start(trainer: L.Trainer, params: dict[str, Any]) -> None:
+    """MLflow: the settings in the UI while the run runs, not only once it ends (the trainer's
+    loggers: none under ``fast_dev_run``, which logs nothing)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            logger.log_hyperparams(params)
 
 
 def mlflow_settings(node: Any, name: str, run_dir: str | Path) -> dict[str, Any]:
@@ -98,14 +103,21 @@ def log_run_files(trainer: L.Trainer, results: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def finishing(loggers: list[Logger]) -> Iterator[None]:
-    """W&B keeps a process's run open until told, and a new ``WandbLogger`` would log into
-    it: finish it when the job ends, ok or not, so that each job of a sweep has its own."""
-    ok = False
+    """End the runs when the job ends, however it ends. W&B keeps a process's run open until
+    told, and a new ``WandbLogger`` would log into it: finished, each job of a sweep has its
+    own. MLflow: ``FINISHED``, ``FAILED``, or ``KILLED`` (SIGTERM, Ctrl+C), also when the
+    run stops before Lightning's own end of it."""
+    status = "FAILED"
     try:
         yield
-        ok = True
+        status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
     finally:
         for logger in loggers:
+            if isinstance(logger, MLFlowLogger) and logger._initialized:
+                logger.finalize(status)
             run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
             if run is not None:
-                run.finish(exit_code=0 if ok else 1)
+                run.finish(exit_code=0 if status == "FINISHED" else 1)

@@ -29,7 +29,7 @@ from dlexp.callbacks.training_curves import TrainingCurves
 from dlexp.console import print_error, quiet_lightning_notices, run_as_process
 from dlexp.errors import Diverged, user_message
 from dlexp.hparams import flat_hparams, log_hparams
-from dlexp.loggers import build_loggers, finishing, log_run_files
+from dlexp.loggers import build_loggers, finishing, log_params_at_start, log_run_files
 from dlexp.record import RunRecord
 from dlexp.trainer import build_trainer, resolve_precision
 
@@ -63,6 +63,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         callbacks = build_callbacks(cfg, has_logger=bool(loggers), validate=validate)
         trainer = build_trainer(cfg.trainer, callbacks + fit_callbacks, loggers,
                                 validate=validate)
+        log_params_at_start(trainer, params)
         save_tokenizer(data_info, out_dir)
 
         started = time.perf_counter()
