@@ -84,6 +84,16 @@ def test_many_is_tensorboard_csv_and_mlflow(tmp_path: Path, tiny_mnist: Path) ->
     assert "val/acc" in found.data.metrics
 
 
+def test_a_failed_run_is_failed_in_mlflow(tmp_path: Path, offline: list[str]) -> None:
+    log_dir = tmp_path / "outputs"
+    run_dir = log_dir / "train" / "runs" / STAMP
+    cfg = compose_train([*FAST, *TINY_DATA, *MLP, "logger=mlflow", f"paths.log_dir={log_dir}"],
+                        run_dir, tmp_path / "no data here")
+    assert train(cfg)["status"] == "failed"  # the MNIST files are missing, none downloaded
+    _, found = only_run(f"sqlite:///{log_dir}/mlflow.db")
+    assert found.info.status == "FAILED" and found.data.params["choice/model"] == "mlp"
+
+
 def test_fast_dev_run_logs_no_mlflow_run(tmp_path: Path, tiny_mnist: Path) -> None:
     from mlflow.tracking import MlflowClient
 
