@@ -77,11 +77,17 @@ def test_mlflow_logs_into_sqlite_under_the_log_dir(tmp_path: Path, tiny_mnist: P
 
 def test_many_is_tensorboard_csv_and_mlflow(tmp_path: Path, tiny_mnist: Path) -> None:
     log_dir = tmp_path / "outputs"
-    _, run_dir = run(log_dir, tiny_mnist, "logger=many", "trainer.max_epochs=1", "test=false")
+    metrics, run_dir = run(log_dir, tiny_mnist, "logger=many", "trainer.max_epochs=1",
+                           "test=false", "logger.mlflow.log_model=true")
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "csv" / "metrics.csv").is_file()
-    _, found = only_run(f"sqlite:///{log_dir}/mlflow.db")
+    client, found = only_run(f"sqlite:///{log_dir}/mlflow.db")
     assert "val/acc" in found.data.metrics
+    # log_model: the kept checkpoint as an artifact (and Lightning's last.ckpt)
+    kept = {Path(a.path).name for a in client.list_artifacts(found.info.run_id, "checkpoints")}
+    assert kept == {Path(metrics["best_ckpt"]).name}
+    assert {Path(a.path).name for a in client.list_artifacts(found.info.run_id, "last")} \
+        >= {"last.ckpt"}
 
 
 def test_a_failed_run_is_failed_in_mlflow(tmp_path: Path, offline: list[str]) -> None:

@@ -89,16 +89,21 @@ def figure_dirs(trainer: L.Trainer) -> list[Path]:
 
 def log_run_files(trainer: L.Trainer, results: dict[str, Any]) -> None:
     """At the run's end, into MLflow: the figures as artifacts under ``figures/``, and the
-    kept checkpoint's path as the tag ``best_ckpt``."""
+    kept checkpoint's path as the tag ``best_ckpt``; with ``log_model``, that checkpoint too,
+    under ``checkpoints/`` (Lightning's own copies those of one checkpoint callback only:
+    dlexp's ``last.ckpt``)."""
     if not trainer.is_global_zero:
         return
+    best = results.get("best_ckpt")
     for logger in trainer.loggers:
         if isinstance(logger, MLFlowLogger):
             client, run_id = logger.experiment, logger.run_id
             for folder in figure_dirs(trainer):
                 client.log_artifacts(run_id, str(folder), "figures")
-            if results.get("best_ckpt"):
-                client.set_tag(run_id, "best_ckpt", str(Path(results["best_ckpt"]).resolve()))
+            if best:
+                client.set_tag(run_id, "best_ckpt", str(Path(best).resolve()))
+                if logger._log_model:
+                    client.log_artifact(run_id, best, "checkpoints")
 
 
 @contextlib.contextmanager
