@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import FAST, REPO, TINY_DATA, compose_train
 
-from dlexp.loggers import run_name
+from dlexp.errors import ConfigError
+from dlexp.loggers import build_loggers, run_name
 from dlexp.train import train
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,13 @@ STAMP = "2026-12-04_01-51-53_123456"
 def test_run_name_is_the_run_directory_or_the_sweep_and_job(tmp_path: Path) -> None:
     assert run_name(tmp_path / "train" / "runs" / STAMP) == STAMP
     assert run_name(tmp_path / "multiruns" / STAMP / "3") == f"{STAMP}/3"
+
+
+def test_mlflow_never_falls_back_to_a_mlruns_folder(tmp_path: Path) -> None:
+    cfg = compose_train(["logger=mlflow", "logger.mlflow.tracking_uri=null"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^logger.mlflow.tracking_uri is empty: give "
+                                          r"sqlite:///FILE.db or a server's http://HOST:PORT$"):
+        build_loggers(cfg.logger, tmp_path, {})
 
 
 def run(log_dir: Path, data: Path, *overrides: str) -> tuple[dict, Path]:
