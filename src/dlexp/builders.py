@@ -24,14 +24,19 @@ from dlexp.task import ClassificationTask
 log = logging.getLogger(__name__)
 
 
-def instantiate_all(nodes: Any, group: str) -> list:
-    """Every entry of a name -> node mapping (``callbacks``, ``logger``); entries removed with
-    ``~callbacks.name`` or set to null are skipped."""
+def entries(nodes: Any, group: str) -> list[tuple[str, Any]]:
+    """(name, node) for every entry of a name -> node mapping (``callbacks``, ``logger``);
+    entries removed with ``~callbacks.name`` or set to null are skipped."""
     for name, node in (nodes or {}).items():
         if node is not None and not (isinstance(node, Mapping) and "_target_" in node):
             raise ConfigError(f"{group}.{name} is not a {group} entry (a node with a _target_), "
                               f"got {node!r}")
-    return [instantiate(n, _convert_="all") for n in (nodes or {}).values() if n is not None]
+    return [(name, node) for name, node in (nodes or {}).items() if node is not None]
+
+
+def instantiate_all(nodes: Any, group: str) -> list:
+    """Every entry of a name -> node mapping, built (see :func:`entries`)."""
+    return [instantiate(node, _convert_="all") for _, node in entries(nodes, group)]
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool, validate: bool) -> list[L.Callback]:

@@ -18,7 +18,7 @@ from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from dlexp import backends, hardware
+from dlexp import backends, hardware, plugins
 from dlexp.builders import target_class
 from dlexp.errors import ConfigError
 
@@ -35,6 +35,7 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     sweeper compares."""
     check_top_level(cfg)
     check_required(cfg)
+    check_loggers(cfg)
     check_types(cfg)
     check_finite(cfg)
     check_seed(cfg)
@@ -70,6 +71,22 @@ def check_required(cfg: DictConfig) -> None:
         for key in node:
             if OmegaConf.is_missing(node, key):
                 raise ConfigError(f"{path}{key} is required: add {path}{key}=... to the command")
+
+
+# a logger class -> the optional package it needs (its extra: plugins.EXTRAS)
+LOGGER_PACKAGES = {"MLFlowLogger": "mlflow", "WandbLogger": "wandb"}
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    """A logger whose package is an extra that is not installed (``logger=mlflow`` without
+    ``dlexp[mlflow]``) is named with its install command, before anything runs."""
+    for name, node in (cfg.get("logger") or {}).items():
+        if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
+            continue  # not a logger entry: instantiating says so
+        bases = {c.__name__ for c in target_class(node, f"logger.{name}").__mro__}
+        for base, package in LOGGER_PACKAGES.items():
+            if base in bases and not plugins.installed(package):
+                raise ConfigError(plugins.needs(f"logger.{name}", package))
 
 
 @dataclasses.dataclass

@@ -1,5 +1,6 @@
-"""Hydra plugins that some configs need and that come with the optional ``[sweep]`` extra:
-a missing one is named, with its install command, before Hydra fails on it."""
+"""What some configs need from dlexp's optional extras: the Hydra plugins of ``[sweep]``, and
+the packages behind ``logger=mlflow`` (``[mlflow]``) and ``logger=wandb`` (``[wandb]``). A
+missing one is named, with its install command, before Hydra or the run fails on it."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import importlib.util
 import re
 
 INSTALL = 'pip install "dlexp[sweep]"'
-# a command-line choice -> the module of the plugin it needs
+# a command-line choice -> the module of the plugin or package it needs
 NEEDS = {
     r"hparams_search=\S+": "hydra_plugins.hydra_optuna_sweeper",
     r"hydra/sweeper=optuna": "hydra_plugins.hydra_optuna_sweeper",
     r"hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
     r"hydra/launcher=submitit\w*": "hydra_plugins.hydra_submitit_launcher",
     r"hydra/launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
+    # logger=mlflow, logger=many, logger=[csv,mlflow], a sweep over logger=csv,mlflow
+    r"logger=\[?([\w,]*,)?(mlflow|many)(,[\w,]*)?\]?": "mlflow",
+    r"logger=\[?([\w,]*,)?wandb(,[\w,]*)?\]?": "wandb",
 }
+# a package -> the extra that installs it
+EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
 
 
 def missing(argv: list[str]) -> list[tuple[str, str]]:
@@ -30,10 +36,23 @@ def _installed(module: str) -> bool:
         return False
 
 
+def installed(package: str) -> bool:
+    """Whether an optional package (a key of :data:`EXTRAS`) can be imported."""
+    return _installed(package)
+
+
+def needs(what: str, module: str) -> str:
+    """The line that says ``what`` needs ``module``, and how to install it."""
+    if module in EXTRAS:
+        return (f"{what} needs {module}, which is not installed: "
+                f'pip install "dlexp[{EXTRAS[module]}]"')
+    return (f"{what} needs the Hydra plugin {module.rsplit('.', 1)[-1]}, which is not "
+            f"installed: {INSTALL}")
+
+
 def check_installed(argv: list[str]) -> None:
-    """Exit with one line when a chosen sweeper or launcher is not installed."""
+    """Exit with one line when a chosen sweeper, launcher or logger is not installed."""
     found = missing(argv)
     if found:
         arg, module = found[0]
-        raise SystemExit(f"error: {arg} needs the Hydra plugin {module.rsplit('.', 1)[-1]}, "
-                         f"which is not installed: {INSTALL}")
+        raise SystemExit(f"error: {needs(arg, module)}")

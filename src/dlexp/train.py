@@ -22,13 +22,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from dlexp import backends, checkpoint, cluster, config, plugins, transfer
-from dlexp.builders import build_callbacks, build_net, build_task, instantiate_all
+from dlexp.builders import build_callbacks, build_net, build_task
 from dlexp.callbacks.evaluation_figures import EvaluationFigures
 from dlexp.callbacks.throughput import TrainThroughput
 from dlexp.callbacks.training_curves import TrainingCurves
 from dlexp.console import print_error, quiet_lightning_notices, run_as_process
 from dlexp.errors import Diverged, user_message
 from dlexp.hparams import flat_hparams, log_hparams
+from dlexp.loggers import build_loggers, finishing, log_params_at_start, log_run_files
 from dlexp.record import RunRecord
 from dlexp.trainer import build_trainer, resolve_precision
 
@@ -56,17 +57,23 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.compile:
         backends.compile_net(task.net, backends.backend(cfg))
     validate = config.has_validation(cfg)
-    loggers = instantiate_all(cfg.logger, "logger")
-    callbacks = build_callbacks(cfg, has_logger=bool(loggers), validate=validate)
-    trainer = build_trainer(cfg.trainer, callbacks + fit_callbacks, loggers, validate=validate)
-    save_tokenizer(data_info, out_dir)
+    params = flat_hparams(cfg, cluster.choices())
+    loggers = build_loggers(cfg.logger, out_dir, params)
+    with finishing(loggers):
+        callbacks = build_callbacks(cfg, has_logger=bool(loggers), validate=validate)
+        trainer = build_trainer(cfg.trainer, callbacks + fit_callbacks, loggers,
+                                validate=validate)
+        log_params_at_start(trainer, params)
+        save_tokenizer(data_info, out_dir)
 
-    started = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume and resume.path)
-    fit_s = round(time.perf_counter() - started, 2)
-    results = {"fit_s": fit_s, "precision": str(cfg.trainer.precision), "threads": backends.threads(),
-               **test_kept_checkpoint(trainer, task, datamodule, cfg)}
-    log_hparams(trainer, flat_hparams(cfg, cluster.choices()), results)
+        started = time.perf_counter()
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume and resume.path)
+        fit_s = round(time.perf_counter() - started, 2)
+        results = {"fit_s": fit_s, "precision": str(cfg.trainer.precision),
+                   "threads": backends.threads(),
+                   **test_kept_checkpoint(trainer, task, datamodule, cfg)}
+        log_hparams(trainer, params, results)
+        log_run_files(trainer, results)
     return results
 
 
