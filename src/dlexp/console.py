@@ -39,9 +39,9 @@ def run_as_process(main: Callable[[], Any]) -> NoReturn:
     if isinstance(code, str):  # sys.exit("message"): printed, status 1, as Python does
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # what the interpreter itself does first: the thread-exit hooks (concurrent.futures and
+    # joblib stop their executors there), then every non-daemon thread joined
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
