@@ -1,5 +1,6 @@
-"""Hydra plugins that some configs need and that come with the optional ``[sweep]`` extra:
-a missing one is named, with its install command, before Hydra fails on it."""
+"""Hydra plugins (and the packages of dlexp's own Optuna sweeper) that some configs need and
+that come with the optional ``[sweep]`` extra: a missing one is named, with its install command,
+before Hydra fails on it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import importlib.util
 import re
 
 INSTALL = 'pip install "dlexp[sweep]"'
-# a command-line choice -> the module of the plugin it needs
+# a command-line choice -> the module it needs (dlexp's Optuna sweeper needs Optuna)
 NEEDS = {
-    r"hparams_search=\S+": "hydra_plugins.hydra_optuna_sweeper",
-    r"hydra/sweeper=optuna": "hydra_plugins.hydra_optuna_sweeper",
+    r"hparams_search=\S+": "optuna",
+    r"hydra/sweeper=optuna": "optuna",
     r"hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
     r"hydra/launcher=submitit\w*": "hydra_plugins.hydra_submitit_launcher",
     r"hydra/launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
@@ -35,5 +36,6 @@ def check_installed(argv: list[str]) -> None:
     found = missing(argv)
     if found:
         arg, module = found[0]
-        raise SystemExit(f"error: {arg} needs the Hydra plugin {module.rsplit('.', 1)[-1]}, "
-                         f"which is not installed: {INSTALL}")
+        what = (f"the Hydra plugin {module.rsplit('.', 1)[-1]}" if module.startswith("hydra_plugins.")
+                else f"the package {module}")
+        raise SystemExit(f"error: {arg} needs {what}, which is not installed: {INSTALL}")
