@@ -5,12 +5,14 @@ starts in a second (no torch), fails, returns NaN or two values when told to.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 ConfigStore.instance().store(name="objective", node={
@@ -23,6 +25,7 @@ ConfigStore.instance().store(name="objective", node={
     "barrier": None,     # a folder: each job waits there until `workers` processes have come
     "workers": 1,
     "sleep": 0.0,
+    "metrics": False,    # write metrics.json {"loss": ..., "x": ...} in the job's directory
 })
 
 
@@ -44,6 +47,9 @@ def main(cfg: DictConfig) -> float | list[float]:
     if cfg.nan_above is not None and cfg.x > cfg.nan_above:
         return float("nan")
     value = (cfg.x - 0.3) ** 2 + 0.01 * cfg.y + (0.0 if cfg.opt == "a" else 0.1)
+    if cfg.metrics:
+        out = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+        out.write_text(json.dumps({"loss": value, "x": float(cfg.x), "status": "ok"}))
     return [value, float(cfg.x)] if cfg.two else value
 
 

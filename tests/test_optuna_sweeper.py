@@ -273,7 +273,46 @@ def test_two_directions_give_a_pareto_front(tmp_path: Path) -> None:
     assert "every trial failed" in done.stderr
 
 
-# ---------------------------------------------------------------- pruning (train.py)
+@integration
+def test_objectives_are_read_from_each_jobs_metrics_json(tmp_path: Path) -> None:
+    spec = f"journal://{tmp_path}/study.log"
+    app(tmp_path, "hydra.sweeper.n_trials=3", "hydra.sweeper.directions=[minimize,maximize]",
+        "hydra.sweeper.objectives=[loss,x]", "metrics=true", f"hydra.sweeper.storage={spec}")
+    study = optuna.load_study(study_name="s", storage=sw.open_storage(spec))
+    for t in study.trials:
+        assert t.values == [pytest.approx((t.params["x"] - 0.3) ** 2), t.params["x"]]
+    done = app(tmp_path, "hydra.sweeper.n_trials=1", "hydra.sweeper.objectives=[accuracy]",
+               "metrics=true", ok=False, name="missing")
+    assert "has no number for accuracy" in done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- train.py
+
+
+def train_py(tmp_path: Path, data: Path, *args: str, ok: bool = True
+             ) -> tuple[subprocess.CompletedProcess, Path]:
+    cmd = [sys.executable, str(REPO / "train.py"), f"paths.log_dir={tmp_path}",
+           f"paths.data_dir={data}", *FAST, *TINY_DATA, "hparams_search=mnist_optuna",
+           "model=mlp", "model.hidden=[16]", "debug=fdr", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert (done.returncode == 0) == ok, done.stderr[-3000:]
+    return done, next((tmp_path / "multiruns").iterdir())
+
+
+@integration
+def test_train_py_optimises_two_metrics_of_its_metrics_json(tmp_path: Path,
+                                                           tiny_mnist: Path) -> None:
+    _, sweep = train_py(tmp_path, tiny_mnist, "hydra.sweeper.n_trials=2",
+                        "hydra.sweeper.directions=[maximize,minimize]",
+                        "hydra.sweeper.objectives=[val/acc,wall_s]")
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    jobs = {j.path: j.metrics for j in find_jobs(sweep)}
+    assert all(m["status"] == "ok" for m in jobs.values())
+    values = [[m["val/acc"], m["wall_s"]] for m in jobs.values()]
+    assert results["solutions"] and all(s["values"] in values for s in results["solutions"])
+    assert "Optuna Pareto front (maximize, minimize): trial " in report(
+        sweep, tmp_path / "report")["markdown"]
 
 
 @integration
@@ -281,18 +320,12 @@ def test_two_directions_give_a_pareto_front(tmp_path: Path) -> None:
 def test_a_pruned_trial_ends_its_run_and_the_report_shows_it(storage: str, tmp_path: Path,
                                                              tiny_mnist: Path) -> None:
     spec = "null" if storage == "memory" else f"journal://{tmp_path}/study.log"
-    cmd = [sys.executable, str(REPO / "train.py"), f"paths.log_dir={tmp_path}",
-           f"paths.data_dir={tiny_mnist}", *FAST, *TINY_DATA, "hparams_search=mnist_optuna",
-           "model=mlp", "model.hidden=[16]", "debug=fdr", "hydra.sweeper.n_trials=1",
-           f"hydra.sweeper.storage={spec}", "hydra/sweeper/pruner=threshold",
-           # val/acc is never above 2: the threshold prunes each trial at its first validation
-           "hydra.sweeper.pruner.lower=2.0", "optimizer.lr=0.01", "optimizer=adam"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert done.returncode == 1, done.stderr[-3000:]  # no trial completed
+    done, sweep = train_py(tmp_path, tiny_mnist, "hydra.sweeper.n_trials=1",
+                           f"hydra.sweeper.storage={spec}", "hydra/sweeper/pruner=threshold",
+                           # val/acc is never above 2: pruned at the first validation
+                           "hydra.sweeper.pruner.lower=2.0", ok=False)  # none completed
     assert "no successful trial: 0 failed, 1 pruned" in done.stderr
     assert "Traceback" not in done.stderr
-    sweep = next((tmp_path / "multiruns").iterdir())
     jobs = find_jobs(sweep)
     assert [j.status for j in jobs] == ["pruned"]
     assert jobs[0].metrics["error"] == "Trial was pruned at epoch 0."

@@ -58,6 +58,9 @@ SWEEPER = {
     "max_failure_rate": 1.0,    # stop when more than this fraction of the run's trials failed
     "pruner": None,
     "params": None,
+    # metrics.json keys, one per direction, read from each job's directory instead of what the
+    # job returns: [val/acc, train/samples_per_s] with directions [maximize, maximize]
+    "objectives": None,
 }
 # each sampler's seed and start-up trials; any other argument of its class can be added, e.g.
 # +hydra.sweeper.sampler.multivariate=true (the rest keep the installed Optuna's defaults)
@@ -299,8 +302,10 @@ class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, direction: Any = "minimize", directions: Any = None,
                  storage: str | None = None, study_name: str | None = None,
                  n_trials: int = 20, n_jobs: int = 1, max_failure_rate: float = 1.0,
-                 pruner: Any = None, params: Any = None, **unused: Any) -> None:
+                 pruner: Any = None, params: Any = None, objectives: Any = None,
+                 **unused: Any) -> None:
         self.sampler, self.pruner = sampler, pruner
+        self.objectives = [str(k) for k in objectives] if objectives is not None else None
         chosen = directions if directions is not None else direction
         self.directions = ([str(d) for d in chosen] if isinstance(chosen, Sequence)
                            and not isinstance(chosen, str) else [str(chosen)])
@@ -327,6 +332,9 @@ class OptunaSweeper(Sweeper):
             if not 0.0 <= float(self.max_failure_rate) <= 1.0 else None,
             "hydra.sweeper.pruner works with one objective (Optuna prunes no multi-objective "
             "trial)" if self.pruner is not None and len(self.directions) > 1 else None,
+            f"hydra.sweeper.objectives names {len(self.objectives)} metrics for "
+            f"{len(self.directions)} directions" if self.objectives is not None
+            and len(self.objectives) != len(self.directions) else None,
         ]
         problems = [p for p in problems if p]
         if problems:
@@ -447,7 +455,7 @@ class OptunaSweeper(Sweeper):
         self.job_idx += len(returns)
         failures = []
         for trial, ret in zip(batch, returns, strict=True):
-            state, values, message = outcome(ret, len(self.directions))
+            state, values, message = outcome(ret, len(self.directions), self.objectives)
             job_dir = _job_dir(ret)
             if job_dir:
                 trial.set_user_attr(JOB_DIR_ATTR, job_dir)
@@ -512,9 +520,11 @@ def _job_dir(ret: Any) -> str | None:
     return None
 
 
-def outcome(ret: Any, n_objectives: int) -> tuple[str, list[float] | None, str]:
-    """A job's ``(state, values, message)``: ``complete`` with its values, ``fail`` for an
-    exception or a NaN value, ``pruned`` for ``optuna.TrialPruned``."""
+def outcome(ret: Any, n_objectives: int, objectives: list[str] | None = None
+            ) -> tuple[str, list[float] | None, str]:
+    """A job's ``(state, values, message)``: ``complete`` with its values (what it returned,
+    or its metrics.json's ``objectives``), ``fail`` for an exception or a NaN value, ``pruned``
+    for ``optuna.TrialPruned``."""
     import optuna
     from hydra.core.utils import JobStatus
 
@@ -526,6 +536,10 @@ def outcome(ret: Any, n_objectives: int) -> tuple[str, list[float] | None, str]:
         is_ours = type(exc).__name__ == "TrialFailed"  # dlexp's train: its message is the error
         return "fail", None, text if is_ours and text else f"{type(exc).__name__}: {text}"
     value = ret.return_value
+    if objectives is not None:
+        value = _metrics_of(ret, objectives)
+        if isinstance(value, str):
+            return "fail", None, value
     many = isinstance(value, Sequence | ListConfig) and not isinstance(value, str)
     raw = list(value) if many else [value]
     try:
@@ -538,6 +552,21 @@ def outcome(ret: Any, n_objectives: int) -> tuple[str, list[float] | None, str]:
     if any(math.isnan(v) for v in values):
         return "fail", None, "the job returned NaN"
     return "complete", values, ""
+
+
+def _metrics_of(ret: Any, keys: list[str]) -> list[Any] | str:
+    """The ``keys`` of the job's metrics.json, or what is wrong with it."""
+    import json
+
+    path = Path(_job_dir(ret) or ".") / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return f"hydra.sweeper.objectives: cannot read {path}: {e}"
+    missing = [k for k in keys if not isinstance(metrics.get(k), int | float)]
+    if missing:
+        return f"hydra.sweeper.objectives: {path} has no number for {', '.join(missing)}"
+    return [metrics[k] for k in keys]
 
 
 # ---------------------------------------------------------------- inside a job
