@@ -132,14 +132,47 @@ def _devices(cfg: DictConfig) -> int:
 
 
 class TrialFailed(RuntimeError):
-    """A failed job under the Optuna sweeper: raising marks its trial FAIL and the study goes
-    on (``max_failure_rate: 1.0``). Returning NaN instead crashes hydra-optuna-sweeper 1.3 with
-    optuna 2.x: it tells the study FAIL *with* the NaN value, which optuna rejects (hydra#2237)."""
+    """A failed job under the Optuna sweeper: raised instead of returning NaN, so the sweeper
+    gets the job's error with it (marked FAIL, the study goes on up to ``max_failure_rate``, and
+    the sweeper's last line names the first failure)."""
 
 
-def sweep_value(value: float, error: str | None) -> float:
-    """What the job returns to its sweeper: NaN marks a failure, except under Optuna."""
+def sweep_value(value: float, error: str | None, status: str = "ok") -> float:
+    """What the job returns to its sweeper: NaN marks a failure, except under Optuna, where a
+    failure raises :class:`TrialFailed` and a pruned run ``optuna.TrialPruned``."""
     optuna = HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper._target_)
+    if status == "pruned" and optuna:
+        from optuna import TrialPruned
+
+        raise TrialPruned(error or "pruned")
     if math.isnan(value) and optuna:
         raise TrialFailed(error or "the monitored metric is NaN")
     return value
+
+
+def pruning_callbacks(cfg: DictConfig) -> list:
+    """Under ``hydra.sweeper.pruner``: optuna-integration's pruning callback on this job's
+    trial, reporting ``monitor.metric`` after each validation; nothing otherwise."""
+    if not sweeping() or HydraConfig.get().sweeper.get("pruner") is None:
+        return []
+    from hydra_plugins.dlexp import optuna_sweeper
+
+    if optuna_sweeper.job_trial() is None:
+        return []
+    try:
+        return [optuna_sweeper.pruning_callback(HydraConfig.get().sweeper, cfg.monitor.metric)]
+    except optuna_sweeper.SweepError as e:
+        raise ConfigError(str(e)) from None
+
+
+def raise_if_pruned(trainer: object) -> None:
+    """Under DDP the pruning callback only stops the ranks; it raises here, after fit."""
+    for callback in getattr(trainer, "callbacks", []):
+        if type(callback).__name__ == "PyTorchLightningPruningCallback":
+            callback.check_pruned()
+
+
+def pruned(exc: BaseException) -> bool:
+    """The pruning callback stopped the run (``optuna.TrialPruned``)."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(exc, optuna.TrialPruned)

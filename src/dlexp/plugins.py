@@ -1,5 +1,6 @@
 """What some configs need from dlexp's optional extras: the Hydra plugins of ``[sweep]``, and
-the packages behind ``logger=mlflow`` (``[mlflow]``) and ``logger=wandb`` (``[wandb]``). A
+Optuna for dlexp's own sweeper (``[sweep]``), and the packages behind ``logger=mlflow``
+(``[mlflow]``) and ``logger=wandb`` (``[wandb]``). A
 missing one is named, with its install command, before Hydra or the run fails on it."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import re
 INSTALL = 'pip install "dlexp[sweep]"'
 # a command-line choice -> the module of the plugin or package it needs
 NEEDS = {
-    r"hparams_search=\S+": "hydra_plugins.hydra_optuna_sweeper",
-    r"hydra/sweeper=optuna": "hydra_plugins.hydra_optuna_sweeper",
+    r"hparams_search=\S+": "optuna",  # dlexp's Optuna sweeper needs Optuna
+    r"hydra/sweeper=optuna": "optuna",
     r"hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
     r"hydra/launcher=submitit\w*": "hydra_plugins.hydra_submitit_launcher",
     r"hydra/launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
@@ -46,8 +47,9 @@ def needs(what: str, module: str) -> str:
     if module in EXTRAS:
         return (f"{what} needs {module}, which is not installed: "
                 f'pip install "dlexp[{EXTRAS[module]}]"')
-    return (f"{what} needs the Hydra plugin {module.rsplit('.', 1)[-1]}, which is not "
-            f"installed: {INSTALL}")
+    plugin = module.startswith("hydra_plugins.")
+    named = f"the Hydra plugin {module.rsplit('.', 1)[-1]}" if plugin else f"the package {module}"
+    return f"{what} needs {named}, which is not installed: {INSTALL}"
 
 
 def check_installed(argv: list[str]) -> None:

@@ -157,14 +157,23 @@ def _cell(value: Any, width: int) -> str:
 
 
 def _optuna_lines(sweep: Path) -> list[str]:
+    """The study's best trial (or its Pareto front) and how its trials ended."""
     results = sweep / "optimization_results.yaml"
     if not results.is_file():
         return []
     best = yaml.safe_load(results.read_text()) or {}
-    if "best_value" not in best:
-        return []
-    params = ", ".join(f"`{k}={v}`" for k, v in (best.get("best_params") or {}).items())
-    return [f"Optuna best value {best['best_value']:.4g} with {params}.", ""]
+    states = best.get("states") or {}
+    ended = (" The study holds " + ", ".join(f"{n} {s}" for s, n in states.items()) + " trials."
+             if states else "")
+    if "best_value" in best:
+        params = ", ".join(f"`{k}={v}`" for k, v in (best.get("best_params") or {}).items())
+        return [f"Optuna best value {best['best_value']:.4g} with {params}.{ended}", ""]
+    if best.get("solutions"):
+        front = "; ".join(f"trial {s.get('number')}: " + ", ".join(f"{v:.4g}" for v in s["values"])
+                          for s in best["solutions"])
+        return [f"Optuna Pareto front ({', '.join(best.get('directions') or [])}): "
+                f"{front}.{ended}", ""]
+    return []
 
 
 # ---------------------------------------------------------------- plots

@@ -61,6 +61,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     loggers = build_loggers(cfg.logger, out_dir, params)
     with finishing(loggers):
         callbacks = build_callbacks(cfg, has_logger=bool(loggers), validate=validate)
+        callbacks += cluster.pruning_callbacks(cfg)  # an Optuna trial under hydra.sweeper.pruner
         trainer = build_trainer(cfg.trainer, callbacks + fit_callbacks, loggers,
                                 validate=validate)
         log_params_at_start(trainer, params)
@@ -68,6 +69,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
         started = time.perf_counter()
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume and resume.path)
+        cluster.raise_if_pruned(trainer)  # DDP: the ranks stopped together, now say why
         fit_s = round(time.perf_counter() - started, 2)
         results = {"fit_s": fit_s, "precision": str(cfg.trainer.precision),
                    "threads": backends.threads(),
@@ -144,9 +146,10 @@ def measured(trainer: L.Trainer) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; always returns its metrics, also left in ``metrics.json``: ``status`` is
-    ``running`` from the start, then ``ok``, ``failed`` (with ``error``), ``diverged`` or
-    ``interrupted``. SIGTERM and Ctrl+C stop the process with one ``error:`` line that names
-    the checkpoint to resume from, and exit codes 143 and 130."""
+    ``running`` from the start, then ``ok``, ``failed`` (with ``error``), ``diverged``,
+    ``interrupted`` or ``pruned`` (an Optuna trial its pruner stopped; ``error`` says when).
+    SIGTERM and Ctrl+C stop the process with one ``error:`` line that names the checkpoint to
+    resume from, and exit codes 143 and 130."""
     out_dir = Path(cfg.paths.output_dir)
     record = RunRecord(out_dir / "metrics.json", writes=cluster.is_rank_zero(),
                        run_dir=str(out_dir), monitor=cfg.monitor.metric, pid=os.getpid(),
@@ -162,6 +165,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         stopped(record, out_dir, "Ctrl+C")
         raise SystemExit(128 + signal.SIGINT) from None
     except Exception as exc:  # recorded, so a sweep goes on and a report shows the failure
+        if cluster.pruned(exc):  # the Optuna trial's pruner stopped it: not a failure
+            record.finish("pruned", str(exc))
+            return record.metrics
         message = user_message(exc)
         if cluster.is_rank_zero():
             (out_dir / "error.log").write_text(traceback.format_exc())
@@ -196,7 +202,9 @@ def _main(cfg: DictConfig) -> float:
     if cluster.is_rank_zero():
         log.info("run directory: %s", cfg.paths.output_dir)
     metrics = train(cfg)
-    if metrics["status"] != "ok":
+    if metrics["status"] == "pruned":
+        log.info("%s (%s)", metrics["error"], Path(cfg.paths.output_dir) / "metrics.json")
+    elif metrics["status"] != "ok":
         print_error(metrics["error"])
         if not cluster.sweeping():  # single run: fail the process
             sys.exit(1)
@@ -204,7 +212,8 @@ def _main(cfg: DictConfig) -> float:
         shown = {k: metrics.get(k) for k in ("val/acc", "test/acc", "epoch", "wall_s")}
         log.info("done: %s  (%s)", OmegaConf.to_yaml(shown).strip().replace("\n", ", "),
                  Path(cfg.paths.output_dir) / "metrics.json")
-    return cluster.sweep_value(monitored_value(cfg, metrics), metrics.get("error"))
+    return cluster.sweep_value(monitored_value(cfg, metrics), metrics.get("error"),
+                               metrics["status"])
 
 
 def main() -> None:
