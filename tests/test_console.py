@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
+
+from dlexp.console import quiet_lightning_notices
 
 SCRIPT = """
 import atexit, sys, threading, time
@@ -41,3 +45,21 @@ def test_a_process_ends_as_python_would(tmp_path: Path, end: str, code: int, std
     assert (done.returncode, done.stderr, done.stdout) == (code, stderr, "unflushed")
     assert (tmp_path / "thread").read_text() == "joined"  # non-daemon threads are joined
     assert (tmp_path / "atexit").read_text() == "ran"  # then the exit handlers run
+
+
+def test_lightning_notices_that_tell_nothing_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    quiet_lightning_notices()
+    quiet_lightning_notices()  # a second run in the same process adds nothing
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert len(logger.filters) == 1
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        logger.info("Trainer already configured with model summary callbacks: [...]")
+        logger.info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        quiet_lightning_notices()  # its filters go in front of the "default" one
+        warnings.warn("The `srun` command is available on your system but is not used.",
+                      stacklevel=1)
+        warnings.warn("something else", stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else"]

@@ -12,13 +12,22 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+# Lightning's info lines that tell a dlexp user nothing: an advertisement, and the notice that
+# the ModelSummary dlexp configures itself replaces Lightning's default one
+NOTICES = ("💡 Tip:", "Trainer already configured with model summary callbacks")
+
+
+def _not_a_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(NOTICES)  # one function: added once however often
+
 
 def quiet_lightning_notices() -> None:
-    """Drop two lines Lightning 2.6 prints on every run: the litlogger advertisement and a
-    deprecation inside its own pytree helper."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith("💡 Tip:"))
+    """Drop lines Lightning 2.6 prints on every run (:data:`NOTICES`), a deprecation inside its
+    own pytree helper, and its hint to prepend ``srun`` wherever Slurm is installed (a login
+    node, a workstation with a local cluster) though this run is not a Slurm job."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_a_notice)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
 def print_error(message: str) -> None:
