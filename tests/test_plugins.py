@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import compose_train
@@ -23,8 +24,8 @@ def test_missing_plugins_are_found_by_the_argument_that_needs_them(
     assert found == [("hparams_search=mnist_optuna", "optuna"),
                      ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher"),
                      ("+hydra/sweeper=optuna", "optuna")]
-    with pytest.raises(SystemExit, match=r'error: hparams_search=mnist_optuna needs the package '
-                                         r'optuna, which is not installed: '
+    with pytest.raises(SystemExit, match=r'error: hparams_search=mnist_optuna needs optuna, '
+                                         r'which is not installed: '
                                          r'pip install "dlexp\[sweep\]"'):
         plugins.check_installed(["hparams_search=mnist_optuna"])
     with pytest.raises(SystemExit, match=r'error: hydra/launcher=slurm needs the Hydra plugin '
@@ -37,18 +38,23 @@ def test_installed_plugins_pass() -> None:
     plugins.check_installed(["hydra/launcher=slurm"])
 
 
-def test_train_py_stops_in_one_line_without_the_plugin(tmp_path) -> None:
-    # a Python whose import system hides Optuna, as without the [sweep] extra
+def train_without(package: str, arg: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``train.py ARG`` in a Python whose import system hides ``package``, as without its
+    extra."""
     code = ("import sys, importlib.util as u; real = u.find_spec; "
-            "u.find_spec = lambda n, *a: None if 'optuna' in n else real(n, *a); "
-            "sys.argv = ['train.py', 'hparams_search=mnist_optuna']; "
-            "from dlexp.train import main; main()")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+            f"u.find_spec = lambda n, *a: None if n.split('.')[0] == {package!r} "
+            "else real(n, *a); "
+            f"sys.argv = ['train.py', {arg!r}]; from dlexp.train import main; main()")
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
                           text=True, timeout=120)
+
+
+def test_train_py_stops_in_one_line_without_the_plugin(tmp_path) -> None:
+    done = train_without("optuna", "hparams_search=mnist_optuna", tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        'error: hparams_search=mnist_optuna needs the package optuna, which '
-        'is not installed: pip install "dlexp[sweep]"'], done.stderr
+        'error: hparams_search=mnist_optuna needs optuna, which is not installed: '
+        'pip install "dlexp[sweep]"'], done.stderr
 
 
 @pytest.mark.parametrize(("arg", "package"), [
@@ -76,12 +82,7 @@ def test_a_composed_logger_without_its_package_fails_the_config_check(
 
 
 def test_train_py_stops_in_one_line_without_mlflow(tmp_path) -> None:
-    code = ("import sys, importlib.util as u; real = u.find_spec; "
-            "u.find_spec = lambda n, *a: None if n == 'mlflow' else real(n, *a); "
-            "sys.argv = ['train.py', 'logger=mlflow']; "
-            "from dlexp.train import main; main()")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    done = train_without("mlflow", "logger=mlflow", tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         'error: logger=mlflow needs mlflow, which is not installed: pip install "dlexp[mlflow]"'

@@ -21,7 +21,7 @@ NEEDS = {
     r"logger=\[?([\w,]*,)?wandb(,[\w,]*)?\]?": "wandb",
 }
 # a package -> the extra that installs it
-EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
+EXTRAS = {"optuna": "sweep", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 def missing(argv: list[str]) -> list[tuple[str, str]]:
@@ -47,9 +47,8 @@ def needs(what: str, module: str) -> str:
     if module in EXTRAS:
         return (f"{what} needs {module}, which is not installed: "
                 f'pip install "dlexp[{EXTRAS[module]}]"')
-    plugin = module.startswith("hydra_plugins.")
-    named = f"the Hydra plugin {module.rsplit('.', 1)[-1]}" if plugin else f"the package {module}"
-    return f"{what} needs {named}, which is not installed: {INSTALL}"
+    return (f"{what} needs the Hydra plugin {module.rsplit('.', 1)[-1]}, which is not "
+            f"installed: {INSTALL}")
 
 
 def check_installed(argv: list[str]) -> None:
