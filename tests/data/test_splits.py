@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dlexp.data import splits
 from dlexp.data.splits import imbalance, shuffled_split, stratified_subset, val_count
 
 
@@ -127,3 +128,30 @@ def test_imbalance_seeded() -> None:
 def test_imbalance_bad_ratio(ratio: float) -> None:
     with pytest.raises(ValueError, match=r"data.imbalance must be in \(0, 1\]"):
         imbalance(_labels([10, 10]), ratio, 0)
+
+
+def test_fold_split_partitions_and_stratifies() -> None:
+    labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 3)
+    held = [splits.fold_split(labels, 3, k, seed=0)[1] for k in range(3)]
+    assert sorted(torch.cat(held).tolist()) == list(range(len(labels)))
+    for k in range(3):
+        train, out = splits.fold_split(labels, 3, k, seed=0)
+        assert sorted(train.tolist() + out.tolist()) == list(range(len(labels)))
+        counts = torch.bincount(labels[out], minlength=3).tolist()
+        assert abs(counts[0] - 10 / 3) < 1 and abs(counts[1] - 5 / 3) < 1 and counts[2] == 1
+    assert sorted(len(h) for h in held) == [6, 6, 6]
+
+
+def test_fold_split_is_seeded() -> None:
+    labels = torch.arange(40) % 4
+    first = splits.fold_split(labels, 5, 2, 7)[1]
+    assert torch.equal(first, splits.fold_split(labels, 5, 2, 7)[1])
+    assert not torch.equal(splits.fold_split(labels, 5, 2, 7)[1],
+                           splits.fold_split(labels, 5, 2, 8)[1])
+
+
+@pytest.mark.parametrize(("folds", "fold", "match"), [(1, 0, "folds must"), (3, 3, "fold must"),
+                                                      (3, -1, "fold must"), (50, 0, "at least")])
+def test_fold_split_errors(folds: int, fold: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        splits.fold_split(torch.arange(10) % 2, folds, fold, 0)

@@ -49,6 +49,31 @@ def stratified_split(labels: torch.Tensor, n_out: int, seed: int
     return mask.nonzero().squeeze(1), out
 
 
+def fold_split(labels: torch.Tensor, folds: int, fold: int, seed: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) positions of fold ``fold`` of a seeded, stratified ``folds``-fold
+    split: each class is shuffled once and dealt round-robin, so the folds partition the data,
+    each class's share differs by at most one between folds, and every fold but a class's
+    smallest holds some of it."""
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"data.folds must be a whole number >= 2, got {folds}")
+    if not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ValueError(f"data.fold must be in 0..{folds - 1} for data.folds={folds}, "
+                         f"got {fold}")
+    if len(labels) < folds:
+        raise ValueError(f"data.folds={folds} needs at least {folds} samples, got {len(labels)}")
+    g = torch.Generator().manual_seed(seed)
+    which = torch.empty(len(labels), dtype=torch.long)
+    start = 0  # each class continues the deal where the last one ended: folds stay even
+    for c in labels.unique().tolist():
+        pos = (labels == c).nonzero().squeeze(1)
+        pos = pos[torch.randperm(len(pos), generator=g)]
+        which[pos] = (torch.arange(len(pos)) + start) % folds
+        start = (start + len(pos)) % folds
+    held = which == fold
+    return (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
+
+
 def stratified_subset(labels: torch.Tensor, per_class_total: int, seed: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick ``per_class_total`` positions spread evenly over the classes present.
