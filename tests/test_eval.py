@@ -49,6 +49,13 @@ def test_another_group_keeps_the_checkpoints_pipeline_keys() -> None:
     assert same.batch_size == 8 and same.normalize == "unit"
 
 
+def test_a_group_setting_left_unset_is_one_error() -> None:
+    group = {"_target_": "dlexp.data.arrays.Other", "path": "???", "root": "${paths.data_dir}"}
+    with pytest.raises(ConfigError, match=r"^data\.path is required with data=other: give "
+                                          r"data\.path=\.\.\.$"):
+        data_config(_cfg(group), SAVED, ["data=other"], "other")
+
+
 def test_bare_data_keys_become_forced_overrides() -> None:
     argv = ["eval.py", "ckpt_path=x", "data.download=false", "data=arrays", "++data.a=1",
             "trainer.accelerator=cpu"]

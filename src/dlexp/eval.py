@@ -22,6 +22,7 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from dlexp import checkpoint
 from dlexp.callbacks.evaluation_figures import EvaluationFigures
@@ -78,7 +79,7 @@ def data_config(cfg: DictConfig, saved: dict, overrides: list[str], group: str |
     given = [m.group(1) for m in map(DATA_KEY.match, overrides) if m]
     composed = cfg.get("data") or OmegaConf.create({})
     if group is not None and composed.get("_target_") != base.get("_target_"):
-        chosen = _resolved_group(cfg, saved)
+        chosen = _resolved_group(cfg, saved, group)
         for key in PIPELINE_KEYS:
             if key in chosen and key in base and key not in given:
                 chosen[key] = base[key]
@@ -98,14 +99,21 @@ def data_config(cfg: DictConfig, saved: dict, overrides: list[str], group: str |
     return base
 
 
-def _resolved_group(cfg: DictConfig, saved: dict) -> DictConfig:
+def _resolved_group(cfg: DictConfig, saved: dict, group: str) -> DictConfig:
     """The chosen data group's config, its ``${seed}`` the checkpoint's and the training
     method's settings (``${method...}``) unset: evaluation has neither."""
     raw = OmegaConf.to_container(cfg.data, resolve=False)
     context = OmegaConf.create({"data": raw, "seed": saved.get("seed", 0),
                                 "method": {"unlabeled_ratio": None},
                                 "paths": OmegaConf.to_container(cfg.paths, resolve=False)})
-    return OmegaConf.create(OmegaConf.to_container(context.data, resolve=True))
+    try:
+        return OmegaConf.create(OmegaConf.to_container(context.data, resolve=True,
+                                                       throw_on_missing=True))
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key} is required with data={group}: give "
+                          f"{e.full_key}=...") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"data={group}: {' '.join(str(e).split())}") from None
 
 
 def adopt_pipeline(datamodule: Any, saved: dict, data_cfg: DictConfig) -> None:
