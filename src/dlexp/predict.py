@@ -197,8 +197,7 @@ def _text_items(args: argparse.Namespace, model: Predictor) -> list[Item]:
     images = [t for t in args.inputs if _is_image_file(t)]
     if images:  # a file path would silently be classified as a one-word review
         raise ValueError(f"{images[0]} is an image, but {args.checkpoint} classifies text: "
-                         "pass review texts, .txt files or folders of them, or --file with "
-                         "one review per line")
+                         "pass review texts, or --file with one review per line")
     items = []
     for t in args.inputs:
         if os.path.isdir(t):
