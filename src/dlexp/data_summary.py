@@ -344,8 +344,8 @@ def markdown(summary: dict[str, Any]) -> str:
     """The summary as Markdown: the class table, then the findings."""
     splits = summary["splits"]
     lines = [f"# {summary['path']}", "",
-             f"{summary['kind']}: {summary['total']} samples, {len(summary['classes'])} "
-             "classes", "", "| class | " + " | ".join(splits) + " | total |",
+             f"{summary['kind']}: {summary['total']} {_unit(summary)}, "
+             f"{len(summary['classes'])} classes", "", "| class | " + " | ".join(splits) + " | total |",
              "| --- |" + " ---: |" * (len(splits) + 1)]
     for name in summary["classes"]:
         row = summary["counts"][name]
@@ -354,6 +354,10 @@ def markdown(summary: dict[str, Any]) -> str:
     lines.append("")
     lines += _arrays_lines(summary) + _size_lines(summary) + _finding_lines(summary)
     return "\n".join(lines) + "\n"
+
+
+def _unit(summary: dict[str, Any]) -> str:
+    return {"arrays (.npz)": "samples", "text table": "rows"}.get(summary["kind"], "files")
 
 
 def _arrays_lines(summary: dict[str, Any]) -> list[str]:
