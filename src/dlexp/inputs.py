@@ -5,6 +5,7 @@ name the input (callers know what to call it)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import IO
@@ -30,6 +31,36 @@ UNIT_MAX = 2.0
 WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}  # convert("L") clips these
 # reviews of a model trained without data.max_len are read whole; IMDB's longest is ~14k
 MAX_UNTRUNCATED_CHARS = 100_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TEXT_SUFFIXES = (".txt",)
+
+
+# ------------------------------------------------------------------------------ files
+def files_in(folder: str | Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files under ``folder`` (all depths, symlinked folders followed) whose suffix is one
+    of ``suffixes`` (any case), sorted. Hidden files and folders are left out: ``.DS_Store``,
+    macOS' ``._photo.jpg`` copies and ``.ipynb_checkpoints`` hold no inputs."""
+    found = []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(top, n) for n in names
+                  if not n.startswith(".") and n.lower().endswith(suffixes)]
+    return sorted(found)
+
+
+def read_text_file(path: str | Path) -> str:
+    """A text file's content (UTF-8, a byte-order mark dropped). ValueError when it cannot be
+    read or is not UTF-8."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except OSError as e:
+        raise ValueError(f"cannot read file: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 (byte {e.start})") from None
 
 
 # ------------------------------------------------------------------------------ images
@@ -197,7 +228,7 @@ def normalize_images(images: list[torch.Tensor], data: dict) -> torch.Tensor:
     :func:`load_sample`), standardised as in training (``data``: the checkpoint's data
     description)."""
     batch = torch.stack(images).float()
-    if data.get("name") == "arrays":
+    if own_arrays(data):
         from dlexp.data.arrays import normalize_arrays
 
         return normalize_arrays(batch, data["mean"], data["std"])
@@ -205,6 +236,12 @@ def normalize_images(images: list[torch.Tensor], data: dict) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ own arrays
+def own_arrays(data: dict) -> bool:
+    """Whether a checkpoint's data description gives its input spec as ``data=arrays`` does
+    (``input_shape``, per-channel ``mean``/``std``), rather than MNIST's fixed digits."""
+    return "input_shape" in data and data.get("modality") != "text"
+
+
 def load_sample(source: ImageInput, data: dict) -> torch.Tensor:
     """One input of a ``data=arrays`` (or ``dlexp.fit``) model, in the network's layout: an
     array of the training samples' shape ((H, W), (H, W, C) or (D,)), a ``.npy`` file holding
@@ -248,7 +285,7 @@ def _sample_array(a: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
 def sample_batch(x: np.ndarray | torch.Tensor, data: dict) -> list[torch.Tensor]:
     """A batch (N, ...) of inputs in the training arrays' layout as :func:`load_sample`s."""
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if data.get("name") != "arrays":  # MNIST: (N, 28, 28) digits, as mnist.load_data() gives
+    if not own_arrays(data):  # MNIST: (N, 28, 28) digits, as mnist.load_data() gives
         data = {**data, "input_shape": data["net_kwargs"]["in_shape"], "name": "mnist"}
     return [_sample_array(sample, tuple(data["input_shape"])) for sample in a]
 
