@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
                              "texts for a text model")
     parser.add_argument("--file", help="text model: a file with one review per line, blank "
                                        "lines skipped ('-' reads standard input)")
+    parser.add_argument("--text", action="append", default=[],
+                        help="text model: one text to classify (repeatable), also one that "
+                             "looks like a file name or an option")
     parser.add_argument("--top-k", type=int, default=1, help="classes shown per input")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
@@ -109,8 +112,9 @@ def _print_result(key: str, shown: str, top: list[tuple[str, float]],
 
 
 def _image_items(args: argparse.Namespace) -> list[Item]:
-    if not args.inputs or args.file:
-        raise ValueError("give image files after the checkpoint (--file is for text models)")
+    if not args.inputs or args.file or args.text:
+        raise ValueError("give image files after the checkpoint (--file and --text are for "
+                         "text models)")
     return [Item(path, path, path) for path in args.inputs]
 
 
@@ -119,7 +123,8 @@ def _text_items(args: argparse.Namespace) -> list[Item]:
     if images:  # a file path would silently be classified as a one-word review
         raise ValueError(f"{images[0]} is an image, but {args.checkpoint} classifies text: "
                          "pass review texts, or --file with one review per line")
-    items = [Item(_shorten(t), _shorten(t) if t.strip() else repr(t), t) for t in args.inputs]
+    items = [Item(_shorten(t), _shorten(t) if t.strip() else repr(t), t)
+             for t in args.inputs + args.text]
     if args.file:
         items += _file_items(args.file)
     if not items:
