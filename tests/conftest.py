@@ -275,7 +275,37 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data option."""
     root = tmp_path_factory.mktemp("data")
     make_arrays_npz(root / "arrays.npz")  # data=arrays data.path=arrays.npz
-    return make_imdb_tree(make_mnist_tree(root))
+    make_text_table(root / "texts.csv")  # data=text_table data.path=texts.csv
+    return make_imdb_tree(make_mnist_tree(root))  # data=text_folder data.root=<root>/aclImdb
+
+
+# ---------------------------------------------------------------- your own texts
+TOPICS = {"music": ("guitar", "song", "album", "melody", "concert"),
+          "sport": ("goal", "match", "team", "coach", "league"),
+          "weather": ("rain", "storm", "sunny", "wind", "forecast")}
+
+
+def topic_text(rng: np.random.Generator, topic: str) -> str:
+    """3-30 filler words around one to three words of the topic."""
+    words = list(rng.choice(FILLER, size=int(rng.integers(3, 30))))
+    words += list(rng.choice(TOPICS[topic], size=int(rng.integers(1, 4))))
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def make_text_table(path: Path, per_class: int = 60, seed: int = 0) -> Path:
+    """A CSV of short texts on three topics (columns ``text``, ``label``), for text_table."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(per_class * len(TOPICS)):
+            topic = list(TOPICS)[i % len(TOPICS)]
+            writer.writerow([topic_text(rng, topic), topic])
+    return path
 
 
 @pytest.fixture

@@ -21,6 +21,10 @@ GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "regularization", "
           "logger", "trainer", "method", "transfer", "experiment", "debug"]
 # an option that needs a partner to form a working pair (data=imdb keeps the default CNN)
 PARTNERS = {("data", "imdb"): ["model=lstm"], ("data", "arrays"): ["data.path=arrays.npz"],
+            ("data", "text_table"): ["model=lstm", "data.path=texts.csv",
+                                     "data.cache_dir=${paths.data_dir}/cache"],
+            ("data", "text_folder"): ["model=lstm", "data.root=${paths.data_dir}/aclImdb",
+                                      "data.cache_dir=${paths.data_dir}/cache"],
             ("model", "lstm"): ["data=imdb"],
             ("model", "gru"): ["data=imdb"], ("model", "rnn"): ["data=imdb"],
             ("experiment", "imdb_supervised_1000"): ["data.num_labeled=20"],

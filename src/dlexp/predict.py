@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
                              "texts or .txt files for a text model; folders of either")
     parser.add_argument("--file", help="text model: a file with one review per line, blank "
                                        "lines skipped ('-' reads standard input)")
+    parser.add_argument("--text", action="append", default=[],
+                        help="text model: one text to classify (repeatable), also one that "
+                             "looks like a file name or an option")
     parser.add_argument("--top-k", type=int, default=1, help="classes shown per input")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--csv", metavar="OUT", help="write path, class, probability (and "
@@ -183,9 +186,9 @@ def _print_result(key: str, shown: str, top: list[tuple[str, float]],
 
 
 def _image_items(args: argparse.Namespace, model: Predictor) -> list[Item]:
-    if not args.inputs or args.file:
-        raise ValueError("give image files or folders after the checkpoint (--file is for "
-                         "text models)")
+    if not args.inputs or args.file or args.text:
+        raise ValueError("give image files or folders after the checkpoint (--file and --text "
+                         "are for text models)")
     items = []
     for path in args.inputs:
         items += _folder_items(path, model, str) if os.path.isdir(path) \
@@ -206,6 +209,7 @@ def _text_items(args: argparse.Namespace, model: Predictor) -> list[Item]:
             items.append(Item(t, t, Path(t)))
         else:
             items.append(Item(_shorten(t), _shorten(t) if t.strip() else repr(t), t))
+    items += [Item(_shorten(t), _shorten(t) if t.strip() else repr(t), t) for t in args.text]
     if args.file:
         items += _file_items(args.file)
     if not items:

@@ -23,11 +23,10 @@ from tokenizers import Tokenizer
 
 from dlexp.data import splits
 from dlexp.data.download import download, file_digest, safe_extract
-from dlexp.data.pooled import PooledDataModule, check_batch_sizes
-from dlexp.data.text_loader import TextBatchLoader
 from dlexp.data.token_cache import cache_key, load_cache, save_cache
-from dlexp.data.token_store import TRUNCATE, TokenStore
-from dlexp.data.tokenizer import MODELS, PAD_ID, encode, from_json, to_json, train_tokenizer
+from dlexp.data.token_store import TokenStore
+from dlexp.data.tokenized import TOKENIZER, Part, TokenizedDataModule, tokenizer_settings
+from dlexp.data.tokenizer import encode, from_json, to_json, train_tokenizer
 from dlexp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -44,13 +43,12 @@ OFFICIAL_SHA256 = next(iter(SHA256))
 FOLDERS = ("train/neg", "train/pos", "test/neg", "test/pos", "train/unsup")
 REVIEW = re.compile(r"(\d+)_(\d+)\.txt")  # <id>_<rating>.txt
 MEMBER = re.compile(r"(?:\./)?aclImdb/((?:train|test)/(?:neg|pos|unsup))/(\d+)_\d+\.txt")
-TOKENIZER = {"model": "word", "vocab_size": 20_000, "min_frequency": 2, "use_unsup": False}
 CACHE_VERSION = 2  # 2: train/unsup in a file of its own
 PART_LAYOUT = {"flat": None, "offsets": None, "labels": None}  # one part of a token cache
 TOKENS_LAYOUT = {"version": None, "tokenizer": None, "train": PART_LAYOUT, "test": PART_LAYOUT}
 
 Reviews = dict[str, list[tuple[int, str]]]  # "train/pos" -> [(review id, text)]
-Part = tuple[TokenStore, torch.Tensor]      # token ids and labels (-1: unlabeled)
+__all__ = ["TOKENIZER", "IMDBDataModule", "Part"]
 
 
 def default_root() -> str:
@@ -127,7 +125,7 @@ def fingerprint(source: Path) -> list:
                                       (p.stat() for p in paths if p.exists())]
 
 
-class IMDBDataModule(PooledDataModule):
+class IMDBDataModule(TokenizedDataModule):
     """Train/val from the 25k labeled training reviews (seeded shuffle), test = the official
     25k, the unlabeled pool = ``train/unsup`` (50k, ``include_unsup``) plus the labeled train
     reviews left out by ``num_labeled``. Batches are ``((ids, lengths), labels)``.
@@ -136,7 +134,7 @@ class IMDBDataModule(PooledDataModule):
     too with ``tokenizer.use_unsup``), and travels in :meth:`describe` as a JSON string.
     """
 
-    modality = "text"
+    name = "imdb"
     num_classes = 2
     class_names = ["negative", "positive"]
 
@@ -160,43 +158,15 @@ class IMDBDataModule(PooledDataModule):
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
     ) -> None:
-        super().__init__(unlabeled_ratio)
-        check_batch_sizes(batch_size, eval_batch_size)
+        super().__init__(batch_size, eval_batch_size, seed, num_labeled, tokenizer, max_len,
+                         truncate, bucket, bucket_chunk, pin_memory, unlabeled_ratio)
         self.root = Path(root or default_root()).expanduser()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir \
             else default_cache_dir(self.root)
-        self.download, self.batch_size, self.eval_batch_size = download, batch_size, eval_batch_size
-        self.val_size, self.seed, self.num_labeled = val_size, seed, num_labeled
-        self.include_unsup, self.extract, self.pin_memory = include_unsup, extract, pin_memory
-        self.tokenizer = self._tokenizer_settings(tokenizer or {})
-        if truncate not in TRUNCATE:
-            raise ValueError(f"data.truncate must be one of {', '.join(TRUNCATE)}, got {truncate!r}")
-        if max_len is not None and max_len < 1:
-            raise ValueError(f"data.max_len must be >= 1 or null, got {max_len}")
-        if bucket_chunk < 1:
-            raise ValueError(f"data.bucket_chunk must be >= 1, got {bucket_chunk}")
-        self.max_len, self.truncate = max_len, truncate
-        self.bucket, self.bucket_chunk = bucket, bucket_chunk
+        self.download, self.val_size = download, val_size
+        self.include_unsup, self.extract = include_unsup, extract
 
-    @staticmethod
-    def _tokenizer_settings(given: dict) -> dict:
-        unknown = set(given) - set(TOKENIZER)
-        if unknown:
-            raise ValueError(f"unknown data.tokenizer keys {sorted(unknown)}; valid: "
-                             f"{', '.join(TOKENIZER)}")
-        settings = {**TOKENIZER, **given}
-        if settings["model"] not in MODELS:
-            raise ValueError(f"data.tokenizer.model must be one of {', '.join(MODELS)}, "
-                             f"got {settings['model']!r}")
-        for key, low in (("vocab_size", 3), ("min_frequency", 0)):
-            value = settings[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"data.tokenizer.{key} must be a whole number >= {low}, "
-                                 f"got {value!r}")
-        if not isinstance(settings["use_unsup"], bool):
-            raise ValueError(f"data.tokenizer.use_unsup must be true or false, got "
-                             f"{settings['use_unsup']!r}")
-        return settings
+    _tokenizer_settings = staticmethod(tokenizer_settings)
 
     # ---------------------------------------------------------------- files
     def _find(self) -> Path | None:
@@ -313,8 +283,7 @@ class IMDBDataModule(PooledDataModule):
 
     def _setup_splits(self) -> None:
         data = self._token_ids()
-        self.tokenizer_json = data["tokenizer"]
-        self.vocab_size = from_json(self.tokenizer_json).get_vocab_size()
+        self._set_tokenizer(data["tokenizer"])
         train, test = (self._part(data[k]) for k in ("train", "test"))
         y = train[1]
         train_idx, val_idx = self._val_split(len(y))
@@ -342,51 +311,6 @@ class IMDBDataModule(PooledDataModule):
                 pool.append(unsup)
             self._pool = (TokenStore.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool]))
         return self._pool
-
-    def _part(self, saved: dict) -> Part:
-        """A cached part, truncated to ``max_len`` (after the cache: changing it is free)."""
-        store = TokenStore(saved["flat"], saved["offsets"])
-        return store.truncate(self.max_len, self.truncate), saved["labels"]
-
-    def describe(self) -> dict:
-        """What inference needs to reproduce the input pipeline, stored in checkpoints (plain
-        data only: checkpoints are loaded with weights_only=True)."""
-        return {"name": "imdb", "modality": self.modality, "class_names": list(self.class_names),
-                "num_classes": self.num_classes, "net_kwargs": self.net_kwargs(),
-                "tokenizer": self.tokenizer_json, "max_len": self.max_len,
-                "truncate": self.truncate}
-
-    def net_kwargs(self) -> dict:
-        """What a network must be told about this data; sets up the data to know the
-        vocabulary (the entry point asks before training starts)."""
-        self.setup()
-        return {"vocab_size": self.vocab_size, "num_classes": self.num_classes, "pad_idx": PAD_ID}
-
-    # ---------------------------------------------------------------- semi-supervised
-    def _with_pool_rows(self, part: Part, idx: torch.Tensor, labels: torch.Tensor) -> Part:
-        return (TokenStore.cat([part[0], self.unlabeled_set[0].take(idx)]),
-                torch.cat([part[1], labels]))
-
-    # ---------------------------------------------------------------- loaders
-    def _loader(self, part: Part, train: bool, sort: bool = True,
-                batch_size: int | None = None) -> TextBatchLoader:
-        rank, world = self.rank_and_world()
-        # evaluation order is free, so sort it all by length (least padding) unless the
-        # caller needs the pool's own order back
-        return TextBatchLoader(
-            *part, batch_size or (self.batch_size if train else self.eval_batch_size),
-            shuffle=train,
-            bucket=self.bucket and sort, seed=self.seed, rank=rank, world_size=world,
-            chunk_batches=self.bucket_chunk if train else None,
-            pin_memory=self.pin_memory and torch.cuda.is_available())
-
-    def predict_dataloader(self) -> TextBatchLoader:
-        """The test set in its own order, not sorted by length (eval.py's predictions.csv)."""
-        return self._loader(self.test_set, train=False, sort=False)
-
-    def unlabeled_dataloader(self) -> TextBatchLoader:
-        """The unlabeled pool in its own order (labels: true ones, or -1 for train/unsup)."""
-        return self._loader(self.unlabeled_set, train=False, sort=False)
 
 
 def _encoded(tok: Tokenizer, parts: dict, names: tuple[str, ...]) -> dict:
