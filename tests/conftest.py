@@ -275,7 +275,20 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data option."""
     root = tmp_path_factory.mktemp("data")
     make_arrays_npz(root / "arrays.npz")  # data=arrays data.path=arrays.npz
+    make_image_folder(root / "images")  # data=image_folder data.root=images
     return make_imdb_tree(make_mnist_tree(root))
+
+
+def make_image_folder(root: Path, per_class: int = 80) -> Path:
+    """``root/<digit>/<i>.png``: two classes of small synthetic digits, as PNG files."""
+    from PIL import Image
+
+    images, labels = synthetic_digits(2 * per_class * 5, 2)
+    for digit in (0, 1):
+        (root / str(digit)).mkdir(parents=True)
+        for i, x in enumerate(images[labels == digit][:per_class]):
+            Image.fromarray(x).save(root / str(digit) / f"{i}.png")
+    return root
 
 
 @pytest.fixture

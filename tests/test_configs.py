@@ -21,6 +21,7 @@ GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "regularization", "
           "logger", "trainer", "method", "transfer", "experiment", "debug"]
 # an option that needs a partner to form a working pair (data=imdb keeps the default CNN)
 PARTNERS = {("data", "imdb"): ["model=lstm"], ("data", "arrays"): ["data.path=arrays.npz"],
+             ("data", "image_folder"): ["data.root=images"],
             ("model", "lstm"): ["data=imdb"],
             ("model", "gru"): ["data=imdb"], ("model", "rnn"): ["data=imdb"],
             ("experiment", "imdb_supervised_1000"): ["data.num_labeled=20"],

@@ -38,7 +38,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     path = str(Path(cfg.ckpt_path).expanduser().resolve())
     ckpt = checkpoint.load(path)
     data_cfg = OmegaConf.create(ckpt["dlexp"]["config"]["data"])
-    data_cfg.root = cfg.data_dir
+    # where the data lives now; data=image_folder's root is the images, data_dir the data folder
+    data_cfg["data_dir" if "data_dir" in data_cfg else "root"] = cfg.data_dir
     if cfg.get("eval_batch_size"):
         data_cfg.eval_batch_size = cfg.eval_batch_size
     datamodule = instantiate(data_cfg)

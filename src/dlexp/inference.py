@@ -26,6 +26,7 @@ from dlexp.errors import CheckpointError
 from dlexp.inputs import (
     ImageInput,
     load_image,
+    load_picture,
     load_sample,
     normalize_images,
     review_ids,
@@ -82,9 +83,14 @@ class Predictor:
     # ------------------------------------------------------------------ one input at a time
     def prepare_image(self, image: ImageInput) -> torch.Tensor:
         """One image as the network's input: uint8 [1, 28, 28] (:func:`dlexp.inputs.load_image`);
-        for ``data=arrays`` models, an array, ``.npy`` file or image (:func:`~dlexp.inputs.load_sample`)."""
+        for ``data=arrays`` models, an array, ``.npy`` file or image (:func:`~dlexp.inputs.load_sample`);
+        for ``data=image_folder`` models, an image as training decoded them
+        (:func:`~dlexp.inputs.load_picture`)."""
         if self.data.get("name") == "arrays":
             return load_sample(image, self.data)
+        if self.data.get("name") == "image_folder":
+            return load_picture(image, self.data["image_size"], self.data["channels"],
+                                self.data["resize"])
         self._expect("image")
         return load_image(image)
 

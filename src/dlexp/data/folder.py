@@ -345,7 +345,8 @@ def fingerprint(manifest: Manifest, cache_dir: Path | None, probe: Probe | None 
             done = pool.map(lambda i: _read_one(manifest.paths[i], manifest.sizes[i], probe),
                             todo)
             for i, result in zip(todo, tqdm(done, total=len(todo), desc="scan", unit="file",
-                                            disable=len(todo) < 1000, leave=False), strict=True):
+                                            disable=True if len(todo) < 1000 else None,
+                                            leave=False), strict=True):
                 results[i] = result
         _write_scan_cache(path, {rel: [size, mtime, *r] for rel, size, mtime, r
                                  in zip(rels, manifest.sizes, manifest.mtimes, results,
