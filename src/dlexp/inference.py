@@ -36,6 +36,7 @@ from dlexp.inputs import (
     ImageInput,
     files_in,
     load_image,
+    load_picture,
     load_sample,
     normalize_images,
     own_arrays,
@@ -196,7 +197,12 @@ class Predictor:
     # ------------------------------------------------------------------ one input at a time
     def prepare_image(self, image: ImageInput) -> torch.Tensor:
         """One image as the network's input: uint8 [1, 28, 28] (:func:`dlexp.inputs.load_image`);
-        for ``data=arrays`` models, an array, ``.npy`` file or image (:func:`~dlexp.inputs.load_sample`)."""
+        for ``data=arrays`` models, an array, ``.npy`` file or image (:func:`~dlexp.inputs.load_sample`);
+        for ``data=image_folder`` models, an image as training decoded them
+        (:func:`~dlexp.inputs.load_picture`)."""
+        if self.data.get("name") == "image_folder":
+            return load_picture(image, self.data["image_size"], self.data["channels"],
+                                self.data["resize"])
         if own_arrays(self.data):
             return load_sample(image, self.data)
         self._expect("image")

@@ -5,8 +5,10 @@ name the input (callers know what to call it)."""
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -63,6 +65,8 @@ def read_text_file(path: str | Path) -> str:
         raise ValueError(f"not UTF-8 (byte {e.start})") from None
 
 
+
+
 # ------------------------------------------------------------------------------ images
 def load_image(source: ImageInput) -> torch.Tensor:
     """Any image (a file, an open binary file, a PIL image or an array) as MNIST sees digits:
@@ -95,8 +99,10 @@ def _mnist_digit(gray: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(canvas).copy()).unsqueeze(0)
 
 
-def _decoded(source: ImageInput) -> Image.Image:
-    """A decoded image, upright (EXIF orientation applied); files refused by size first."""
+def _decoded(source: ImageInput, draft: Callable[[Image.Image], None] | None = None
+             ) -> Image.Image:
+    """A decoded image, upright (EXIF orientation applied); files refused by size first.
+    ``draft`` may lower a file's decoding resolution before its pixels are read (JPEG)."""
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, Image.Image):
@@ -112,6 +118,8 @@ def _decoded(source: ImageInput) -> Image.Image:
     except Exception as e:  # untrusted bytes: whatever the decoders raise means "unreadable"
         raise ValueError(f"cannot read image: {_first_line(e)}") from None
     with im:
+        if draft is not None:
+            draft(im)
         return _upright(im)
 
 
@@ -191,18 +199,19 @@ def _to_uint8(values: np.ndarray, sixteen_bit: bool, unit: bool) -> np.ndarray:
     return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
 
 
-def _opaque(im: Image.Image) -> Image.Image:
+def _opaque(im: Image.Image, mode: str = "L") -> Image.Image:
     """Transparency flattened onto white: drawing apps export dark ink on a transparent
     background whose hidden colour is often black, so ``convert("L")`` alone would read all
-    black. Onto black instead when that leaves nothing (light ink on transparent)."""
+    black. Onto black instead when that leaves nothing (light ink on transparent). The result
+    is in ``mode`` (``L`` or ``RGB``) when there was transparency, else ``im`` as it is."""
     if im.mode not in ("RGBA", "LA", "PA", "RGBa") and "transparency" not in im.info:
         return im
     rgba = im.convert("RGBA")
     for colour in ((255, 255, 255, 255), (0, 0, 0, 255)):
-        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba).convert("L")
-        if not _blank(flat):
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba)
+        if not _blank(flat.convert("L")):
             break
-    return flat
+    return flat.convert(mode)
 
 
 def _blank(gray: Image.Image) -> bool:
@@ -221,6 +230,65 @@ def _centre_of_mass_offset(ink: np.ndarray) -> tuple[int, int]:
     x = int(np.clip(round(CANVAS / 2 - cx), 0, CANVAS - w))
     y = int(np.clip(round(CANVAS / 2 - cy), 0, CANVAS - h))
     return x, y
+
+
+# ------------------------------------------------------------------------------ own images
+RESIZE = ("squish", "crop", "pad")
+# files whose EXIF orientation turns them a quarter: their stored width is the shown height
+QUARTER_TURNS = {5, 6, 7, 8}
+EXIF_ORIENTATION = 0x0112
+
+
+def load_picture(source: ImageInput, size: Sequence[int], channels: int,
+                 resize: str = "squish") -> torch.Tensor:
+    """Any image as a ``data=image_folder`` model saw its training images (training decodes
+    with this too): upright (EXIF), 16-bit and float images scaled to 0-255, palette and
+    transparency flattened as :func:`load_image` does, ``channels`` 1 (gray) or 3 (RGB), and
+    ``size`` (H, W) by ``resize``: ``squish`` (stretched to it), ``crop`` (scaled to cover it,
+    centre cropped) or ``pad`` (scaled to fit, centred on black).
+    Returns uint8 of shape (channels, H, W); ValueError for an unreadable or huge image."""
+    height, width = int(size[0]), int(size[1])
+    image = _decoded(source, lambda im: _draft(im, (width, height), channels, resize))
+    mode = "L" if channels == 1 else "RGB"
+    try:
+        if image.mode in WIDE_MODES:
+            image = _eight_bit(image)
+        image = _opaque(image, mode).convert(mode)
+    except (ValueError, OSError) as e:  # a mode Pillow cannot convert (LAB, ...)
+        raise ValueError(f"cannot read image: {_first_line(e)}") from None
+    image = _resized(image, (width, height), resize)
+    pixels = torch.from_numpy(np.asarray(image).copy())
+    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+
+
+def _resized(image: Image.Image, size: tuple[int, int], resize: str) -> Image.Image:
+    """``image`` at ``size`` (W, H); bilinear with Pillow's antialiasing, as torchvision's
+    ``Resize``."""
+    if image.size == size:
+        return image
+    method = Image.Resampling.BILINEAR
+    if resize == "crop":
+        return ImageOps.fit(image, size, method)
+    if resize == "pad":
+        return ImageOps.pad(image, size, method, color=0)
+    return image.resize(size, method)
+
+
+def _draft(im: Image.Image, size: tuple[int, int], channels: int, resize: str) -> None:
+    """Decode a JPEG at 1/2, 1/4 or 1/8 scale when the result still covers what ``resize``
+    needs of it (the DCT does the downscaling): a photo decodes several times faster."""
+    if im.format != "JPEG":
+        return
+    try:
+        turned = im.getexif().get(EXIF_ORIENTATION) in QUARTER_TURNS
+    except Exception:  # a broken EXIF block: decode at full size, _upright copes
+        turned = False
+    w, h = im.size
+    out_w, out_h = (size[1], size[0]) if turned else size  # in the file's own orientation
+    if resize in ("crop", "pad"):  # the size before cropping or padding
+        s = (max if resize == "crop" else min)(out_w / w, out_h / h)
+        out_w, out_h = max(1, math.ceil(w * s)), max(1, math.ceil(h * s))
+    im.draft("L" if channels == 1 else None, (out_w, out_h))
 
 
 def normalize_images(images: list[torch.Tensor], data: dict) -> torch.Tensor:
