@@ -31,8 +31,14 @@ def test_data_keys_are_merged_onto_the_checkpoints_data_config() -> None:
                                    "++data.tokenizer.vocab_size=9"], None)
     assert OmegaConf.to_container(out) == {**SAVED["data"], "path": "b.npz", "root": "/now",
                                            "tokenizer": {"vocab_size": 9}}
-    out = data_config(cfg, SAVED, ["++data.root=/given"], None)
+    out = data_config(cfg, SAVED, ["++data.root=/given", "data_dir=/now"], None)
     assert out.root == "/given" and out.path == "a.npz"  # data.root wins over data_dir
+
+
+def test_the_checkpoints_data_root_is_kept_while_it_exists(tmp_path: Path) -> None:
+    saved = {**SAVED, "data": {**SAVED["data"], "root": str(tmp_path)}}
+    assert data_config(_cfg(), saved, [], None).root == str(tmp_path)
+    assert data_config(_cfg(), saved, ["data_dir=/now"], None).root == "/now"
 
 
 def test_another_group_keeps_the_checkpoints_pipeline_keys() -> None:

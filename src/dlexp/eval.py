@@ -73,8 +73,9 @@ def data_config(cfg: DictConfig, saved: dict, overrides: list[str], group: str |
                 ) -> DictConfig:
     """The data config to test on: the checkpoint's (``saved``: its config section), or with
     ``group`` (``data=<group>``) that group's, taking the checkpoint's input-pipeline keys
-    (:data:`PIPELINE_KEYS`) unless given; then the ``data.<key>`` ``overrides`` the user gave,
-    and the data root: ``data.root`` if given, else ``data_dir``."""
+    (:data:`PIPELINE_KEYS`) unless given; then the ``data.<key>`` ``overrides`` the user gave.
+    The data root: ``data.root`` if given, else ``data_dir`` if given, else the checkpoint's
+    while it exists (for ``data=image_folder`` it is the dataset itself), else ``data_dir``."""
     base = OmegaConf.create(saved["data"])
     given = [m.group(1) for m in map(DATA_KEY.match, overrides) if m]
     composed = cfg.get("data") or OmegaConf.create({})
@@ -92,11 +93,16 @@ def data_config(cfg: DictConfig, saved: dict, overrides: list[str], group: str |
                 del node[leaf]
         else:
             OmegaConf.update(base, key, OmegaConf.select(composed, key), merge=False)
-    if "root" in base and "root" not in given:
-        base.root = cfg.data_dir
+    if "root" in base and "root" not in given and (_sets("data_dir", overrides)
+                                                   or not os.path.exists(str(base.root))):
+        base.root = cfg.data_dir  # the data moved (another machine), or the user says where
     if cfg.get("eval_batch_size"):
         base.eval_batch_size = cfg.eval_batch_size
     return base
+
+
+def _sets(key: str, overrides: list[str]) -> bool:
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides)
 
 
 def _resolved_group(cfg: DictConfig, saved: dict, group: str) -> DictConfig:
