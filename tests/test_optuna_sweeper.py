@@ -250,6 +250,21 @@ def test_two_workers_on_one_journal_share_the_budget_exactly(tmp_path: Path) -> 
 
 
 @integration
+def test_a_worker_of_the_same_budget_id_starting_late_runs_nothing(tmp_path: Path) -> None:
+    """A Slurm array task the cluster starts after the others finished joins their spent
+    budget (the array's job id) instead of opening n_trials more; another id opens one."""
+    spec = f"journal://{tmp_path}/study.log"
+    args = ["hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={spec}"]
+    app(tmp_path, *args, "hydra.sweeper.budget_id=77", name="first")
+    app(tmp_path, *args, "hydra.sweeper.budget_id=77", name="late")
+    study = optuna.load_study(study_name="s", storage=sw.open_storage(spec))
+    assert len(study.trials) == 2
+    assert not list((tmp_path / "late").glob("*/.hydra"))
+    app(tmp_path, *args, "hydra.sweeper.budget_id=78", name="next")
+    assert len(optuna.load_study(study_name="s", storage=sw.open_storage(spec)).trials) == 4
+
+
+@integration
 def test_the_grid_sampler_runs_every_point_once(tmp_path: Path) -> None:
     app(tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=20", "x=0.5",
         "y=range(0,3)", "opt=choice(a,b)")

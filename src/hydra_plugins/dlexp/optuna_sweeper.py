@@ -54,6 +54,9 @@ SWEEPER = {
     "study_name": None,
     "storage": None,            # null (in memory) | sqlite:///file.db | journal:///abs/study.log
     "n_trials": 20,             # trials this command adds to the study
+    # workers with the same id share one budget even when they start after it was handed out
+    # (they then run nothing); null: the Slurm array job's id, when in one
+    "budget_id": None,
     "n_jobs": 1,                # trials per batch (per launcher call)
     "max_failure_rate": 1.0,    # stop when more than this fraction of the run's trials failed
     "pruner": None,
@@ -303,7 +306,7 @@ class OptunaSweeper(Sweeper):
                  storage: str | None = None, study_name: str | None = None,
                  n_trials: int = 20, n_jobs: int = 1, max_failure_rate: float = 1.0,
                  pruner: Any = None, params: Any = None, objectives: Any = None,
-                 **unused: Any) -> None:
+                 budget_id: str | int | None = None, **unused: Any) -> None:
         self.sampler, self.pruner = sampler, pruner
         self.objectives = [str(k) for k in objectives] if objectives is not None else None
         chosen = directions if directions is not None else direction
@@ -311,6 +314,8 @@ class OptunaSweeper(Sweeper):
                            and not isinstance(chosen, str) else [str(chosen)])
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs = n_trials, n_jobs
+        given = budget_id if budget_id is not None else os.environ.get("SLURM_ARRAY_JOB_ID")
+        self.budget_id = str(given) if given is not None else None
         self.max_failure_rate = max_failure_rate
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
         if unused.get("search_space") or unused.get("custom_search_space"):
@@ -403,15 +408,19 @@ class OptunaSweeper(Sweeper):
         self._write_results(study)
 
     def _budget(self, study: Any, lock: Path | None) -> tuple[int, int]:
-        """Join the study's open budget, else open one of ``n_trials`` more trials."""
+        """Join the study's budget while it is open or when it carries this worker's
+        ``budget_id``, else open one of ``n_trials`` more trials."""
         with locked(lock):
             held = len(study.get_trials(deepcopy=False))
             budget = study.user_attrs.get(BUDGET_ATTR)
-            if budget and held < budget["end"]:
-                log.info("Joining the open budget of study %s: trials %d..%d",
-                         study.study_name, budget["start"], budget["end"] - 1)
+            ours = budget and self.budget_id is not None and budget.get("id") == self.budget_id
+            if budget and (held < budget["end"] or ours):
+                log.info("Joining the %s budget of study %s: trials %d..%d",
+                         "open" if held < budget["end"] else "spent", study.study_name,
+                         budget["start"], budget["end"] - 1)
                 return budget["start"], budget["end"]
-            budget = {"start": held, "end": held + self.n_trials}
+            budget = {"start": held, "end": held + self.n_trials,
+                      **({"id": self.budget_id} if self.budget_id is not None else {})}
             study.set_user_attr(BUDGET_ATTR, budget)
             return budget["start"], budget["end"]
 
