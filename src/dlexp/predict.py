@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                              "looks like a file name or an option")
     parser.add_argument("--top-k", type=int, default=1, help="classes shown per input")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # texts before and after --text
     try:
         model = load(args.checkpoint)
         items = _image_items(args) if model.modality != "text" else _text_items(args)
