@@ -59,9 +59,14 @@ class Result:
     prepare: tuple[str, ...] = ()   # a command run first (a script under REPO), "{work}" as above
     bench: tuple[str, ...] = ()     # scripts/benchmark.py arguments instead of a training run
     shell: tuple[tuple[str, str], ...] = ()  # (row label, shell command): timed commands
+    script: tuple[str, ...] = ()    # a script under REPO (and its arguments) that writes its
+                                    # metrics to the file named by its --json option
     tolerance: float = TOLERANCE
 
 
+# all but the check that the tables equal the records: a new record is not written yet
+FAST_TESTS = ('{python} -m pytest -q -p no:cacheprovider -m "not integration" --deselect '
+              'tests/scripts/test_reproduce.py::test_every_table_in_the_docs_equals_its_records')
 SUBSETS = (0, 1, 2)  # seeds: three labeled subsets of 100, fixed before any tuning
 TRANSFER = ("experiment=mnist_transfer", "transfer.source={work}/source/checkpoints/last.ckpt")
 RESULTS_DEFS: dict[str, Result] = {
@@ -94,10 +99,16 @@ RESULTS_DEFS: dict[str, Result] = {
     "setup": Result("install and tests", (), shell=(
         ("install, in a fresh venv", 'python3.11 -m venv {work}/venv && {work}/venv/bin/pip '
                                      'install -q -e "{repo}[sweep,dev,export]"'),
-        # all but the check that the tables equal the records: this record is not written yet
-        ("fast tests", '{python} -m pytest -q -p no:cacheprovider -m "not integration" '
-                       '--deselect tests/scripts/test_reproduce.py::'
-                       'test_every_table_in_the_docs_equals_its_records'))),
+        ("fast tests", FAST_TESTS))),
+    # the tests run in the new venv; run this script with a Python 3.12 too, whose versions
+    # the record keeps: <a 3.12 venv>/bin/python scripts/reproduce.py setup_py312
+    "setup_py312": Result("install and tests on Python 3.12", (), shell=(
+        ("install on Python 3.12, CI's versions", 'python3.12 -m venv {work}/venv && '
+         '{work}/venv/bin/pip install -q -c {repo}/.ci/constraints.txt '
+         '-e "{repo}[sweep,dev,export]"'),
+        ("fast tests on Python 3.12", FAST_TESTS.replace("{python}", "{work}/venv/bin/python")))),
+    "imdb_nbsvm": Result("NB-weighted logistic regression, uni+bigrams (NBSVM-LR)", (),
+                         script=("scripts/nbsvm.py",)),
     "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
                           bench=("--bench", "mnist", "--steps", "300", "--repeats", "3")),
 }
@@ -117,7 +128,7 @@ class Table:
 
 
 TABLES: dict[str, Table] = {
-    "setup": Table("README.md", ["setup"], ["wall_s"]),
+    "setup": Table("README.md", ["setup", "setup_py312"], ["wall_s"]),
     "headline": Table("README.md", ["mnist_cnn", "mnist_cnn_best", "imdb_lstm",
                                     "mnist_fixmatch_best", "mnist_mlp_course",
                                     "mnist_cnn_course"]),
@@ -127,6 +138,7 @@ TABLES: dict[str, Table] = {
                               "mnist_fixmatch_best"]),
     "transfer": Table("docs/semi_supervised_and_transfer.md", ["mnist_transfer"]),
     "benchmarks": Table("docs/benchmarks.md", ["bench_mnist"], ["ratio"]),
+    "text": Table("docs/text.md", ["imdb_lstm", "imdb_nbsvm"]),
 }
 HEADERS = {"test/acc": "test acc", "val/acc": "val acc", "wall_s": "whole process",
            "fit_s": "training", "ratio": "framework / plain"}
@@ -266,6 +278,18 @@ def shell_run(label: str, command: str, work: Path) -> dict[str, Any]:
     return {"variant": label, "wall_s": round(time.perf_counter() - start, 2)}
 
 
+def script_run(result: Result, work: Path) -> dict[str, Any]:
+    """A script that trains and scores a model itself; its metrics and whole-process time."""
+    out = work / "metrics.json"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / result.script[0]), *result.script[1:],
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: {' '.join(result.script)} failed: {done.stderr.strip()[-300:]}")
+    return {"variant": "", "seed": None, "wall_s": round(time.perf_counter() - start, 2),
+            **json.loads(out.read_text())}
+
+
 def bench_run(result: Result, threads: int, work: Path) -> dict[str, Any]:
     out = work / "bench.json"
     start = time.perf_counter()
@@ -291,6 +315,8 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
             runs = [bench_run(result, threads, work)]
         elif result.shell:
             runs = [shell_run(label, command, work) for label, command in result.shell]
+        elif result.script:
+            runs = [script_run(result, work)]
         else:
             prepared = prepare(result, work) if result.prepare else None
             runs = [train_run(result, seed, threads, work, variant)
@@ -299,7 +325,8 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
     after = load()
     loaded = before[0] > info["cores"] or others.cores > OTHERS_LIMIT
     command = ("python scripts/benchmark.py " + " ".join(result.bench) if result.bench else
-               "" if result.shell else "python train.py " + " ".join(result.overrides))
+               "" if result.shell else "python " + " ".join(result.script) if result.script
+               else "python train.py " + " ".join(result.overrides))
     return {"name": name, "command": command, "overrides": list(result.overrides),
             "seeds": list(result.seeds), "prepare": prepared, "git": git_state(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -276,6 +276,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     make_arrays_npz(root / "arrays.npz")  # data=arrays data.path=arrays.npz
     make_text_table(root / "texts.csv")  # data=text_table data.path=texts.csv
+    make_image_folder(root / "images")  # data=image_folder data.root=images
     return make_imdb_tree(make_mnist_tree(root))  # data=text_folder data.root=<root>/aclImdb
 
 
@@ -306,6 +307,18 @@ def make_text_table(path: Path, per_class: int = 60, seed: int = 0) -> Path:
             topic = list(TOPICS)[i % len(TOPICS)]
             writer.writerow([topic_text(rng, topic), topic])
     return path
+
+
+def make_image_folder(root: Path, per_class: int = 80) -> Path:
+    """``root/<digit>/<i>.png``: two classes of small synthetic digits, as PNG files."""
+    from PIL import Image
+
+    images, labels = synthetic_digits(2 * per_class * 5, 2)
+    for digit in (0, 1):
+        (root / str(digit)).mkdir(parents=True)
+        for i, x in enumerate(images[labels == digit][:per_class]):
+            Image.fromarray(x).save(root / str(digit) / f"{i}.png")
+    return root
 
 
 @pytest.fixture

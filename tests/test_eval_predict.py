@@ -61,14 +61,50 @@ def test_eval_reproduces_the_training_test_accuracy(trained: dict, tiny_mnist: P
     assert rows[0]["predicted"] == str(max(range(10), key=first.__getitem__))
 
 
-def _eval(ckpt: str, data: Path, log_dir: Path) -> Path:
+def _eval(ckpt: str, data: Path, log_dir: Path, *overrides: str) -> Path:
     """Run eval.py on ``ckpt`` (a path or a ``ckpt_path=`` override); the run directory."""
-    result = subprocess.run([sys.executable, str(REPO / "eval.py"), ckpt, f"data_dir={data}",
-                             f"paths.log_dir={log_dir}", "trainer.accelerator=cpu"],
-                            capture_output=True, text=True, timeout=300)
+    result = _eval_process(ckpt, data, log_dir, *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (log_dir / "eval" / "runs").iterdir()
     return run_dir
+
+
+def _eval_process(ckpt: str, data: Path, log_dir: Path, *overrides: str
+                  ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "eval.py"), ckpt, f"data_dir={data}",
+                           f"paths.log_dir={log_dir}", "trainer.accelerator=cpu", *overrides],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_eval_takes_overrides_of_the_training_data_config(trained: dict, tiny_mnist: Path,
+                                                          tmp_path: Path) -> None:
+    """``data.<key>=...`` changes the checkpoint's data config (Hydra used to answer "Key
+    'data' is not in struct")."""
+    run_dir = _eval(trained["best_ckpt"], tiny_mnist, tmp_path, "data.download=false",
+                    "data.eval_batch_size=50")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+
+
+def test_eval_on_another_npz_of_the_same_classes(tmp_path: Path) -> None:
+    from conftest import DIGIT_NAMES, make_arrays_npz, untrained_checkpoint
+
+    make_arrays_npz(tmp_path / "data" / "a.npz")
+    ckpt = untrained_checkpoint(tmp_path / "a.ckpt", tmp_path / "data", [
+        "data=arrays", "data.path=a.npz", "model=mlp", "model.hidden=[8]"])
+    x, y = synthetic_digits(80, seed=4)
+    np.savez(tmp_path / "data" / "b.npz", x_test=x, y_test=DIGIT_NAMES[y], x_train=x[:40],
+             y_train=DIGIT_NAMES[y[:40]])
+    run_dir = _eval(ckpt, tmp_path / "data", tmp_path / "logs", "data=arrays",
+                    "data.path=b.npz")
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
+    rows = _predictions(run_dir)
+    assert [r["label"] for r in rows] == DIGIT_NAMES[y].tolist()  # b's x_test, by name
+    np.savez(tmp_path / "data" / "c.npz", x_train=x, y_train=y)  # numbers, not names
+    refused = _eval_process(ckpt, tmp_path / "data", tmp_path / "logs", "data.path=c.npz")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("error: ArraysDataModule (c.npz) does not hold the "
+                                     "checkpoint's classes: missing 'eight', 'five'")
 
 
 def _predictions(run_dir: Path) -> list[dict[str, str]]:

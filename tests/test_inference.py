@@ -58,6 +58,30 @@ def test_a_bad_input_is_named(untrained_image_ckpt: str, untrained_text_ckpt: st
         texts.predict_texts(["great", " "])
 
 
+def test_predict_gives_class_names_for_files_folders_and_texts(
+        untrained_image_ckpt: str, untrained_text_ckpt: str, tmp_path: Path) -> None:
+    images = dlexp.load(untrained_image_ckpt)
+    for i in range(3):
+        (tmp_path / "digits" / str(i)).mkdir(parents=True)
+        Image.fromarray(np.roll(paper_digit(), 4 * i, axis=0)).save(
+            tmp_path / "digits" / str(i) / "x.png")
+    (tmp_path / "digits" / "broken.png").write_bytes(b"\x89PNG")
+    with pytest.warns(UserWarning, match="^1 of 4 files could not be read and were left out: "):
+        found = images.predict(str(tmp_path / "digits"))
+    files = [str(tmp_path / "digits" / str(i) / "x.png") for i in range(3)]
+    assert list(found) == files and set(found.values()) <= set(images.class_names)
+    assert images.predict(files[0]) == found[files[0]]
+    assert images.predict([Path(f) for f in files]) == list(found.values())
+    assert images.predict(np.zeros((1, 28, 28), np.uint8)).shape == (1, 10)  # probabilities
+    texts = dlexp.load(untrained_text_ckpt)
+    (tmp_path / "review.txt").write_text("a great film")
+    names = texts.predict(["a great film", str(tmp_path / "review.txt")])
+    assert names[0] == names[1] and names[0] in texts.class_names
+    assert texts.predict("dull") in texts.class_names  # one review: one name
+    with pytest.raises(ValueError, match="^input 1: empty review"):
+        texts.predict(["good", " "])
+
+
 def test_the_wrong_kind_of_input_is_refused(untrained_image_ckpt: str,
                                             untrained_text_ckpt: str) -> None:
     with pytest.raises(CheckpointError, match="classifies texts, not images: use predict_texts$"):

@@ -119,6 +119,95 @@ def test_a_review_with_line_breaks_is_shown_on_one_line(untrained_text_ckpt: str
     assert code == 0 and len(out) == 1 and out[0].startswith("great film, loved it: ")
 
 
+# ------------------------------------------------------------------ folders
+def _image_folder(root: Path) -> list[Path]:
+    """Five digits in class folders (two levels deep for one), a broken PNG and files that are
+    no input (.DS_Store, a note); the digits' paths, sorted."""
+    good = [root / "a" / "1.png", root / "a" / "2.jpg", root / "b" / "deep" / "3.PNG",
+            root / "b" / "4.png", root / "c.png"]
+    for i, path in enumerate(good):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.roll(paper_digit(), 3 * i, axis=1)).convert("RGB").save(
+            path, format="PNG" if path.suffix.lower() == ".png" else "JPEG")
+    (root / "b" / "broken.png").write_bytes(_digit_png()[:60])
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "a" / "notes.txt").write_text("not an image")
+    return sorted(good)
+
+
+def test_a_folder_is_walked_and_classified_in_batches(untrained_image_ckpt: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from dlexp.inference import Predictor
+
+    good = _image_folder(tmp_path / "photos")
+    batches: list[int] = []
+    classify = Predictor.classify_images
+    monkeypatch.setattr(Predictor, "classify_images",
+                        lambda self, images: batches.append(len(images)) or classify(self, images))
+    code, out, err = _run([untrained_image_ckpt, str(tmp_path / "photos"), "--batch-size", "2"],
+                          capsys)
+    assert code == 0  # some files could be classified: the broken one is only a warning
+    assert [line.split(": ")[0] for line in out] == [str(p) for p in good]
+    broken = tmp_path / "photos" / "b" / "broken.png"
+    assert len(err) == 1 and err[0].startswith(
+        f"warning: 1 of 6 files found in folders could not be read: {broken} (cannot read image")
+    assert batches == [2, 1, 2]  # 6 files 2 at a time, one of the second pair unreadable
+
+
+def test_csv_holds_every_file_and_its_top_classes(untrained_image_ckpt: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    import csv
+
+    good = _image_folder(tmp_path / "photos")
+    table = tmp_path / "out.csv"
+    code, out, _ = _run([untrained_image_ckpt, str(tmp_path / "photos"), "--csv", str(table),
+                         "--top-k", "2"], capsys)
+    assert code == 0 and out == [f"wrote 5 predictions to {table}"]
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "class", "probability", "class_2", "probability_2",
+                             "error"]
+    by_path = {r["path"]: r for r in rows}
+    assert sorted(by_path) == sorted([*map(str, good), str(tmp_path / "photos/b/broken.png")])
+    for path in good:
+        row = by_path[str(path)]
+        assert row["class"] in [str(d) for d in range(10)] and row["error"] == ""
+        assert 1 >= float(row["probability"]) >= float(row["probability_2"]) > 0
+    assert by_path[str(tmp_path / "photos/b/broken.png")]["error"].startswith("cannot read")
+
+
+def test_nothing_classified_is_exit_status_1(untrained_image_ckpt: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.jpg").write_bytes(b"no jpeg")
+    (tmp_path / "empty").mkdir()
+    code, out, err = _run([untrained_image_ckpt, str(tmp_path / "bad")], capsys)
+    assert code == 1 and out == [] and len(err) == 1 and err[0].startswith("warning: 1 of 1")
+    code, out, err = _run([untrained_image_ckpt, str(tmp_path / "empty")], capsys)
+    assert code == 1 and out == []
+    assert err == [f"error: {tmp_path / 'empty'}: no input files in this folder (.png, .jpg, "
+                   ".jpeg, .bmp, .gif, .webp, .tif, .tiff)"]
+
+
+def test_a_folder_of_text_files(untrained_text_ckpt: str, tmp_path: Path,
+                                capsys: pytest.CaptureFixture) -> None:
+    for name, text in (("pos/1.txt", "a great film"), ("neg/2.txt", "\ufeffawful, boring")):
+        (tmp_path / "reviews" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "reviews" / name).write_text(text, encoding="utf-8")
+    (tmp_path / "reviews" / "neg" / "3.txt").write_bytes(b"caf\xe9")  # Latin-1, not UTF-8
+    single = tmp_path / "one.txt"
+    single.write_text("dull")
+    code, out, err = _run([untrained_text_ckpt, str(tmp_path / "reviews"), str(single),
+                           "a fine film", "--json"], capsys)
+    assert code == 0
+    assert [json.loads(line)["text"] for line in out] == [
+        str(tmp_path / "reviews/neg/2.txt"), str(tmp_path / "reviews/pos/1.txt"), str(single),
+        "a fine film"]
+    assert err == [f"warning: 1 of 3 files found in folders could not be read: "
+                   f"{tmp_path / 'reviews/neg/3.txt'} (not UTF-8 (byte 3))"]
+
+
 # ------------------------------------------------------------------ fuzzing the command
 @FUZZ
 @given(text=st.text(st.characters(exclude_categories=()), max_size=200)

@@ -92,3 +92,48 @@ def test_markdown_rounds_swept_numbers_but_keeps_words() -> None:
     assert _fmt(0.912345678) == "0.9123"
     assert [_fmt(v) for v in ("adam", "1e-3", "[32,16]", None, 3)] == ["adam", "1e-3", "[32,16]",
                                                                         "", "3"]
+
+
+def _job(sweep: Path, number: int, overrides: list[str], metrics: dict) -> None:
+    """A finished job as Hydra and train.py leave it: its overrides and metrics.json."""
+    import json
+
+    hydra = sweep / str(number) / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (sweep / str(number) / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_folds_give_mean_and_std_per_setting(tmp_path: Path) -> None:
+    """``-m model=mlp,cnn data.fold=0,1,2 seed=...``: one row per model over its 3 folds;
+    a failed fold is left out of the mean and counted."""
+    sweep = tmp_path / "cv"
+    accs = {"mlp": [0.90, 0.92, 0.94], "cnn": [0.97, 0.98, None]}
+    number = 0
+    for model, values in accs.items():
+        for fold, acc in enumerate(values):
+            metrics = {"status": "ok", "val/acc": acc, "test/acc": acc - 0.01} if acc \
+                else {"status": "failed", "error": "boom"}
+            _job(sweep, number, [f"model={model}", "data.folds=3", f"data.fold={fold}",
+                                 f"seed={fold}"], metrics)
+            number += 1
+    result = report(sweep, tmp_path / "out")
+    header, rows = result["folds"]
+    assert header == ["model", "folds", "val/acc", "test/acc"]
+    assert rows == [{"model": "cnn", "folds": "2/3", "val/acc": "0.975 ± 0.0071",
+                     "test/acc": "0.965 ± 0.0071"},
+                    {"model": "mlp", "folds": 3, "val/acc": "0.92 ± 0.02",
+                     "test/acc": "0.91 ± 0.02"}]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Cross-validation: mean ± std over the folds of each setting" in text
+    assert "| mlp | 3 | 0.92 ± 0.02 | 0.91 ± 0.02 |" in text
+    with open(tmp_path / "out" / "folds.csv") as f:
+        assert [r["model"] for r in csv.DictReader(f)] == ["cnn", "mlp"]
+
+
+def test_a_sweep_without_folds_has_no_fold_table(tmp_path: Path) -> None:
+    for number, lr in enumerate(("0.1", "0.01")):
+        _job(tmp_path / "s", number, [f"optimizer.lr={lr}"], {"status": "ok", "val/acc": 0.5})
+    result = report(tmp_path / "s", tmp_path / "out")
+    assert result["folds"] is None and not (tmp_path / "out" / "folds.csv").exists()
+    assert "Cross-validation" not in result["markdown"]

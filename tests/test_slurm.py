@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -112,3 +113,38 @@ def test_a_request_the_cluster_can_never_satisfy_ends_in_one_line(slurm: None, t
     queued = subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True,
                             text=True, timeout=30)
     assert queued.stdout.strip() == ""  # cancelled, not left pending
+
+
+def test_two_slurm_workers_share_one_optuna_study(slurm: None, tmp_path: Path,
+                                                  tiny_mnist: Path) -> None:
+    """docs/clusters.md's recipe: an array of 2 Slurm tasks, each running the same
+    ``train.py hparams_search=...`` on one journal file, shares its budget of n_trials."""
+    import optuna
+
+    from hydra_plugins.dlexp.optuna_sweeper import JOB_DIR_ATTR, open_storage
+
+    n_trials, journal, came = 4, tmp_path / "study" / "optuna.log", tmp_path / "came"
+    came.mkdir()
+    train = [sys.executable, str(REPO / "train.py"), "hparams_search=mnist_optuna",
+             f"hydra.sweeper.storage=journal://{journal}", f"hydra.sweeper.n_trials={n_trials}",
+             f"paths.log_dir={tmp_path}", f"paths.data_dir={tiny_mnist}", *FAST, *TINY_DATA,
+             "model=mlp", "model.hidden=[16]", "trainer.max_epochs=1", "threads=1"]
+    # each task waits for the other before it starts, so both join the budget while it is open
+    script = (f"touch {came}/$SLURM_ARRAY_TASK_ID; "
+              f"while [ $(ls {came} | wc -l) -lt 2 ]; do sleep 0.1; done; "
+              f"exec {' '.join(map(shlex.quote, train))} "
+              f"hydra.sweep.dir={tmp_path}/worker_$SLURM_ARRAY_TASK_ID")
+    done = subprocess.run(
+        ["sbatch", "--wait", "--array=0-1", "--cpus-per-task=1", "--mem=1G", "--time=10",
+         f"--output={tmp_path}/worker_%a.out", "--wrap", script],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    logs = "".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("worker_*.out")))
+    assert done.returncode == 0, done.stderr + logs
+    storage = open_storage(f"journal://{journal}")
+    study = optuna.load_study(study_name="mnist_optuna", storage=storage)
+    assert sorted(t.number for t in study.trials) == list(range(n_trials)), logs
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    workers = {Path(t.user_attrs[JOB_DIR_ATTR]).parent.name for t in study.trials}
+    assert workers == {"worker_0", "worker_1"}  # both ran trials of the one study
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == n_trials

@@ -1,11 +1,18 @@
 """``python eval.py ckpt_path=PATH`` (or ``python eval.py PATH``): evaluate any checkpoint on
-the test set, print and write ``metrics.json`` in ``outputs/eval/runs/<stamp>/``."""
+the test set, print and write ``metrics.json`` in ``outputs/eval/runs/<stamp>/``.
+
+The data is the checkpoint's own data config; ``data.<key>=VALUE`` changes a key of it
+(``data.download=false``, ``data.path=new.npz``), and ``data=<group>`` tests on another data
+group (``data=arrays data.path=other.npz``, a new folder of the same classes). The input
+pipeline (normalisation statistics, tokenizer, input size) is always the checkpoint's, and
+data whose classes are not the checkpoint's is refused."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,11 +22,12 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from dlexp import checkpoint
 from dlexp.callbacks.evaluation_figures import EvaluationFigures
 from dlexp.console import print_error, quiet_lightning_notices, run_as_process
-from dlexp.errors import ConfigError, user_message
+from dlexp.errors import ConfigError, DataError, user_message
 from dlexp.record import write_json
 from dlexp.trainer import build_trainer
 
@@ -28,6 +36,13 @@ USAGE = "python eval.py ckpt_path=<run>/checkpoints/<file>.ckpt"
 # Hydra's own flags whose next argument is a value, never a checkpoint path
 HYDRA_VALUE_FLAGS = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn",
                      "--config-name", "-cd", "--config-dir", "--experimental-rerun"}
+DATA_KEY = re.compile(r"^(?:\+\+|\+|~)?data\.([\w.]+)(?:=|$)")  # data.path=x, ++data.x=1, ~data.x
+# config keys of the input pipeline that a new data group takes from the checkpoint's config
+PIPELINE_KEYS = ("image_size", "channels", "resize", "normalize", "tokenizer", "max_len",
+                 "truncate")
+# what describe() says of the input pipeline, compared when a data module cannot take the
+# checkpoint's (no use_pipeline)
+PIPELINE_INFO = ("mean", "std", "tokenizer", "input_shape", "max_len", "truncate")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -37,11 +52,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     path = str(Path(cfg.ckpt_path).expanduser().resolve())
     ckpt = checkpoint.load(path)
-    data_cfg = OmegaConf.create(ckpt["dlexp"]["config"]["data"])
-    data_cfg.root = cfg.data_dir
-    if cfg.get("eval_batch_size"):
-        data_cfg.eval_batch_size = cfg.eval_batch_size
+    data_cfg = data_config(cfg, ckpt["dlexp"]["config"], _task_overrides(),
+                           _choice("data"))
     datamodule = instantiate(data_cfg)
+    adopt_pipeline(datamodule, ckpt["dlexp"]["data"], data_cfg)
     task = checkpoint.rebuild_task(ckpt, path, datamodule)
     trainer = build_trainer(cfg.trainer, [EvaluationFigures(str(out_dir / "figures"))], [],
                             default_root_dir=str(out_dir))
@@ -53,6 +67,118 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                           datamodule.class_names)
     return {"status": "ok", "ckpt_path": path, **metrics,
             "wall_s": round(time.perf_counter() - start, 2)}
+
+
+def data_config(cfg: DictConfig, saved: dict, overrides: list[str], group: str | None
+                ) -> DictConfig:
+    """The data config to test on: the checkpoint's (``saved``: its config section), or with
+    ``group`` (``data=<group>``) that group's, taking the checkpoint's input-pipeline keys
+    (:data:`PIPELINE_KEYS`) unless given; then the ``data.<key>`` ``overrides`` the user gave.
+    The data root: ``data.root`` if given, else ``data_dir`` if given, else the checkpoint's
+    while it exists (for ``data=image_folder`` it is the dataset itself), else ``data_dir``."""
+    base = OmegaConf.create(saved["data"])
+    given = [m.group(1) for m in map(DATA_KEY.match, overrides) if m]
+    composed = cfg.get("data") or OmegaConf.create({})
+    if group is not None and composed.get("_target_") != base.get("_target_"):
+        chosen = _resolved_group(cfg, saved, group)
+        for key in PIPELINE_KEYS:
+            if key in chosen and key in base and key not in given:
+                chosen[key] = base[key]
+        base = chosen
+    for key in given:
+        if OmegaConf.select(composed, key, default="<unset>") == "<unset>":  # ~data.key
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            if isinstance(node, DictConfig) and leaf in node:
+                del node[leaf]
+        else:
+            OmegaConf.update(base, key, OmegaConf.select(composed, key), merge=False)
+    if "root" in base and "root" not in given and (_sets("data_dir", overrides)
+                                                   or not os.path.exists(str(base.root))):
+        base.root = cfg.data_dir  # the data moved (another machine), or the user says where
+    if cfg.get("eval_batch_size"):
+        base.eval_batch_size = cfg.eval_batch_size
+    return base
+
+
+def _sets(key: str, overrides: list[str]) -> bool:
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides)
+
+
+def _resolved_group(cfg: DictConfig, saved: dict, group: str) -> DictConfig:
+    """The chosen data group's config, its ``${seed}`` the checkpoint's and the training
+    method's settings (``${method...}``) unset: evaluation has neither."""
+    raw = OmegaConf.to_container(cfg.data, resolve=False)
+    context = OmegaConf.create({"data": raw, "seed": saved.get("seed", 0),
+                                "method": {"unlabeled_ratio": None},
+                                "paths": OmegaConf.to_container(cfg.paths, resolve=False)})
+    try:
+        return OmegaConf.create(OmegaConf.to_container(context.data, resolve=True,
+                                                       throw_on_missing=True))
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key} is required with data={group}: give "
+                          f"{e.full_key}=...") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"data={group}: {' '.join(str(e).split())}") from None
+
+
+def adopt_pipeline(datamodule: Any, saved: dict, data_cfg: DictConfig) -> None:
+    """Give the data the checkpoint's input pipeline (``saved``: its data description), through
+    the data module's ``use_pipeline`` where it has one, and refuse data whose classes are not
+    the checkpoint's: the network's outputs are the checkpoint's classes, in its order."""
+    use = getattr(datamodule, "use_pipeline", None)
+    if use is not None:
+        use(saved)
+    info = datamodule.describe()
+    check_classes(info.get("class_names") or [], saved.get("class_names") or [], data_cfg)
+    if use is None:
+        differ = [k for k in PIPELINE_INFO if k in saved and k in info and info[k] != saved[k]]
+        if differ:
+            log.warning("%s computes its own input pipeline, and its %s differ from the "
+                        "checkpoint's: results may not be those of training's pipeline",
+                        _data_name(data_cfg), ", ".join(differ))
+
+
+def check_classes(found: list, trained: list, data_cfg: DictConfig) -> None:
+    """DataError, naming the differences, unless ``found`` is ``trained`` (names, in order)."""
+    found, trained = [str(c) for c in found], [str(c) for c in trained]
+    if found == trained:
+        return
+    missing = [c for c in trained if c not in found]
+    extra = [c for c in found if c not in trained]
+    what = "; ".join(part for part in (
+        f"missing {_names(missing)}" if missing else "",
+        f"not in the checkpoint: {_names(extra)}" if extra else "") if part) \
+        or f"the same names in another order ({_names(found)})"
+    raise DataError(f"{_data_name(data_cfg)} does not hold the checkpoint's classes: {what}. "
+                    f"The model was trained on {len(trained)} classes ({_names(trained)}); "
+                    "test it on data of those classes")
+
+
+def _names(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def _data_name(data_cfg: DictConfig) -> str:
+    target = str(data_cfg.get("_target_", "the data"))
+    where = data_cfg.get("path") or data_cfg.get("root")
+    return f"{target.rsplit('.', 1)[-1]}" + (f" ({where})" if where else "")
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _choice(group: str) -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return None if choice in (None, "null") else str(choice)
 
 
 def write_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor,
@@ -88,8 +214,16 @@ def _is_path(arg: str, previous: str) -> bool:
     return os.path.isfile(os.path.expanduser(arg)) or (arg.endswith(".ckpt") and "=" not in arg)
 
 
+def forced_data_keys(argv: list[str]) -> list[str]:
+    """``argv`` with each ``data.<key>=VALUE`` made ``++data.<key>=VALUE``: the key may be new
+    to this config (the eval config holds no data config of its own; the checkpoint's is
+    merged under it later), which Hydra refuses without the ``++``."""
+    return [f"++{a}" if i > 0 and a.startswith("data.") and "=" in a else a
+            for i, a in enumerate(argv)]
+
+
 def main() -> None:
-    sys.argv = positional_ckpt(sys.argv)
+    sys.argv = forced_data_keys(positional_ckpt(sys.argv))
     run_as_process(_main)
 
 

@@ -155,6 +155,14 @@ def description(info: dict, fmt: str, out: Path) -> dict:
             "preprocess": f"image = (x - mean) / std per channel (features: per feature), x of "
                           f"shape {shape} on the scale of the training arrays ({info['dtype']}); "
                           "images channels first"}
+    if info.get("name") == "image_folder":  # your own images: per-channel statistics
+        shape = info["net_kwargs"]["in_shape"]
+        return desc | {
+            "inputs": {"image": {"dtype": "float32", "shape": ["batch", *shape]}},
+            "normalize": {"mean": info["mean"], "std": info["std"]},
+            "preprocess": f"image = (pixels - mean) / std per channel, pixels 0-255 of shape "
+                          f"{shape} (channels first), the file resized to {info['image_size']} "
+                          f"by {info['resize']} (dlexp.inputs.load_picture does this)"}
     if info["modality"] == "image":
         shape = info["net_kwargs"]["in_shape"]
         return desc | {

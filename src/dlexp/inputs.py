@@ -5,7 +5,10 @@ name the input (callers know what to call it)."""
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -30,6 +33,38 @@ UNIT_MAX = 2.0
 WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}  # convert("L") clips these
 # reviews of a model trained without data.max_len are read whole; IMDB's longest is ~14k
 MAX_UNTRUNCATED_CHARS = 100_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TEXT_SUFFIXES = (".txt",)
+
+
+# ------------------------------------------------------------------------------ files
+def files_in(folder: str | Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files under ``folder`` (all depths, symlinked folders followed) whose suffix is one
+    of ``suffixes`` (any case), sorted. Hidden files and folders are left out: ``.DS_Store``,
+    macOS' ``._photo.jpg`` copies and ``.ipynb_checkpoints`` hold no inputs."""
+    found = []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(top, n) for n in names
+                  if not n.startswith(".") and n.lower().endswith(suffixes)]
+    return sorted(found)
+
+
+def read_text_file(path: str | Path) -> str:
+    """A text file's content (UTF-8, a byte-order mark dropped). ValueError when it cannot be
+    read or is not UTF-8."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except OSError as e:
+        raise ValueError(f"cannot read file: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 (byte {e.start})") from None
+
+
 
 
 # ------------------------------------------------------------------------------ images
@@ -64,8 +99,10 @@ def _mnist_digit(gray: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(canvas).copy()).unsqueeze(0)
 
 
-def _decoded(source: ImageInput) -> Image.Image:
-    """A decoded image, upright (EXIF orientation applied); files refused by size first."""
+def _decoded(source: ImageInput, draft: Callable[[Image.Image], None] | None = None
+             ) -> Image.Image:
+    """A decoded image, upright (EXIF orientation applied); files refused by size first.
+    ``draft`` may lower a file's decoding resolution before its pixels are read (JPEG)."""
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, Image.Image):
@@ -81,6 +118,8 @@ def _decoded(source: ImageInput) -> Image.Image:
     except Exception as e:  # untrusted bytes: whatever the decoders raise means "unreadable"
         raise ValueError(f"cannot read image: {_first_line(e)}") from None
     with im:
+        if draft is not None:
+            draft(im)
         return _upright(im)
 
 
@@ -160,18 +199,19 @@ def _to_uint8(values: np.ndarray, sixteen_bit: bool, unit: bool) -> np.ndarray:
     return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
 
 
-def _opaque(im: Image.Image) -> Image.Image:
+def _opaque(im: Image.Image, mode: str = "L") -> Image.Image:
     """Transparency flattened onto white: drawing apps export dark ink on a transparent
     background whose hidden colour is often black, so ``convert("L")`` alone would read all
-    black. Onto black instead when that leaves nothing (light ink on transparent)."""
+    black. Onto black instead when that leaves nothing (light ink on transparent). The result
+    is in ``mode`` (``L`` or ``RGB``) when there was transparency, else ``im`` as it is."""
     if im.mode not in ("RGBA", "LA", "PA", "RGBa") and "transparency" not in im.info:
         return im
     rgba = im.convert("RGBA")
     for colour in ((255, 255, 255, 255), (0, 0, 0, 255)):
-        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba).convert("L")
-        if not _blank(flat):
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba)
+        if not _blank(flat.convert("L")):
             break
-    return flat
+    return flat.convert(mode)
 
 
 def _blank(gray: Image.Image) -> bool:
@@ -192,12 +232,71 @@ def _centre_of_mass_offset(ink: np.ndarray) -> tuple[int, int]:
     return x, y
 
 
+# ------------------------------------------------------------------------------ own images
+RESIZE = ("squish", "crop", "pad")
+# files whose EXIF orientation turns them a quarter: their stored width is the shown height
+QUARTER_TURNS = {5, 6, 7, 8}
+EXIF_ORIENTATION = 0x0112
+
+
+def load_picture(source: ImageInput, size: Sequence[int], channels: int,
+                 resize: str = "squish") -> torch.Tensor:
+    """Any image as a ``data=image_folder`` model saw its training images (training decodes
+    with this too): upright (EXIF), 16-bit and float images scaled to 0-255, palette and
+    transparency flattened as :func:`load_image` does, ``channels`` 1 (gray) or 3 (RGB), and
+    ``size`` (H, W) by ``resize``: ``squish`` (stretched to it), ``crop`` (scaled to cover it,
+    centre cropped) or ``pad`` (scaled to fit, centred on black).
+    Returns uint8 of shape (channels, H, W); ValueError for an unreadable or huge image."""
+    height, width = int(size[0]), int(size[1])
+    image = _decoded(source, lambda im: _draft(im, (width, height), channels, resize))
+    mode = "L" if channels == 1 else "RGB"
+    try:
+        if image.mode in WIDE_MODES:
+            image = _eight_bit(image)
+        image = _opaque(image, mode).convert(mode)
+    except (ValueError, OSError) as e:  # a mode Pillow cannot convert (LAB, ...)
+        raise ValueError(f"cannot read image: {_first_line(e)}") from None
+    image = _resized(image, (width, height), resize)
+    pixels = torch.from_numpy(np.asarray(image).copy())
+    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+
+
+def _resized(image: Image.Image, size: tuple[int, int], resize: str) -> Image.Image:
+    """``image`` at ``size`` (W, H); bilinear with Pillow's antialiasing, as torchvision's
+    ``Resize``."""
+    if image.size == size:
+        return image
+    method = Image.Resampling.BILINEAR
+    if resize == "crop":
+        return ImageOps.fit(image, size, method)
+    if resize == "pad":
+        return ImageOps.pad(image, size, method, color=0)
+    return image.resize(size, method)
+
+
+def _draft(im: Image.Image, size: tuple[int, int], channels: int, resize: str) -> None:
+    """Decode a JPEG at 1/2, 1/4 or 1/8 scale when the result still covers what ``resize``
+    needs of it (the DCT does the downscaling): a photo decodes several times faster."""
+    if im.format != "JPEG":
+        return
+    try:
+        turned = im.getexif().get(EXIF_ORIENTATION) in QUARTER_TURNS
+    except Exception:  # a broken EXIF block: decode at full size, _upright copes
+        turned = False
+    w, h = im.size
+    out_w, out_h = (size[1], size[0]) if turned else size  # in the file's own orientation
+    if resize in ("crop", "pad"):  # the size before cropping or padding
+        s = (max if resize == "crop" else min)(out_w / w, out_h / h)
+        out_w, out_h = max(1, math.ceil(w * s)), max(1, math.ceil(h * s))
+    im.draft("L" if channels == 1 else None, (out_w, out_h))
+
+
 def normalize_images(images: list[torch.Tensor], data: dict) -> torch.Tensor:
     """A float batch [N, 1, 28, 28] from :func:`load_image` outputs (or [N, *in_shape] from
     :func:`load_sample`), standardised as in training (``data``: the checkpoint's data
     description)."""
     batch = torch.stack(images).float()
-    if data.get("name") == "arrays":
+    if own_arrays(data):
         from dlexp.data.arrays import normalize_arrays
 
         return normalize_arrays(batch, data["mean"], data["std"])
@@ -205,6 +304,12 @@ def normalize_images(images: list[torch.Tensor], data: dict) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ own arrays
+def own_arrays(data: dict) -> bool:
+    """Whether a checkpoint's data description gives its input spec as ``data=arrays`` does
+    (``input_shape``, per-channel ``mean``/``std``), rather than MNIST's fixed digits."""
+    return "input_shape" in data and data.get("modality") != "text"
+
+
 def load_sample(source: ImageInput, data: dict) -> torch.Tensor:
     """One input of a ``data=arrays`` (or ``dlexp.fit``) model, in the network's layout: an
     array of the training samples' shape ((H, W), (H, W, C) or (D,)), a ``.npy`` file holding
@@ -248,7 +353,7 @@ def _sample_array(a: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
 def sample_batch(x: np.ndarray | torch.Tensor, data: dict) -> list[torch.Tensor]:
     """A batch (N, ...) of inputs in the training arrays' layout as :func:`load_sample`s."""
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if data.get("name") != "arrays":  # MNIST: (N, 28, 28) digits, as mnist.load_data() gives
+    if not own_arrays(data):  # MNIST: (N, 28, 28) digits, as mnist.load_data() gives
         data = {**data, "input_shape": data["net_kwargs"]["in_shape"], "name": "mnist"}
     return [_sample_array(sample, tuple(data["input_shape"])) for sample in a]
 

@@ -1,37 +1,45 @@
 """``dlexp-predict CKPT INPUT [INPUT ...]``: class and probability per image (image models) or
 per review (text models, also ``--file``), from the checkpoint alone: its ``dlexp`` section
-rebuilds the network and the input pipeline (normalisation, or the tokenizer). Each good input
-gets its line even when others are bad: those get an ``error: INPUT: ...`` line on stderr, and
-the exit status is 1."""
+rebuilds the network and the input pipeline (normalisation, or the tokenizer). A folder stands
+for every input file under it (images, or ``.txt`` files for text models), classified in
+batches; ``--csv OUT`` writes the results as a table. Each good input gets its line even when
+others are bad: a bad input given by name gets an ``error: INPUT: ...`` line on stderr and the
+exit status 1; the unreadable files of a folder are named in one warning at the end. The exit
+status is also 1 when nothing could be classified."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 from dlexp.errors import user_message
-from dlexp.inference import Predictor, load
-from dlexp.inputs import load_image
+from dlexp.inference import BATCH_SIZE, Predictor, Ranked, load, unreadable
+from dlexp.inputs import IMAGE_SUFFIXES, load_image
 
 __all__ = ["load_image", "main", "predict_images", "predict_texts"]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 SHOWN_CHARS = 60  # a review is shown by its start
+PROGRESS_FROM = 2 * BATCH_SIZE  # inputs from which a progress bar is shown (on a terminal)
 
 
 @dataclass
 class Item:
-    """One input: how it is shown and named in errors, its value, or why it cannot be read."""
+    """One input: how it is shown and named in errors, its value, or why it cannot be read;
+    ``walked``: found in a folder (its error joins the one warning, not an error line)."""
 
     shown: str
     name: str
     value: Any = None
     error: str | None = None
+    walked: bool = False
 
 
 def predict_images(ckpt_path: str, images: list[str]) -> list[list[tuple[str, float]]]:
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a .ckpt written by train.py")
     parser.add_argument("inputs", nargs="*",
                         help="image files (PNG/JPG of any size) for an image model; review "
-                             "texts for a text model")
+                             "texts or .txt files for a text model; folders of either")
     parser.add_argument("--file", help="text model: a file with one review per line, blank "
                                        "lines skipped ('-' reads standard input)")
     parser.add_argument("--text", action="append", default=[],
@@ -60,21 +68,54 @@ def main(argv: list[str] | None = None) -> None:
                              "looks like a file name or an option")
     parser.add_argument("--top-k", type=int, default=1, help="classes shown per input")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--csv", metavar="OUT", help="write path, class, probability (and "
+                        "the top-k) per input to this CSV file instead of printing them")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="inputs per forward pass")
     args = parser.parse_intermixed_args(argv)  # texts before and after --text
     try:
         model = load(args.checkpoint)
-        items = _image_items(args) if model.modality != "text" else _text_items(args)
+        items = _image_items(args, model) if model.modality != "text" else _text_items(args, model)
+        table = _open_csv(args.csv)
     except Exception as exc:
         _exit_on(exc)
-    ranked = iter(_classify(model, items))
-    key = "file" if model.modality != "text" else "text"
-    for item in items:
-        if item.error is None:
-            _print_result(key, item.shown, next(ranked), args)
-        else:
-            print(f"error: {item.name}: {item.error}", file=sys.stderr, flush=True)
-    if any(item.error is not None for item in items):
+    with table as write_row, _progress(len(items)) as advance:
+        if write_row is not None:
+            write_row(_csv_header("path" if model.modality != "text" else "input",
+                                  max(1, min(args.top_k, len(model.class_names)))))
+        done = _report(model, items, args, write_row, advance)
+    walked = [f"{i.name} ({i.error})" for i in items if i.walked and i.error is not None]
+    if walked:
+        print(f"warning: {len(walked)} of {sum(i.walked for i in items)} files found in "
+              f"folders could not be read: {unreadable(walked)}", file=sys.stderr, flush=True)
+    if args.csv:
+        print(f"wrote {done} predictions to {args.csv}", flush=True)
+    if done == 0 or any(i.error is not None and not i.walked for i in items):
         sys.exit(1)
+
+
+def _report(model: Predictor, items: list[Item], args: argparse.Namespace,
+            write_row: Callable[[list], None] | None, advance: Callable[[], None]) -> int:
+    """Classify ``items`` batch by batch, each result printed (or written) in order; the
+    number classified."""
+    key = "file" if model.modality != "text" else "text"
+    good = [i for i in items if i.error is None]
+    ranked = model.classify_each([i.value for i in good], max(1, args.batch_size))  # lazily
+    k = max(1, min(args.top_k, len(model.class_names)))
+    done = 0
+    for item in items:
+        top: Ranked = []
+        if item.error is None:
+            top, item.error = next(ranked)
+        if write_row is not None:
+            write_row(_csv_row(item.shown, top or [], k, item.error))
+        elif item.error is None:
+            _print_result(key, item.shown, top, args)
+        if item.error is not None and not item.walked:
+            _emit(f"error: {item.name}: {item.error}", sys.stderr)
+        done += item.error is None
+        advance()
+    return done
 
 
 def _exit_on(exc: Exception) -> NoReturn:
@@ -86,50 +127,103 @@ def _exit_on(exc: Exception) -> NoReturn:
     sys.exit(1)
 
 
-def _classify(model: Predictor, items: list[Item]) -> list[list[tuple[str, float]]]:
-    """Ranked classes for the items that can be read, in order; the others get their error."""
-    prepare = model.prepare_image if model.modality != "text" else model.prepare_text
-    ready = []
-    for item in items:
-        if item.error is None:
-            try:
-                ready.append(prepare(item.value))
-            except ValueError as e:
-                item.error = str(e)
-    probs = model.classify_images(ready) if model.modality != "text" \
-        else model.classify_texts(ready)
-    return model.rank(probs)
+def _emit(line: str, stream: IO[str]) -> None:
+    """A line past the progress bar (tqdm redraws it below), at once: results stream."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=stream)
+    stream.flush()
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for many inputs, when stderr is a terminal."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="input", file=sys.stderr, leave=False,
+              disable=None if total >= PROGRESS_FROM else True) as bar:
+        yield lambda: bar.update(1)
+
+
+def _open_csv(path: str | None) -> Any:
+    """A context giving a row writer for ``--csv`` (None without it); the file is opened
+    now, so a path that cannot be written fails before any work."""
+    if path is None:
+        return nullcontext()
+    try:  # closed by the context returned
+        f = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        raise ValueError(f"cannot write --csv {path}: {e.strerror or e}") from None
+
+    @contextmanager
+    def rows() -> Iterator[Callable[[list], None]]:
+        with f:
+            yield csv.writer(f).writerow
+    return rows()
+
+
+def _csv_row(shown: str, top: Ranked, k: int, error: str | None) -> list:
+    cells: list = [shown]
+    for c, p in top[:k] if error is None else []:
+        cells += [c, f"{p:.4f}"]
+    cells += [""] * (1 + 2 * k - len(cells))
+    return [*cells, error or ""]
+
+
+def _csv_header(key: str, k: int) -> list[str]:
+    more = [name for i in range(2, k + 1) for name in (f"class_{i}", f"probability_{i}")]
+    return [key, "class", "probability", *more, "error"]
 
 
 def _print_result(key: str, shown: str, top: list[tuple[str, float]],
                   args: argparse.Namespace) -> None:
     top = top[: max(1, args.top_k)]
     if args.json:
-        print(json.dumps({key: shown, "class": top[0][0], "probability": top[0][1],
-                          "top": [{"class": c, "probability": p} for c, p in top]}), flush=True)
+        _emit(json.dumps({key: shown, "class": top[0][0], "probability": top[0][1],
+                          "top": [{"class": c, "probability": p} for c, p in top]}), sys.stdout)
     else:
-        print(f"{shown}: " + "  ".join(f"{c} ({p:.3f})" for c, p in top), flush=True)
+        _emit(f"{shown}: " + "  ".join(f"{c} ({p:.3f})" for c, p in top), sys.stdout)
 
 
-def _image_items(args: argparse.Namespace) -> list[Item]:
+def _image_items(args: argparse.Namespace, model: Predictor) -> list[Item]:
     if not args.inputs or args.file or args.text:
-        raise ValueError("give image files after the checkpoint (--file and --text are for "
-                         "text models)")
-    return [Item(path, path, path) for path in args.inputs]
+        raise ValueError("give image files or folders after the checkpoint (--file and --text "
+                         "are for text models)")
+    items = []
+    for path in args.inputs:
+        items += _folder_items(path, model, str) if os.path.isdir(path) \
+            else [Item(path, path, path)]
+    return items
 
 
-def _text_items(args: argparse.Namespace) -> list[Item]:
+def _text_items(args: argparse.Namespace, model: Predictor) -> list[Item]:
     images = [t for t in args.inputs if _is_image_file(t)]
     if images:  # a file path would silently be classified as a one-word review
         raise ValueError(f"{images[0]} is an image, but {args.checkpoint} classifies text: "
                          "pass review texts, or --file with one review per line")
-    items = [Item(_shorten(t), _shorten(t) if t.strip() else repr(t), t)
-             for t in args.inputs + args.text]
+    items = []
+    for t in args.inputs:
+        if os.path.isdir(t):
+            items += _folder_items(t, model, Path)
+        elif t.lower().endswith(".txt") and os.path.isfile(t):  # a review in a file
+            items.append(Item(t, t, Path(t)))
+        else:
+            items.append(Item(_shorten(t), _shorten(t) if t.strip() else repr(t), t))
+    items += [Item(_shorten(t), _shorten(t) if t.strip() else repr(t), t) for t in args.text]
     if args.file:
         items += _file_items(args.file)
     if not items:
         raise ValueError("give review texts after the checkpoint, or --file with one per line")
     return items
+
+
+def _folder_items(folder: str, model: Predictor, value: Callable[[Path], Any]) -> list[Item]:
+    """An item per input file under ``folder``; an empty folder is itself a bad input."""
+    files = model.files(folder)
+    if not files:
+        return [Item(folder, folder, error="no input files in this folder "
+                                          f"({', '.join(model.suffixes)})")]
+    return [Item(str(p), str(p), value(p), walked=True) for p in files]
 
 
 def _file_items(path: str) -> list[Item]:

@@ -1,8 +1,11 @@
 """``dlexp-report SWEEP_DIR``: every job of a ``-m`` sweep (grid or Optuna) in one table sorted
 by the monitored metric, failed jobs with their error, and PNG plots: the metric against each
-swept parameter and the validation curves of the best runs.
+swept parameter and the validation curves of the best runs. A cross-validation
+(``-m data.fold=0,1,2,3,4``) gets one more table: per setting (every override but
+``data.fold`` and ``seed``), the mean ± standard deviation of each metric over its folds.
 
-Writes ``report.md``, ``report.csv`` and ``*.png`` into ``SWEEP_DIR/report`` (``--out``)."""
+Writes ``report.md``, ``report.csv`` (``folds.csv``) and ``*.png`` into ``SWEEP_DIR/report``
+(``--out``)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import csv
 import json
 import math
 import re
+import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +24,8 @@ from typing import Any
 import yaml
 
 SHOWN_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "epoch", "wall_s")
+FOLD_KEY = "data.fold"
+NOT_A_SETTING = (FOLD_KEY, "seed")  # what differs between the runs of one setting's folds
 
 
 class ReportError(ValueError):
@@ -130,6 +136,49 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def fold_groups(jobs: list[Job]) -> list[tuple[dict[str, str], list[Job]]]:
+    """The jobs of a cross-validation grouped by setting: every override but ``data.fold``
+    and ``seed``. Empty when no job set ``data.fold``."""
+    if not any(FOLD_KEY in j.overrides for j in jobs):
+        return []
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        key = tuple((k, v) for k, v in job.overrides.items() if k not in NOT_A_SETTING)
+        groups.setdefault(tuple(sorted(key)), []).append(job)
+    return [(dict(key), group) for key, group in groups.items()]
+
+
+def fold_table(jobs: list[Job], params: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Per setting, the folds that finished and each metric's mean ± std over them (the
+    sample standard deviation, n - 1), best setting first by the monitored metric."""
+    monitor, mode = jobs[0].monitor, jobs[0].mode
+    metrics = [monitor, *(k for k in SHOWN_METRICS
+                          if k != monitor and any(k in j.metrics for j in jobs))]
+    shown = [p for p in params if p not in NOT_A_SETTING]
+    header = [*shown, "folds", *metrics]
+    scored = []
+    for setting, group in fold_groups(jobs):
+        done = [j for j in group if not math.isnan(j.value())]
+        row = {**{p: setting.get(p, "") for p in shown},
+               "folds": f"{len(done)}/{len(group)}" if len(done) < len(group) else len(group),
+               **{k: mean_std([j.value(k) for j in done]) for k in metrics}}
+        values = [j.value() for j in done]
+        scored.append((statistics.fmean(values) if values else math.nan, row))
+    sign = -1.0 if mode == "max" else 1.0
+    scored.sort(key=lambda t: (math.isnan(t[0]), sign * t[0] if not math.isnan(t[0]) else 0))
+    return header, [row for _, row in scored]
+
+
+def mean_std(values: list[float]) -> str:
+    """``0.9123 ± 0.0040`` over the finite ``values``; one value alone has no spread."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}"
+
+
 def write_csv(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
@@ -137,7 +186,8 @@ def write_csv(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None
         writer.writerows(rows)
 
 
-def markdown(sweep: Path, jobs: list[Job], header: list[str], rows: list[dict[str, Any]]) -> str:
+def markdown(sweep: Path, jobs: list[Job], header: list[str], rows: list[dict[str, Any]],
+             folds: tuple[list[str], list[dict[str, Any]]] | None = None) -> str:
     counts = Counter(job.status for job in jobs)
     summary = ", ".join(f"{n} {status}" for status, n in counts.most_common())
     lines = [f"# Sweep report: `{sweep}`", "",
@@ -148,6 +198,11 @@ def markdown(sweep: Path, jobs: list[Job], header: list[str], rows: list[dict[st
         cells = [_cell(row[h] if h in ("job", "error") else _fmt(row[h]),
                        160 if h == "error" else 60) for h in header]
         lines.append("| " + " | ".join(cells) + " |")
+    if folds and folds[1]:
+        lines += ["", "## Cross-validation: mean ± std over the folds of each setting", "",
+                  "| " + " | ".join(folds[0]) + " |", "|" + " --- |" * len(folds[0])]
+        lines += ["| " + " | ".join(_cell(_fmt(row[h]), 60) for h in folds[0]) + " |"
+                  for row in folds[1]]
     return "\n".join(lines) + "\n"
 
 
@@ -336,14 +391,17 @@ def report(sweep: Path, out: Path, top: int = 5) -> dict[str, Any]:
             job.monitor = common
     params = swept_keys(jobs)
     header, rows = table(jobs, params)
+    folds = fold_table(jobs, params) if fold_groups(jobs) else None
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "report.csv", header, rows)
-    text = markdown(sweep, jobs, header, rows)
+    if folds:
+        write_csv(out / "folds.csv", *folds)
+    text = markdown(sweep, jobs, header, rows, folds)
     (out / "report.md").write_text(text)
     plots = plot_params(jobs, params, out) if len(jobs) > 1 else []  # one point: no plot
     curves = plot_curves(jobs, out, top)
     return {"markdown": text, "plots": plots + ([curves] if curves else []), "jobs": jobs,
-            "curves": curves}
+            "curves": curves, "folds": folds}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,11 @@ layer's weights as one mosaic."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 import torch
 
 from dlexp.callbacks.evaluation_figures import (
@@ -70,4 +73,56 @@ def test_misclassified_images_are_one_grid_with_a_label_each() -> None:
     assert color.axes[0].images[0].get_array().shape[-1] == 3  # RGB inputs stay in colour
     pixels = render(color)
     assert pixels.dtype == np.uint8 and pixels.shape[2] == 3 and pixels.std() > 0
+    plt.close("all")
+
+
+def test_confusion_matrix_shows_class_names_and_numbers_for_few_classes() -> None:
+    from dlexp.callbacks.evaluation_figures import confusion_figure
+
+    names = ["cat", "dog", "a very long class name indeed"]
+    fig = confusion_figure(np.array([[5, 1, 0], [2, 3, 0], [0, 0, 4]]), names)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog", "a very long cla…"]
+    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["cat", "dog"]
+    assert [t.get_text() for t in ax.texts] == ["5", "1", "0", "2", "3", "0", "0", "0", "4"]
+    plt.close("all")
+
+
+def test_confusion_matrix_of_many_classes_stays_readable() -> None:
+    from dlexp.callbacks.evaluation_figures import confusion_figure
+
+    names = [f"species_{i:03d}" for i in range(120)]
+    fig = confusion_figure(np.eye(120, dtype=int) * 3, names)
+    ax, bar = fig.axes  # a colour bar in place of 14400 numbers
+    assert len(ax.texts) == 0 and bar.get_ylabel() == "fraction of the true class"
+    labels = ax.get_xticklabels()
+    assert [t.get_text() for t in labels] == names and labels[0].get_fontsize() == 3
+    assert fig.get_size_inches()[0] <= 24
+    plt.close("all")
+
+
+def test_figures_take_the_class_names_of_the_data(tmp_path: Path) -> None:
+    """The callback names the classes as the datamodule's describe() does."""
+    from types import SimpleNamespace
+
+    from dlexp.callbacks import evaluation_figures as figures
+
+    seen = []
+    draw = figures.confusion_figure
+
+    def spy(matrix: np.ndarray, names: list[str]) -> plt.Figure:
+        seen.append(names)
+        return draw(matrix, names)
+
+    names = ["ant", "bee", "wasp"]
+    datamodule = SimpleNamespace(describe=lambda: {"class_names": names})
+    trainer = SimpleNamespace(global_rank=0, datamodule=datamodule, loggers=[], global_step=0)
+    module = SimpleNamespace(test_confmat=SimpleNamespace(compute=lambda: torch.eye(3)),
+                             misclassified=[(torch.rand(1, 8, 8), 2, 0)])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(figures, "confusion_figure", spy)
+        figures.EvaluationFigures(str(tmp_path)).on_test_end(trainer, module)
+    assert seen == [names]
+    assert (tmp_path / "confusion_matrix.png").is_file()
+    assert (tmp_path / "misclassified.png").is_file()
     plt.close("all")

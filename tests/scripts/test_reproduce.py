@@ -160,3 +160,20 @@ def test_other_processes_cpu_time_is_measured_apart_from_our_own() -> None:
         while time.monotonic() < end:
             pass
     assert busy.cores > 0.5
+
+
+@pytest.mark.integration
+def test_a_script_result_records_the_metrics_it_writes(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import make_imdb_tree
+
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
+    monkeypatch.setenv("DLEXP_DATA_DIR", str(make_imdb_tree(tmp_path, 40, 20, 0)))
+    monkeypatch.setitem(reproduce.RESULTS_DEFS, "tiny_nbsvm", reproduce.Result(
+        "tiny baseline", (), script=("scripts/nbsvm.py", "--val-size", "10")))
+    assert reproduce.main(["tiny_nbsvm", "--threads", "1", "--patience", "0"]) == 0
+    rec = json.loads((reproduce.RESULTS / "tiny_nbsvm.json").read_text())
+    assert rec["command"] == "python scripts/nbsvm.py --val-size 10"
+    run = rec["runs"][0]
+    assert run["wall_s"] > run["fit_s"] > 0 and 0.5 < run["test/acc"] <= 1.0
+    assert rec["summary"][""]["test/acc"] == run["test/acc"]

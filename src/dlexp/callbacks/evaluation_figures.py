@@ -18,18 +18,40 @@ from torch import nn  # noqa: E402
 
 from dlexp.data.tokenizer import from_json  # noqa: E402
 
+NUMBERED_MAX = 20  # classes up to which each cell shows its count; more would not be read
+NAME_CHARS = 16  # class names are cut to this in the confusion matrix, to 10 under images
+
+
+def short_name(name: str, width: int = NAME_CHARS) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
 
 def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
+    """Rows: true classes, columns: predicted, shaded by the fraction of the true class. Up to
+    :data:`NUMBERED_MAX` classes each cell shows its count; beyond, a colour bar gives the
+    scale, the names get smaller and the figure grows more slowly."""
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.6 * n), dpi=100)
+    numbered = n <= NUMBERED_MAX
+    side = 1 + 0.6 * n if numbered else min(13 + 0.12 * (n - NUMBERED_MAX), 24)
+    fig, ax = plt.subplots(figsize=(side, side), dpi=100)
     norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
-           xlabel="predicted", ylabel="true", title="test confusion matrix")
+    shading = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if numbered:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    else:
+        fig.colorbar(shading, ax=ax, fraction=0.04, pad=0.02, label="fraction of the true class")
+    names = [short_name(str(c)) for c in class_names]
+    size = 8 if numbered else max(3.0, 8 - (n - NUMBERED_MAX) / 16)
+    turn = 90 if not numbered else (45 if max(map(len, names), default=0) > 3 else 0)
+    ax.set_xticks(range(n), names, fontsize=size, rotation=turn,
+                  ha="right" if turn == 45 else "center", rotation_mode="anchor" if turn == 45
+                  else "default")
+    ax.set_yticks(range(n), names, fontsize=size)
+    ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix"
+           + ("" if numbered else f" ({n} classes, shaded by row)"))
     fig.tight_layout()
     return fig
 
@@ -85,8 +107,9 @@ def misclassified_figure(examples: list, class_names: list[str]) -> plt.Figure:
                                                                     "vmax": 1}))
     for i, (_, pred, true) in enumerate(examples):
         y, x = tile_origin(i, cols, h, w, 1, top)
-        ax.text(x + w / 2, y - 1, f"{class_names[pred]} (true {class_names[true]})",
-                fontsize=7, color="red", ha="center", va="bottom")
+        label = f"{short_name(class_names[pred], 10)} (true {short_name(class_names[true], 10)})"
+        ax.text(x + w / 2, y - 1, label, fontsize=7 if len(label) <= 16 else 5, color="red",
+                ha="center", va="bottom")
     return fig
 
 

@@ -17,7 +17,7 @@ import torch
 from dlexp.data import splits
 from dlexp.data.mnist import TensorDataModule
 from dlexp.data.pooled import check_batch_sizes, check_choice
-from dlexp.errors import DataError
+from dlexp.errors import ConfigError, DataError
 
 PARTS = ("train", "val", "test")
 KEYS = tuple(f"{v}_{p}" for p in PARTS for v in ("x", "y"))
@@ -227,6 +227,24 @@ class ArraysDataModule(TensorDataModule):
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         return normalize_arrays(x, self.mean, self.std)
+
+    def use_pipeline(self, info: dict) -> None:
+        """Normalise with a checkpoint's training statistics (``info``: its data description)
+        instead of these arrays' own, to evaluate it on them (``dlexp-eval CKPT data=arrays
+        data.path=new.npz``); refused when these inputs are not the kind it was trained on."""
+        if "input_shape" not in info or info.get("modality") == "text":
+            raise ConfigError(f"data=arrays cannot read inputs as the training of this "
+                              f"data={info.get('name')} checkpoint did; evaluate it on data "
+                              "of its own kind")
+        trained = tuple(info["input_shape"])
+        if self.input_shape != trained:
+            raise DataError(f"{self.path}: samples have shape {self.input_shape} (in the "
+                            f"network's layout) but the checkpoint's model takes {trained}")
+        if (self.dtype == "uint8") != (info.get("dtype") == "uint8"):
+            raise DataError(f"{self.path}: the inputs are {self.dtype}, the checkpoint was "
+                            f"trained on {info.get('dtype')} inputs, on another scale: save "
+                            "them as the training arrays were")
+        self.mean, self.std = list(info["mean"]), list(info["std"])
 
     def describe(self) -> dict:
         """What inference needs to reproduce the input pipeline, stored in checkpoints."""

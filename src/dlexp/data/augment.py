@@ -22,6 +22,39 @@ def random_affine(x: torch.Tensor, g: torch.Generator | None, max_shift: float =
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+def natural_augment(x: torch.Tensor, g: torch.Generator | None, min_scale: float = 0.6,
+                    jitter: float = 0.2) -> torch.Tensor:
+    """The usual augmentation of photos, on a batch of 0-255 images (N, C, H, W) in one
+    ``grid_sample``: a random resized crop (``min_scale`` to all of the area, aspect 3:4 to
+    4:3) mirrored left-right half the time, then mild colour jitter (brightness, contrast and,
+    for RGB, saturation, each by up to ``jitter``)."""
+    n, c = x.shape[:2]
+    area = min_scale + (1 - min_scale) * torch.rand(n, generator=g)
+    aspect = torch.exp((torch.rand(n, generator=g) * 2 - 1) * math.log(4 / 3))
+    w = (area * aspect).sqrt().clamp(max=1)  # of the image's width and height
+    h = (area / aspect).sqrt().clamp(max=1)
+    cx = (torch.rand(n, generator=g) * 2 - 1) * (1 - w)  # the crop stays inside the image
+    cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - h)
+    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([w * flip, zero, cx], 1),
+                         torch.stack([zero, h, cy], 1)], 1).to(x)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x.float(), grid, align_corners=False, padding_mode="border")
+
+    def factor() -> torch.Tensor:
+        return _per_image(1 + (torch.rand(n, generator=g) * 2 - 1) * jitter, x)
+
+    x = x * factor()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = mean + factor() * (x - mean)
+    if c == 3:
+        gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+                ).sum(1, keepdim=True)
+        x = gray + factor() * (x - gray)
+    return x.clamp(0, 255)
+
+
 # ---------------------------------------------------------------------------- semi-supervised views
 # FixMatch-style weak and strong views of unlabeled batches. Images arrive standardised; the ops
 # work on [0, 1] intensities, recovered from the batch's own range (black and white pixels occur

@@ -14,7 +14,7 @@ from dlexp.data.download import download
 from dlexp.data.idx import read_idx
 from dlexp.data.pooled import PooledDataModule, check_batch_sizes, check_choice
 from dlexp.data.tensor_loader import TensorBatchLoader
-from dlexp.errors import DataError
+from dlexp.errors import ConfigError, DataError
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # md5 of the official .gz files, as torchvision checks them.
@@ -233,6 +233,15 @@ class MNISTDataModule(TensorDataModule):
         lut = torch.full((10,), -1, dtype=torch.long)
         lut[self.classes] = torch.arange(len(self.classes))
         return x[keep], lut[y[keep]]
+
+    def use_pipeline(self, info: dict) -> None:
+        """Normalise as a checkpoint's training did (``info``: its data description), to
+        evaluate it here (``dlexp-eval CKPT data=mnist``)."""
+        if info.get("name") != "mnist":
+            raise ConfigError(f"data=mnist cannot read digits as the training of this "
+                              f"data={info.get('name')} checkpoint read its inputs; evaluate "
+                              "it on data of its own kind")
+        self.mean, self.std = info["mean"], info["std"]
 
     def describe(self) -> dict:
         """What inference needs to reproduce the input pipeline, stored in checkpoints."""

@@ -1,0 +1,603 @@
+"""Your own files as one manifest, shaped like torchvision's ``datasets/folder.py``: find the
+classes, list (file, label) pairs. ``root/<class>/*`` or, when ``root/train`` exists,
+``root/<split>/<class>/*``; or a table (CSV, TSV, JSONL, Parquet) with a path and a label
+column. The scan fingerprints every file (size, mtime, content hash, readable or not) and
+caches that, so an unchanged folder scans in a fraction of a second the second time.
+
+The rest is what a run needs before training: the class checks, the split (given, seeded and
+stratified, or k-fold) written as file lists beside the run and read back to reuse it,
+duplicate files across splits (leakage), and the class counts."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dlexp.data import splits
+from dlexp.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+JUNK_FILES = {".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db"}
+JUNK_FOLDERS = {"__macosx", "@eadir", "$recycle.bin"}  # archive and NAS debris
+# folder names and split-column values -> the part they are
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test"}
+PARTS = ("train", "val", "test")
+TABLES = (".csv", ".tsv", ".jsonl", ".parquet")
+SHOWN = 10  # files named in a message
+IMBALANCE = 3.0  # largest / smallest training class above this gets a warning
+CACHE_VERSION = 1
+Probe = Callable[[bytes], dict]  # a file's bytes -> what the data module wants to know
+
+
+@dataclass
+class Manifest:
+    """Files and their labels. ``paths`` are absolute, ``rel`` gives them relative to
+    ``base`` (the folder, or the table's folder); ``given`` is each file's split when the
+    layout or a split column names it. The scan fills the fingerprints: ``sizes``, ``mtimes``
+    (ns), ``hashes`` (blake2b of the bytes), ``errors`` (why a file cannot be read, else None)
+    and ``info`` (what the probe found)."""
+
+    base: Path
+    source: str
+    paths: list[Path]
+    labels: list[str]
+    given: list[str] | None = None
+    junk: int = 0
+    ignored: list[str] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    mtimes: list[int] = field(default_factory=list)
+    hashes: list[str | None] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    info: list[dict | None] = field(default_factory=list)
+    from_lists: bool = False  # ``given`` read from split lists: an empty list is an empty part
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def classes(self) -> list[str]:
+        """Every label, sorted: by value when all are whole numbers, else alphabetically."""
+        return sorted_labels(set(self.labels) | set(self.empty_classes))
+
+    def targets(self) -> torch.Tensor:
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        return torch.tensor([lookup[label] for label in self.labels], dtype=torch.long)
+
+    def rel(self, i: int) -> str:
+        try:
+            return self.paths[i].relative_to(self.base).as_posix()
+        except ValueError:  # a table may name files anywhere
+            return str(self.paths[i])
+
+    def identity(self) -> list:
+        """What a cache of this data depends on: every file, its size and its mtime."""
+        return [[self.rel(i), self.sizes[i], self.mtimes[i]] for i in range(len(self))]
+
+    def subset(self, keep: Sequence[int]) -> Manifest:
+        """The files ``keep`` (positions), fingerprints and all."""
+        def take(values: list) -> list:
+            return [values[i] for i in keep] if values else values
+        return replace(self, paths=take(self.paths), labels=take(self.labels),
+                       given=take(self.given) if self.given is not None else None,
+                       sizes=take(self.sizes), mtimes=take(self.mtimes),
+                       hashes=take(self.hashes), errors=take(self.errors), info=take(self.info))
+
+
+def sorted_labels(labels: Iterable[str]) -> list[str]:
+    labels = list(labels)
+    if labels and all(_is_int(v) for v in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+# ------------------------------------------------------------------------------ folders
+def scan(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS,
+         cache_dir: Path | None = None, probe: Probe | None = None,
+         workers: int | None = None) -> Manifest:
+    """The files of ``root/<class>/...`` (or ``root/<split>/<class>/...`` when ``root/train``
+    exists), fingerprinted (:func:`fingerprint`). System files (``.DS_Store``, ``Thumbs.db``,
+    dotfiles) are skipped and counted; other files are listed in ``ignored``."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data.root: {root} {what}; give a folder with one subfolder per class")
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    found = _Found()
+    if (root / "train").is_dir():
+        for entry in _entries(root, found):
+            part = SPLIT_NAMES.get(entry.name.lower()) if entry.is_dir() else None
+            if part is None:
+                found.ignored.append(entry.name)
+                continue
+            for class_dir in _entries(Path(entry.path), found):
+                _scan_class(root, Path(class_dir.path), exts, found, part)
+    else:
+        for entry in _entries(root, found):
+            _scan_class(root, Path(entry.path), exts, found, None)
+    order = sorted(range(len(found.paths)), key=lambda i: found.paths[i])
+    manifest = Manifest(
+        base=root.resolve(), source=str(root), paths=[found.paths[i] for i in order],
+        labels=[found.labels[i] for i in order], junk=found.junk,
+        given=[found.parts[i] for i in order] if found.parts and found.parts[0] else None,
+        ignored=sorted(found.ignored), empty_classes=sorted(found.empty - set(found.labels)),
+        sizes=[found.sizes[i] for i in order], mtimes=[found.mtimes[i] for i in order])
+    report_skipped(manifest, exts)
+    return fingerprint(manifest, cache_dir, probe, workers)
+
+
+@dataclass
+class _Found:
+    paths: list[Path] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    parts: list[str | None] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    mtimes: list[int] = field(default_factory=list)
+    junk: int = 0
+    ignored: list[str] = field(default_factory=list)
+    empty: set[str] = field(default_factory=set)
+
+
+def _entries(folder: Path, found: _Found) -> list[os.DirEntry]:
+    """The folder's entries minus system files (counted), in name order."""
+    kept = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if _junk(entry):
+                found.junk += 1
+            else:
+                kept.append(entry)
+    return sorted(kept, key=lambda e: e.name)
+
+
+def _junk(entry: os.DirEntry) -> bool:
+    name = entry.name.lower()
+    return name.startswith(".") or name in JUNK_FILES or name in JUNK_FOLDERS
+
+
+def _scan_class(root: Path, class_dir: Path, exts: set[str], found: _Found,
+                part: str | None) -> None:
+    """Every file under one class folder (subfolders too, as torchvision's ImageFolder)."""
+    if not class_dir.is_dir():
+        found.ignored.append(class_dir.relative_to(root).as_posix())
+        return
+    label, before = class_dir.name, len(found.paths)
+    stack = [class_dir]
+    while stack:
+        for entry in _entries(stack.pop(), found):
+            if entry.is_dir():
+                stack.append(Path(entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in exts:
+                stat = entry.stat()
+                found.paths.append(Path(entry.path).resolve())
+                found.labels.append(label)
+                found.parts.append(part)
+                found.sizes.append(stat.st_size)
+                found.mtimes.append(stat.st_mtime_ns)
+            else:
+                found.ignored.append(Path(entry.path).relative_to(root).as_posix())
+    if len(found.paths) == before and (part in (None, "train")):
+        found.empty.add(label)
+
+
+def report_skipped(manifest: Manifest, exts: set[str] | None = None) -> None:
+    """System files are counted at info level; other files left out get one warning."""
+    if manifest.junk:
+        log.info("%s: skipped %d system files (.DS_Store, Thumbs.db, dotfiles)",
+                 manifest.source, manifest.junk)
+    if manifest.ignored:
+        wanted = f" (data.extensions: {' '.join(sorted(exts))})" if exts else ""
+        log.warning("%s: ignored %d files that are not data files in class folders%s: %s",
+                    manifest.source, len(manifest.ignored), wanted, _names(manifest.ignored))
+
+
+def _names(items: Sequence[str], shown: int = SHOWN) -> str:
+    more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+# ------------------------------------------------------------------------------ tables
+def from_table(path: str | Path, path_column: str = "path", label_column: str = "label",
+               split_column: str | None = None, cache_dir: Path | None = None,
+               probe: Probe | None = None, workers: int | None = None) -> Manifest:
+    """The files a table names: a path column (relative to the table's folder, or absolute),
+    a label column and, when named or present as ``split``, a split column (train, val,
+    test). CSV, TSV, JSONL (one object per line) or Parquet (needs pyarrow)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.table: no such file {path}")
+    rows, columns = read_table(path)
+    if split_column is None and "split" in columns:
+        split_column = "split"
+    for key, name in (("path_column", path_column), ("label_column", label_column),
+                      ("split_column", split_column)):
+        if name is not None and name not in columns:
+            raise DataError(f"{path}: no column {name!r} (data.{key}); the columns are "
+                            f"{', '.join(map(repr, columns))}")
+    base = path.parent.resolve()
+    paths, labels, given = [], [], []
+    for n, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+        file, label = row.get(path_column), _label(row.get(label_column))
+        if file in (None, "") or label is None:
+            missing = path_column if file in (None, "") else label_column
+            raise DataError(f"{path}: row {n} has no {missing!r}; every row needs a file and "
+                            "a label (drop unlabeled rows from the table)")
+        paths.append((base / str(file)).resolve())
+        labels.append(label)
+        if split_column is not None:
+            given.append(_split_value(row.get(split_column), path, n, split_column))
+    stats = [_stat(p) for p in paths]
+    manifest = Manifest(base=base, source=str(path), paths=paths, labels=labels,
+                        given=given or None, sizes=[s[0] for s in stats],
+                        mtimes=[s[1] for s in stats])
+    return fingerprint(manifest, cache_dir, probe, workers)
+
+
+def read_table(path: Path) -> tuple[list[dict], list[str]]:
+    """(rows as dicts, column names) of a CSV, TSV, JSONL or Parquet file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                rows = list(reader)
+                return rows, list(reader.fieldnames or [])
+        if suffix == ".jsonl":
+            return _read_jsonl(path)
+        if suffix == ".parquet":
+            return _read_parquet(path)
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    raise DataError(f"data.table: {path} is not a table dlexp reads; use one of "
+                    f"{', '.join(TABLES)}")
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    rows: list[dict] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {n} is not JSON ({e})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {n} is not a JSON object ({{\"path\": ..., "
+                                "\"label\": ...}})")
+            rows.append(row)
+    return rows, list(dict.fromkeys(k for row in rows for k in row))
+
+
+def _read_parquet(path: Path) -> tuple[list[dict], list[str]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading {path} (Parquet) needs pyarrow: pip install pyarrow") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # ArrowInvalid and friends: not a Parquet file
+        raise DataError(f"cannot read {path} as Parquet: {e}") from None
+    return table.to_pylist(), list(table.column_names)
+
+
+def _label(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _split_value(value: object, path: Path, row: int, column: str) -> str:
+    part = SPLIT_NAMES.get(str(value).strip().lower())
+    if part is None:
+        raise DataError(f"{path}: row {row} has {column}={value!r}; the split column holds "
+                        "train, val or test")
+    return part
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        s = path.stat()
+        return s.st_size, s.st_mtime_ns
+    except OSError:
+        return -1, 0  # fingerprint() names it as missing
+
+
+# ------------------------------------------------------------------------------ fingerprints
+def fingerprint(manifest: Manifest, cache_dir: Path | None, probe: Probe | None = None,
+                workers: int | None = None) -> Manifest:
+    """Content hash, readability and the probe's findings for every file, in parallel; files
+    whose size and mtime match the cache are not read again."""
+    key = _cache_key(source=str(Path(manifest.source).resolve()),
+                     probe=getattr(probe, "version", None) if probe else None)
+    path = cache_dir / "folders" / f"scan-{key}.json" if cache_dir is not None else None
+    cached = _read_scan_cache(path)
+    rels = [manifest.rel(i) for i in range(len(manifest))]
+    results: list[tuple[str | None, str | None, dict | None] | None] = []
+    for rel, size, mtime in zip(rels, manifest.sizes, manifest.mtimes, strict=True):
+        hit = cached.get(rel)
+        results.append(tuple(hit[2:]) if hit and hit[:2] == [size, mtime] else None)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+            done = pool.map(lambda i: _read_one(manifest.paths[i], manifest.sizes[i], probe),
+                            todo)
+            for i, result in zip(todo, tqdm(done, total=len(todo), desc="scan", unit="file",
+                                            disable=True if len(todo) < 1000 else None,
+                                            leave=False), strict=True):
+                results[i] = result
+        _write_scan_cache(path, {rel: [size, mtime, *r] for rel, size, mtime, r
+                                 in zip(rels, manifest.sizes, manifest.mtimes, results,
+                                        strict=True)})
+    manifest.hashes = [r[0] for r in results]
+    manifest.errors = [r[1] for r in results]
+    manifest.info = [r[2] for r in results]
+    return manifest
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _read_one(path: Path, size: int, probe: Probe | None
+              ) -> tuple[str | None, str | None, dict | None]:
+    """(hash, error, probe info) of one file."""
+    if size < 0:
+        return None, "no such file", None
+    if size == 0:
+        return None, "empty file (0 bytes)", None
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"cannot read: {e.strerror or e}", None
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if probe is None:
+        return digest, None, None
+    try:
+        return digest, None, probe(data)
+    except ValueError as e:
+        return digest, str(e), None
+
+
+def _cache_key(**parts: object) -> str:
+    blob = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_scan_cache(path: Path | None) -> dict:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text())
+        return found if isinstance(found, dict) else {}
+    except (OSError, ValueError):  # a half-written or foreign file: scanning again is the fix
+        return {}
+
+
+def _write_scan_cache(path: Path | None, entries: dict) -> None:
+    if path is None:
+        return
+    try:
+        write_atomic(path, json.dumps(entries, separators=(",", ":")))
+    except OSError as e:  # a read-only cache costs the next run a rescan, nothing else
+        log.debug("scan cache not written (%s)", e)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """A concurrent reader (another DDP rank, another run) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------ checks
+def bad_files(manifest: Manifest) -> dict[int, str]:
+    """Position -> why, for every file that cannot be used."""
+    return {i: e for i, e in enumerate(manifest.errors) if e is not None}
+
+
+def bad_files_error(manifest: Manifest, bad: dict[int, str]) -> DataError:
+    shown = [f"{manifest.rel(i)} ({why})" for i, why in list(bad.items())[:SHOWN]]
+    more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    return DataError(f"{manifest.source}: {len(bad)} bad file{'s' if len(bad) > 1 else ''}: "
+                     f"{'; '.join(shown)}{more}. Fix or remove them, or set "
+                     "data.on_bad_file=skip to train without them")
+
+
+def write_bad_files(run_dir: Path | None, manifest: Manifest, bad: dict[int, str]) -> None:
+    """``bad_files.txt`` in the run directory: one ``file<TAB>why`` line per skipped file."""
+    log.warning("%s: skipping %d bad files (data.on_bad_file=skip): %s", manifest.source,
+                len(bad), _names([manifest.rel(i) for i in bad]))
+    if run_dir is not None and run_dir.is_dir():
+        lines = "".join(f"{manifest.rel(i)}\t{why}\n" for i, why in bad.items())
+        write_atomic(run_dir / "bad_files.txt", lines)
+
+
+def check_classes(manifest: Manifest) -> None:
+    """What would make training pointless or crash, each a one-line error with its fix: no
+    files, fewer than 2 classes, a class with fewer than 2 training files, a class that only
+    val or test holds."""
+    if len(manifest) == 0 and not manifest.empty_classes:
+        hint = f"; {len(manifest.ignored)} other files were ignored: " \
+               f"{_names(manifest.ignored, 3)}" if manifest.ignored else ""
+        raise DataError(f"{manifest.source}: no data files found: put them in one subfolder "
+                        f"per class (<root>/<class>/<file>){hint}")
+    given = manifest.given or ["train"] * len(manifest)
+    train = Counter(lab for lab, part in zip(manifest.labels, given, strict=True)
+                    if part == "train")
+    for name in manifest.empty_classes:
+        train.setdefault(name, 0)
+    if len(manifest.classes) < 2:
+        raise DataError(f"{manifest.source}: one class ({manifest.classes[0]!r}); classifying "
+                        "needs at least 2: put each class's files in its own subfolder")
+    few = [f"{name!r} ({n})" for name, n in sorted(train.items()) if n < 2]
+    if few:
+        raise DataError(f"{manifest.source}: class{'es' if len(few) > 1 else ''} "
+                        f"{', '.join(few)} {'have' if len(few) > 1 else 'has'} fewer than 2 "
+                        "training files: add files, or remove the class")
+    for part in ("val", "test"):
+        unseen = sorted_labels({lab for lab, p in zip(manifest.labels, given, strict=True)
+                                if p == part} - set(train))
+        if unseen:
+            raise DataError(f"{manifest.source}: class {unseen[0]!r} is in {part} but not in "
+                            "train: the model could never predict it; add training files of "
+                            f"it, or remove it from {part}")
+
+
+# ------------------------------------------------------------------------------ splits
+def split(manifest: Manifest, val_size: int | float, test_size: int | float, seed: int,
+          folds: int | None = None, fold: int = 0) -> dict[str, torch.Tensor]:
+    """Positions of ``train``, ``val`` and ``test``: the given split where the layout or the
+    table names one; a part it does not name is a seeded, stratified split of the training
+    files (``val_size``, ``test_size``: counts or fractions of them), or with ``folds`` the
+    validation part is fold ``fold`` of a stratified k-fold split (the test part stays a
+    stratified hold-out)."""
+    y = manifest.targets()
+    given = manifest.given
+    if given is None:
+        parts = {"train": torch.arange(len(manifest))}
+    else:
+        parts = {p: torch.tensor([i for i, g in enumerate(given) if g == p], dtype=torch.long)
+                 for p in PARTS if p in given or manifest.from_lists}
+        parts.setdefault("train", torch.zeros(0, dtype=torch.long))
+        if manifest.from_lists:
+            return parts
+    if folds is not None and "val" in parts:
+        raise ConfigError(f"data.folds: {manifest.source} has its own validation part; "
+                          "k-fold splits the training files, so drop data.folds or the val "
+                          "part")
+    rest = parts["train"]
+    n = len(rest)
+    for part, size in (("test", test_size), ("val", val_size)):
+        if part in parts:
+            continue
+        if part == "val" and folds is not None:
+            kept, out = splits.fold_split(y[rest], folds, fold, seed)
+        else:
+            n_out = splits.val_count(size, n, f"{part}_size")
+            if n_out >= len(rest):
+                raise ValueError(f"data.val_size and data.test_size leave no training data of "
+                                 f"{n} files")
+            kept, out = splits.stratified_split(y[rest], n_out, seed)
+        rest, parts[part] = rest[kept], rest[out]
+    parts["train"] = rest
+    return parts
+
+
+SPLIT_FOLDER = "split"
+
+
+def split_lists_in(path: str | Path) -> Path | None:
+    """The folder holding ``train.txt`` (and ``val.txt``, ``test.txt``): ``path`` itself, or
+    its ``split/`` (a run directory); None when neither holds one."""
+    path = Path(path).expanduser()
+    for folder in (path, path / SPLIT_FOLDER):
+        if (folder / "train.txt").is_file():
+            return folder
+    return None
+
+
+def apply_split_lists(manifest: Manifest, folder: Path) -> Manifest:
+    """The manifest with the split the lists in ``folder`` give: each listed file in its
+    part; files the lists do not name are left out (a warning says how many); a listed file
+    that is gone is an error (the folder changed since the split was written)."""
+    where = {manifest.rel(i): i for i in range(len(manifest))}
+    given: dict[int, str] = {}
+    for part in (*PARTS, "unlabeled"):
+        file = folder / f"{part}.txt"
+        names = [n for n in file.read_text().splitlines() if n] if file.is_file() else []
+        missing = [n for n in names if n not in where]
+        if missing:
+            raise DataError(f"data.split_file: {len(missing)} files listed in {file} are not in "
+                            f"{manifest.source} (first: {', '.join(missing[:3])}); the data "
+                            "changed since the split was written: drop data.split_file to split "
+                            "anew")
+        given.update((where[n], "train" if part == "unlabeled" else part) for n in names)
+    left_out = len(manifest) - len(given)
+    if left_out:
+        log.warning("%s: %d files are not in the split lists of %s and are left out",
+                    manifest.source, left_out, folder)
+    keep = sorted(given)
+    out = manifest.subset(keep)
+    out.given, out.from_lists = [given[i] for i in keep], True
+    log.info("%s: split read from %s", manifest.source, folder)
+    return out
+
+
+def write_split(run_dir: Path | None, manifest: Manifest, parts: dict[str, torch.Tensor]
+                ) -> None:
+    """``split/train.txt``, ``val.txt``, ``test.txt`` (and ``unlabeled.txt``) in the run
+    directory: one file per line, relative to the data's folder. ``data.split_file=`` that
+    folder (or the run directory) reuses the split."""
+    if run_dir is None or not run_dir.is_dir():
+        return
+    for part, positions in parts.items():
+        if part == "unlabeled" and not len(positions):
+            continue
+        lines = "".join(f"{manifest.rel(i)}\n" for i in positions.tolist())
+        write_atomic(run_dir / SPLIT_FOLDER / f"{part}.txt", lines)
+
+
+def duplicates(manifest: Manifest, parts: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
+    """(file, file) pairs with the same content in two different parts."""
+    first: dict[str, tuple[str, int]] = {}
+    pairs = []
+    for part, positions in parts.items():
+        for i in positions.tolist():
+            digest = manifest.hashes[i]
+            if digest is None:
+                continue
+            seen = first.setdefault(digest, (part, i))
+            if seen[0] != part:
+                pairs.append((manifest.rel(seen[1]), manifest.rel(i)))
+    return pairs
+
+
+def warn_duplicates(manifest: Manifest, parts: dict[str, torch.Tensor]) -> None:
+    pairs = duplicates(manifest, {p: parts[p] for p in ("train", "val", "test") if p in parts})
+    if pairs:
+        log.warning("%s: %d files have the same content as a file in another split (leakage: "
+                    "the score is measured on training data): %s", manifest.source, len(pairs),
+                    _names([f"{a} = {b}" for a, b in pairs]))
+
+
+def log_counts(manifest: Manifest, parts: dict[str, torch.Tensor]) -> None:
+    """Files per class and part; a warning with the fix when the training classes are
+    imbalanced."""
+    names = manifest.classes
+    y = manifest.targets()
+    counts = {p: torch.bincount(y[pos], minlength=len(names)).tolist()
+              for p, pos in parts.items() if len(pos)}
+    log.info("%s: %d classes; files per class (%s): %s", manifest.source, len(names),
+             "/".join(counts), ", ".join(f"{name} {'/'.join(str(c[k]) for c in counts.values())}"
+                                          for k, name in enumerate(names)))
+    train = counts.get("train")
+    if train and min(train) > 0 and max(train) / min(train) > IMBALANCE:
+        big, small = int(np.argmax(train)), int(np.argmin(train))
+        log.warning("%s: imbalanced classes: %r has %d training files, %r has %d (%.0fx); "
+                    "weight the loss by class with loss=weighted_cross_entropy (weights from "
+                    "the training split)", manifest.source, names[big], train[big],
+                    names[small], train[small], train[big] / train[small])

@@ -1,0 +1,467 @@
+"""``data=image_folder data.root=DIR``: your own images, one subfolder per class (or
+``DIR/train|val|test/<class>/``, or ``data.table=FILE`` with a path and a label column).
+
+Before training, the folder is scanned (:mod:`dlexp.data.folder`), every image is decoded
+once, in parallel worker processes, by the loader predict uses too
+(:func:`dlexp.inputs.load_picture`), and kept resized as uint8 in a memory-mapped file in the
+cache dir, keyed by the files (paths, sizes, mtimes) and the image settings: a later run
+decodes nothing, and a folder larger than memory pages in from that file. Bad files end in one
+``error:`` before training (``on_bad_file=error``) or are left out and listed in the run
+directory (``skip``). Then it is :class:`~dlexp.data.arrays.ArraysDataModule`'s pipeline:
+batches are uint8 index gathers, normalised and augmented on the device, with the training
+split's per-channel statistics, which the checkpoint carries with the input spec."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dlexp.data import folder, splits
+from dlexp.data.arrays import normalize_arrays
+from dlexp.data.augment import natural_augment, random_affine
+from dlexp.data.folder import IMAGE_EXTENSIONS, Manifest
+from dlexp.data.imdb import default_cache_dir
+from dlexp.data.mnist import TensorDataModule
+from dlexp.data.pooled import check_batch_sizes, check_choice
+from dlexp.data.tensor_loader import TensorBatchLoader
+from dlexp.errors import DataError
+from dlexp.inputs import RESIZE, WIDE_MODES, _check_size, _first_line, load_picture
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when load_picture's output changes: old decoded caches are rebuilt
+GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
+DEFAULT_SIZE = (128, 128)
+OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
+BAD_FILE = ("error", "skip")
+NORMALIZE = ("standard", "unit", "none")
+AUGMENT = (False, True, "affine", "natural")
+CHUNK = 256  # images per task of a decoding worker
+
+
+# ------------------------------------------------------------------------------ decoding
+def probe(data: bytes) -> dict:
+    """What an image's header says, without decoding it: its upright size (H, W) and
+    whether it is grayscale. ValueError when it is not an image dlexp can read."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)
+            gray = im.mode in GRAY_MODES or (im.mode in ("P", "PA") and _gray_palette(im))
+    except Image.DecompressionBombError:
+        raise ValueError("image too large") from None
+    except Exception as e:  # untrusted bytes: whatever the decoders raise means "unreadable"
+        raise ValueError(f"cannot read image: {_first_line(e)}") from None
+    _check_size((w, h))
+    return {"size": [w, h] if turned else [h, w], "gray": gray}
+
+
+probe.version = 1  # type: ignore[attr-defined]  # in the scan cache's key
+
+
+def _gray_palette(im: Image.Image) -> bool:
+    palette = im.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2]
+               for i in range(0, len(palette) - 2, 3))
+
+
+def _decode_chunk(out: str, shape: tuple[int, ...], rows: list[tuple[int, str]],
+                  size: tuple[int, int], channels: int, resize: str) -> list[tuple[int, str]]:
+    """Decode ``rows`` ((row, file) pairs) into the memory-mapped ``out``; (row, why) for the
+    files that cannot be decoded. Runs in a worker process (or in this one)."""
+    images = np.memmap(out, np.uint8, "r+", shape=shape)
+    bad = []
+    for row, path in rows:
+        try:
+            images[row] = load_picture(path, size, channels, resize).numpy()
+        except ValueError as e:
+            bad.append((row, str(e)))
+        except Exception as e:  # a decoder bug on hostile bytes: still this file's fault
+            bad.append((row, f"cannot read image: {_first_line(e)}"))
+    images.flush()
+    return bad
+
+
+def decoded_images(manifest: Manifest, cache_dir: Path, size: tuple[int, int], channels: int,
+                   resize: str, workers: int | None = None) -> tuple[np.memmap, dict[int, str]]:
+    """(images uint8 (N, C, H, W), memory-mapped from the cache dir, {row: why} for the files
+    that could not be decoded). Rows follow ``manifest``; files it already knows are bad are
+    not decoded (their rows stay zero and must not be used). Built once per set of files and
+    settings; files unchanged since an earlier build of the same folder are copied from it."""
+    shape = (len(manifest), channels, *size)
+    where = cache_dir / "image_folder"
+    settings = folder._cache_key(version=CACHE_VERSION, source=str(Path(manifest.source)
+                                                                   .resolve()),
+                                 size=list(size), channels=channels, resize=resize)
+    stem = f"{settings}-{folder._cache_key(files=manifest.identity())}"
+    meta_path, data_path = where / f"{stem}.json", where / f"{stem}.u8"
+    meta = _read_meta(meta_path, shape, data_path)
+    if meta is None:
+        meta = _build(manifest, where, stem, shape, size, channels, resize, workers)
+        for old in where.glob(f"{settings}-*.json"):  # older builds of this folder
+            if old.stem != stem:
+                for stale in (old, old.with_suffix(".u8")):
+                    stale.unlink(missing_ok=True)
+    images = np.memmap(data_path, np.uint8, "c", shape=shape)  # "c": writable, never written
+    return images, {int(k): v for k, v in meta["bad"].items()}
+
+
+def _read_meta(path: Path, shape: tuple[int, ...], data: Path) -> dict | None:
+    """A finished build's record (written last), or None."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("shape") != list(shape) or not data.is_file() or \
+            data.stat().st_size != int(np.prod(shape)):
+        return None
+    return meta
+
+
+def _build(manifest: Manifest, where: Path, stem: str, shape: tuple[int, ...],
+           size: tuple[int, int], channels: int, resize: str, workers: int | None) -> dict:
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        tmp = where / f"{stem}.u8.{os.getpid()}.part"
+        np.memmap(tmp, np.uint8, "w+", shape=shape).flush()
+    except OSError as e:
+        raise DataError(f"cannot write the decoded images to {where} ({e.strerror or e}): set "
+                        "data.cache_dir to a writable folder") from None
+    bad, todo = _copy_previous(manifest, where, stem, shape, tmp)
+    todo = [i for i in todo if manifest.errors[i] is None]
+    if todo:
+        log.info("%s: decoding %d images to %dx%dx%d (data.resize=%s), once: %s",
+                 manifest.source, len(todo), channels, *size, resize, where)
+    bad.update(_decode_all(manifest, todo, tmp, shape, size, channels, resize, workers))
+    tmp.replace(where / f"{stem}.u8")
+    rels = {i: manifest.rel(i) for i in bad}
+    meta = {"shape": list(shape), "bad": bad, "files": manifest.identity(),
+            "bad_files": {rels[i]: why for i, why in bad.items()}}
+    folder.write_atomic(where / f"{stem}.json", json.dumps(meta))
+    return meta
+
+
+def _copy_previous(manifest: Manifest, where: Path, stem: str, shape: tuple[int, ...],
+                   tmp: Path) -> tuple[dict[int, str], list[int]]:
+    """Rows of files unchanged since the latest earlier build of this folder and settings,
+    copied into ``tmp``; returns their bad files and the rows still to decode."""
+    settings = stem.split("-")[0]
+    earlier = sorted((p for p in where.glob(f"{settings}-*.json") if p.stem != stem),
+                     key=lambda p: p.stat().st_mtime)
+    todo = list(range(len(manifest)))
+    if not earlier:
+        return {}, todo
+    try:
+        meta = json.loads(earlier[-1].read_text())
+        old = np.memmap(earlier[-1].with_suffix(".u8"), np.uint8, "r",
+                        shape=tuple(meta["shape"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, todo
+    if tuple(old.shape[1:]) != shape[1:]:
+        return {}, todo
+    rows = {tuple(f): r for r, f in enumerate(meta["files"])}
+    new = np.memmap(tmp, np.uint8, "r+", shape=shape)
+    bad_before, bad, rest = meta.get("bad_files", {}), {}, []
+    for i, ident in enumerate(manifest.identity()):
+        r = rows.get(tuple(ident))
+        if r is None:
+            rest.append(i)
+        elif ident[0] in bad_before:
+            bad[i] = bad_before[ident[0]]
+        else:
+            new[i] = old[r]
+    new.flush()
+    log.info("%s: %d decoded images reused from the last build", manifest.source,
+             len(manifest) - len(rest))
+    return bad, rest
+
+
+def _decode_all(manifest: Manifest, todo: list[int], out: Path, shape: tuple[int, ...],
+                size: tuple[int, int], channels: int, resize: str,
+                workers: int | None) -> dict[int, str]:
+    """Decode rows ``todo`` in ``workers`` processes (0: in this one), with a progress bar."""
+    tasks = [[(i, str(manifest.paths[i])) for i in todo[k:k + CHUNK]]
+             for k in range(0, len(todo), CHUNK)]
+    workers = folder.default_workers() if workers is None else workers
+    bad: dict[int, str] = {}
+    with tqdm(total=len(todo), desc="decode", unit="img",
+              disable=True if len(todo) < 1000 else None, leave=False) as bar:
+        if workers <= 1 or len(tasks) <= 1:
+            for rows in tasks:
+                bad.update(_decode_chunk(str(out), shape, rows, size, channels, resize))
+                bar.update(len(rows))
+            return bad
+        # fork on Linux: the workers need no imports; elsewhere the platform's default
+        context = multiprocessing.get_context("fork") if sys.platform == "linux" else None
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+            futures = {pool.submit(_decode_chunk, str(out), shape, rows, size, channels,
+                                   resize): len(rows) for rows in tasks}
+            for future in as_completed(futures):
+                bad.update(future.result())
+                bar.update(futures[future])
+    return bad
+
+
+# ------------------------------------------------------------------------------ loading
+class RowBatchLoader(TensorBatchLoader):
+    """Batches of (images, labels) gathered from one images tensor by row numbers: the parts
+    are (rows, labels), so the images are never copied per split."""
+
+    def __init__(self, images: torch.Tensor, part: tuple[torch.Tensor, torch.Tensor],
+                 batch_size: int, **kwargs) -> None:
+        super().__init__(part, batch_size, **kwargs)
+        self.images = images
+
+    def make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, labels = super().make_batch(idx)
+        return self.images.index_select(0, rows), labels
+
+
+class ImageFolderDataModule(TensorDataModule):
+    """Train/val/test from a folder of images (or a table naming them): the given split, or
+    a seeded stratified one (``val_size``, ``test_size``), or fold ``fold`` of ``folds``.
+    Parts are (rows, labels): rows into :attr:`images`, the decoded uint8 (N, C, H, W)."""
+
+    modality = "image"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        table: str | None = None,
+        path_column: str = "path",
+        label_column: str = "label",
+        split_column: str | None = None,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        image_size: Sequence[int] | None = None,  # or one number (square)
+        channels: int | None = None,
+        resize: str = "squish",
+        on_bad_file: str = "error",
+        val_size: int | float = 0.1,
+        test_size: int | float = 0.1,
+        folds: int | None = None,
+        fold: int = 0,
+        split_file: str | None = None,
+        seed: int = 0,
+        num_labeled: int | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int = 500,
+        normalize: str = "standard",
+        augment: bool | str = False,
+        max_shift: float = 0.1,
+        max_degrees: float = 10.0,
+        unlabeled_ratio: float | None = None,
+        on_device: bool | str = "auto",
+        workers: int | None = None,
+        cache_dir: str | None = None,
+        data_dir: str | None = None,
+        run_dir: str | None = None,
+    ) -> None:
+        super().__init__(unlabeled_ratio)
+        check_batch_sizes(batch_size, eval_batch_size)
+        for key, value, choices in (("resize", resize, RESIZE), ("on_bad_file", on_bad_file,
+                                    BAD_FILE), ("normalize", normalize, NORMALIZE),
+                                    ("augment", augment, AUGMENT), ("channels", channels,
+                                    (None, 1, 3)), ("on_device", on_device, ("auto", True, False))):
+            check_choice(key, value, choices)
+        self.requested_size = _checked_size(image_size)
+        self.resize, self.on_bad_file, self.normalize = resize, on_bad_file, normalize
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.test_size, self.folds, self.fold = val_size, test_size, folds, fold
+        self.seed, self.num_labeled, self.on_device = seed, num_labeled, on_device
+        self.augment, self.max_shift, self.max_degrees = augment, max_shift, max_degrees
+        self.pin_memory = False  # batches are gathered from the memory map, not pinned whole
+        self.workers = workers
+        base = Path(data_dir).expanduser() if data_dir else Path("data")
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(base)
+        self.run_dir = Path(run_dir) if run_dir else None
+        scanned = self._scan(root, table, base, extensions, path_column, label_column,
+                             split_column)
+        folder.check_classes(scanned)  # before decoding anything
+        self.image_size, self.channels = self._image_spec(scanned, channels)
+        images, undecodable = decoded_images(scanned, self.cache_dir, self.image_size,
+                                             self.channels, resize, workers)
+        self.images = torch.from_numpy(images)
+        row_of = {p: i for i, p in enumerate(scanned.paths)}
+        why = {scanned.paths[i]: e for i, e in folder.bad_files(scanned).items()}
+        why.update((scanned.paths[i], e) for i, e in undecodable.items())
+        self.manifest = self._usable(self._with_split_lists(scanned, split_file), why)
+        self.rows = torch.tensor([row_of[p] for p in self.manifest.paths], dtype=torch.long)
+        self.class_names = self.manifest.classes
+        self.num_classes = len(self.class_names)
+        self.input_shape = (self.channels, *self.image_size)
+        self._setup_splits()
+        self._ready = True
+
+    # ---------------------------------------------------------------- the files
+    def _scan(self, root: str | None, table: str | None, base: Path,
+              extensions: Sequence[str], path_column: str, label_column: str,
+              split_column: str | None) -> Manifest:
+        if (root is None) == (table is None):
+            raise ValueError("data=image_folder needs one of data.root=DIR (one subfolder per "
+                             "class) or data.table=FILE (a path and a label column)"
+                             + (", not both" if root is not None else ""))
+        if table is not None:
+            return folder.from_table(_resolve(table, base), path_column, label_column,
+                                     split_column, self.cache_dir, probe, self.workers)
+        return folder.scan(_resolve(root, base), list(extensions), self.cache_dir, probe,
+                           self.workers)
+
+    def _with_split_lists(self, manifest: Manifest, split_file: str | None) -> Manifest:
+        """The split written by an earlier run: ``data.split_file``, else this run
+        directory's own (a requeued or resumed run in place)."""
+        self._lists = None
+        if split_file is not None:
+            self._lists = folder.split_lists_in(split_file)
+            if self._lists is None:
+                raise DataError(f"data.split_file: no train.txt in {split_file} or "
+                                f"{Path(split_file) / folder.SPLIT_FOLDER}")
+        elif self.run_dir is not None:
+            self._lists = folder.split_lists_in(self.run_dir / folder.SPLIT_FOLDER)
+        if self._lists is None:
+            return manifest
+        if self.folds is not None:
+            log.info("data.folds: the split comes from %s", self._lists)
+        return folder.apply_split_lists(manifest, self._lists)
+
+    def _usable(self, manifest: Manifest, why: dict[Path, str]) -> Manifest:
+        """``manifest`` without its bad files (``on_bad_file=skip``, listed in the run
+        directory), or one error naming them; the class checks again on what is left."""
+        bad = {i: why[p] for i, p in enumerate(manifest.paths) if p in why}
+        if bad and self.on_bad_file == "error":
+            raise folder.bad_files_error(manifest, bad)
+        if bad:
+            folder.write_bad_files(self.run_dir, manifest, bad)
+            manifest = manifest.subset([i for i in range(len(manifest)) if i not in bad])
+            folder.check_classes(manifest)
+        return manifest
+
+    def _image_spec(self, manifest: Manifest, channels: int | None) -> tuple[tuple[int, int],
+                                                                               int]:
+        """``image_size`` and ``channels`` as set, else what the images hold: their size
+        when they all share one (up to 256 a side, else 128x128); gray when all are."""
+        infos = [info for info in manifest.info if info]
+        if channels is None:
+            channels = 1 if infos and all(info["gray"] for info in infos) else 3
+        size = self.requested_size
+        if size is None:
+            sizes = Counter(tuple(info["size"]) for info in infos)
+            own = next(iter(sizes)) if len(sizes) == 1 else None
+            size = own if own and max(own) <= OWN_SIZE_MAX else DEFAULT_SIZE
+            log.info("%s: images of %dx%d (H x W)%s, %d channel%s; data.image_size=[H,W] and "
+                     "data.channels change them", manifest.source, *size,
+                     " (their own size)" if size == own else
+                     f" ({len(sizes)} sizes found)", channels, "s" if channels > 1 else "")
+        return size, channels
+
+    # ---------------------------------------------------------------- splits
+    def _setup_splits(self) -> None:
+        m = self.manifest
+        parts = folder.split(m, self.val_size, self.test_size, self.seed, self.folds, self.fold)
+        y = m.targets()
+        train, pool = splits.labeled_and_pool(y, parts["train"], self.num_labeled, self.seed)
+        if len(parts["test"]) == 0:
+            raise ValueError("no test data: add a test folder (root/test/<class>/) or set "
+                             "data.test_size > 0")
+        folder.warn_duplicates(m, parts)
+        folder.log_counts(m, {"train": train, "val": parts["val"], "test": parts["test"]})
+        if self._lists != (self.run_dir / folder.SPLIT_FOLDER if self.run_dir else None):
+            folder.write_split(self.run_dir, m, {"train": train, "val": parts["val"],
+                                                 "test": parts["test"], "unlabeled": pool})
+        self.train_set = (self.rows[train], y[train])
+        self.val_set = (self.rows[parts["val"]], y[parts["val"]])
+        self.test_set = (self.rows[parts["test"]], y[parts["test"]])
+        self.unlabeled_set = (self.rows[pool], y[pool])  # labels only for evaluation
+        self.split_indices = {"train": train, "val": parts["val"], "test": parts["test"],
+                              "unlabeled": pool}
+        self.mean, self.std = self._statistics(self.train_set[0])
+
+    def _statistics(self, rows: torch.Tensor) -> tuple[list[float], list[float]]:
+        """Per channel, of the training images (read in chunks: the images may not fit in
+        memory); a constant channel gets std 1."""
+        c = self.channels
+        if self.normalize != "standard":
+            return [0.0] * c, [255.0 if self.normalize == "unit" else 1.0] * c
+        total, squares, count = torch.zeros(c, dtype=torch.float64), \
+            torch.zeros(c, dtype=torch.float64), 0
+        for chunk in rows.sort().values.split(4096):
+            x = self.images.index_select(0, chunk).double()
+            total += x.sum(dim=(0, 2, 3))
+            squares += x.square().sum(dim=(0, 2, 3))
+            count += x.numel() // c
+        mean = total / max(count, 1)
+        std = (squares / max(count, 1) - mean.square()).clamp(min=0).sqrt()
+        return mean.tolist(), torch.where(std > 1e-6, std, 1.0).tolist()
+
+    # ---------------------------------------------------------------- batches
+    def _loader(self, part: tuple[torch.Tensor, torch.Tensor], train: bool,
+                batch_size: int | None = None) -> RowBatchLoader:
+        rank, world = self.rank_and_world()
+        images = self._images_on(self.data_device((self.images,)))
+        rows, labels = (t.to(images.device) for t in part)
+        size = batch_size or (self.batch_size if train else self.eval_batch_size)
+        return RowBatchLoader(images, (rows, labels), size, shuffle=train, seed=self.seed,
+                              rank=rank, world_size=world)
+
+    def _images_on(self, device: torch.device | None) -> torch.Tensor:
+        """The images where training reads them: the memory map, or one copy on the
+        accelerator that every loader shares."""
+        if device is None:
+            return self.images
+        if getattr(self, "_device_images", None) is None or \
+                self._device_images.device != device:
+            self._device_images = self.images.to(device)
+        return self._device_images
+
+    def _prepare(self, batch: tuple) -> tuple:
+        x, *rest = batch
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x = natural_augment(x.float(), None) if self.augment == "natural" else \
+                random_affine(x.float(), None, self.max_shift, self.max_degrees)
+        return (self._normalize(x), *rest)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize_arrays(x, self.mean, self.std)
+
+    def describe(self) -> dict:
+        """What inference needs to reproduce the input pipeline, stored in checkpoints."""
+        shape = list(self.input_shape)
+        return {"name": "image_folder", "modality": "image", "mean": self.mean,
+                "std": self.std, "class_names": self.class_names,
+                "num_classes": self.num_classes, "image_size": list(self.image_size),
+                "channels": self.channels, "resize": self.resize, "input_shape": shape,
+                "dtype": "uint8", "net_kwargs": {"in_shape": shape,
+                                                 "num_classes": self.num_classes}}
+
+
+def _checked_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    pair = [size, size] if isinstance(size, int) else list(size)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                 for v in pair):
+        raise ValueError(f"data.image_size must be [height, width] or one number (square), "
+                         f"in pixels, got {size}")
+    return pair[0], pair[1]
+
+
+def _resolve(path: str, base: Path) -> Path:
+    """``path`` as given (from the working folder), else under the data folder."""
+    given = Path(path).expanduser()
+    if given.exists() or given.is_absolute():
+        return given
+    under = base / given
+    return under if under.exists() else given
+
