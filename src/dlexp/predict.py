@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                         "the top-k) per input to this CSV file instead of printing them")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="inputs per forward pass")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # texts before and after --text
     try:
         model = load(args.checkpoint)
         items = _image_items(args, model) if model.modality != "text" else _text_items(args, model)

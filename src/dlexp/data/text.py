@@ -19,7 +19,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,32 +132,32 @@ def read_text_folder(root: Path, unlabeled_dirs: Sequence[str] = ()) -> Corpus:
     if not root.is_dir():
         raise DataError(f"data.root: no such folder {root}")
     corpus = Corpus(str(root))
-    layout = _split_folders(root)
-    files: list[tuple[Path, Any, str | None, bool]] = []
+    files: list[tuple[str, Any, str | None, bool]] = []  # (path relative to root, ...)
     ignored: list[str] = []
-    for split, folder in layout.items():
+    for split, folder in _split_folders(root).items():
         for sub in _subfolders(folder):
+            where = sub.relative_to(root).as_posix()
             if sub.name in unlabeled_dirs:
                 if split in (None, "train"):
-                    files += [(f, None, split, True) for f in _text_files(sub, ignored)]
+                    files += [(f, None, split, True) for f in _text_files(root, where, ignored)]
                 else:  # unlabeled test texts in the pool would be training on the test set
-                    ignored.append(f"{sub.relative_to(root)}/")
+                    ignored.append(f"{where}/")
                 continue
             if split in (None, "train"):
                 corpus.classes.append(sub.name)
-            files += [(f, sub.name, split, False) for f in _text_files(sub, ignored)]
+            files += [(f, sub.name, split, False) for f in _text_files(root, where, ignored)]
     if not corpus.classes:
         raise DataError(f"no class folders in {root}: expected {root}/<class>/*.txt, or "
                         f"{root}/train/<class>/*.txt (and test/, val/)")
     if ignored:
         log.warning("%s: ignored %d entries that are not texts (.txt), e.g. %s", root,
                     len(ignored), ", ".join(ignored[:3]))
-    with ThreadPoolExecutor(min(16, (os.cpu_count() or 1) * 4)) as pool:  # I/O bound
-        read = list(pool.map(_read_text, (f for f, *_ in files)))
-    for (path, label, split, unlabeled), (text, problem) in zip(files, read, strict=True):
+    base = f"{root}{os.sep}"
+    for name, label, split, unlabeled in files:
+        text, problem = _read_text(base + name)
         if problem is not None:
             corpus.problems[len(corpus.names)] = problem
-        corpus.add(path.relative_to(root).as_posix(), text, label, split, unlabeled)
+        corpus.add(name, text, label, split, unlabeled)
     return corpus
 
 
@@ -187,25 +186,29 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _text_files(folder: Path, ignored: list[str]) -> list[Path]:
-    """The ``.txt`` files under ``folder``, in sorted order; anything else but hidden files
+def _text_files(root: Path, folder: str, ignored: list[str]) -> list[str]:
+    """The ``.txt`` files under ``root/folder``, sorted, as paths relative to ``root`` (plain
+    strings: pathlib would cost more than reading the files); anything else but hidden files
     and file-manager leftovers is added to ``ignored``."""
     found = []
-    for top, dirs, names in os.walk(folder):
+    start = len(str(root)) + 1
+    for top, dirs, names in os.walk(root / folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        where = top[start:].replace(os.sep, "/")
         for name in sorted(names):
             if name.lower().endswith(".txt"):
-                found.append(Path(top) / name)
+                found.append(f"{where}/{name}")
             elif not name.startswith(".") and name.lower() not in NOT_DATA:
-                ignored.append(str(Path(top, name).relative_to(folder.parent)))
+                ignored.append(f"{where}/{name}")
     return found
 
 
-def _read_text(path: Path) -> tuple[str | None, str | None]:
+def _read_text(path: str) -> tuple[str | None, str | None]:
     """(text, None), or (None, why it cannot be read). Bytes that are not UTF-8 become U+FFFD,
     as IMDB's reader does."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace"), None
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(), None
     except OSError as e:
         return None, f"unreadable: {e.strerror or e}"
 
@@ -396,9 +399,9 @@ class TextDataModule(TokenizedDataModule):
             log.warning("%s: the classes are imbalanced (%s): consider "
                         "loss=weighted_cross_entropy (weights from the training split)",
                         corpus.source, shown)
-        seen = {" ".join(texts[i].split()) for i in part["train"].tolist()}
+        seen = {texts[i].strip() for i in part["train"].tolist()}
         leaked = [self._entry(corpus, labeled[i]) for p in ("val", "test") for i in part[p].tolist()
-                  if " ".join(texts[i].split()) in seen]
+                  if texts[i].strip() in seen]
         if leaked:
             log.warning("%s: %d val/test texts are also training texts (the same text: "
                         "leakage), e.g. %s", corpus.source, len(leaked), ", ".join(leaked[:SHOWN]))
