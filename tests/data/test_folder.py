@@ -24,9 +24,9 @@ def files(root: Path, layout: dict[str, int], ext: str = ".png") -> Path:
 
 
 def manifest(labels: list[str], given: list[str] | None = None) -> Manifest:
-    paths = [Path(f"/d/{lab}/{i}.png") for i, lab in enumerate(labels)]
+    rels = [f"{lab}/{i}.png" for i, lab in enumerate(labels)]
     n = len(labels)
-    return Manifest(base=Path("/d"), source="/d", paths=paths, labels=labels, given=given,
+    return Manifest(base=Path("/d"), source="/d", rels=rels, labels=labels, given=given,
                     sizes=[1] * n, mtimes=[0] * n, hashes=[str(i) for i in range(n)],
                     errors=[None] * n, info=[None] * n)
 
@@ -218,4 +218,4 @@ def test_scan_cache_reads_only_changed_files(tmp_path: Path,
     assert read == [] and again.hashes == first.hashes and again.errors == first.errors
     (root / "a" / "1.png").write_bytes(b"changed")
     third = scan(root, cache_dir=tmp_path / "cache")
-    assert read == [root.resolve() / "a" / "1.png"] and third.hashes[1] != first.hashes[1]
+    assert read == [str(root.resolve() / "a" / "1.png")] and third.hashes[1] != first.hashes[1]
