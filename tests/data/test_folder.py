@@ -107,8 +107,8 @@ def test_table_rows_naming_missing_files_are_bad_files(tmp_path: Path) -> None:
     m = from_table(tmp_path / "t.csv")
     assert folder.bad_files(m) == {1: "no such file"}
     message = str(folder.bad_files_error(m, folder.bad_files(m)))
-    assert message.endswith("1 bad file: x/gone.png (no such file). Fix or remove them, or set "
-                            "data.on_bad_file=skip to train without them")
+    assert message.endswith("1 bad file: x/gone.png (no such file). Fix or remove it, or set "
+                            "data.on_bad_file=skip to train without it")
 
 
 @pytest.mark.parametrize("case, want", [

@@ -203,7 +203,7 @@ def test_settings_are_checked_first(rgb_folder: Path, tmp_path: Path) -> None:
         module(rgb_folder, tmp_path, resize="fit")
     with pytest.raises(ValueError, match=r"data.image_size must be \[height, width\]"):
         module(rgb_folder, tmp_path, image_size=[0, 4])
-    with pytest.raises(ValueError, match="needs one of data.root=DIR"):
+    with pytest.raises(ValueError, match="data.root is required: data.root=DIR"):
         ImageFolderDataModule(cache_dir=str(tmp_path))
 
 

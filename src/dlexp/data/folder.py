@@ -465,9 +465,10 @@ def bad_files(manifest: Manifest) -> dict[int, str]:
 def bad_files_error(manifest: Manifest, bad: dict[int, str]) -> DataError:
     shown = [f"{manifest.rel(i)} ({why})" for i, why in list(bad.items())[:SHOWN]]
     more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    them = "them" if len(bad) > 1 else "it"
     return DataError(f"{manifest.source}: {len(bad)} bad file{'s' if len(bad) > 1 else ''}: "
-                     f"{'; '.join(shown)}{more}. Fix or remove them, or set "
-                     "data.on_bad_file=skip to train without them")
+                     f"{'; '.join(shown)}{more}. Fix or remove {them}, or set "
+                     f"data.on_bad_file=skip to train without {them}")
 
 
 def write_bad_files(run_dir: Path | None, manifest: Manifest, bad: dict[int, str]) -> None:

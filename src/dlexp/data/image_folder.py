@@ -292,10 +292,11 @@ class ImageFolderDataModule(TensorDataModule):
     def _scan(self, root: str | None, table: str | None, base: Path,
               extensions: Sequence[str], path_column: str, label_column: str,
               split_column: str | None) -> Manifest:
-        if (root is None) == (table is None):
-            raise ValueError("data=image_folder needs one of data.root=DIR (one subfolder per "
-                             "class) or data.table=FILE (a path and a label column)"
-                             + (", not both" if root is not None else ""))
+        if root is not None and table is not None:
+            raise ValueError("data.root and data.table: give one of them, not both")
+        if root is None and table is None:
+            raise ValueError("data.root is required: data.root=DIR (one subfolder per class), "
+                             "or data.table=FILE (a path and a label column)")
         if table is not None:
             return folder.from_table(_resolve(table, base), path_column, label_column,
                                      split_column, self.cache_dir, probe, self.workers)
