@@ -247,18 +247,25 @@ def load_picture(source: ImageInput, size: Sequence[int], channels: int,
     ``size`` (H, W) by ``resize``: ``squish`` (stretched to it), ``crop`` (scaled to cover it,
     centre cropped) or ``pad`` (scaled to fit, centred on black).
     Returns uint8 of shape (channels, H, W); ValueError for an unreadable or huge image."""
+    pixels = torch.from_numpy(np.asarray(picture(source, size, channels, resize)).copy())
+    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+
+
+def picture(source: ImageInput, size: Sequence[int], channels: int, resize: str = "squish"
+            ) -> Image.Image:
+    """:func:`load_picture`'s image, as a PIL image ("L" or "RGB") of ``size``."""
     height, width = int(size[0]), int(size[1])
     image = _decoded(source, lambda im: _draft(im, (width, height), channels, resize))
     mode = "L" if channels == 1 else "RGB"
     try:
         if image.mode in WIDE_MODES:
             image = _eight_bit(image)
-        image = _opaque(image, mode).convert(mode)
+        image = _opaque(image, mode)
+        if image.mode != mode:
+            image = image.convert(mode)
     except (ValueError, OSError) as e:  # a mode Pillow cannot convert (LAB, ...)
         raise ValueError(f"cannot read image: {_first_line(e)}") from None
-    image = _resized(image, (width, height), resize)
-    pixels = torch.from_numpy(np.asarray(image).copy())
-    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+    return _resized(image, (width, height), resize)
 
 
 def _resized(image: Image.Image, size: tuple[int, int], resize: str) -> Image.Image:

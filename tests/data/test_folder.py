@@ -24,9 +24,9 @@ def files(root: Path, layout: dict[str, int], ext: str = ".png") -> Path:
 
 
 def manifest(labels: list[str], given: list[str] | None = None) -> Manifest:
-    paths = [Path(f"/d/{lab}/{i}.png") for i, lab in enumerate(labels)]
+    rels = [f"{lab}/{i}.png" for i, lab in enumerate(labels)]
     n = len(labels)
-    return Manifest(base=Path("/d"), source="/d", paths=paths, labels=labels, given=given,
+    return Manifest(base=Path("/d"), source="/d", rels=rels, labels=labels, given=given,
                     sizes=[1] * n, mtimes=[0] * n, hashes=[str(i) for i in range(n)],
                     errors=[None] * n, info=[None] * n)
 
@@ -107,8 +107,8 @@ def test_table_rows_naming_missing_files_are_bad_files(tmp_path: Path) -> None:
     m = from_table(tmp_path / "t.csv")
     assert folder.bad_files(m) == {1: "no such file"}
     message = str(folder.bad_files_error(m, folder.bad_files(m)))
-    assert message.endswith("1 bad file: x/gone.png (no such file). Fix or remove them, or set "
-                            "data.on_bad_file=skip to train without them")
+    assert message.endswith("1 bad file: x/gone.png (no such file). Fix or remove it, or set "
+                            "data.on_bad_file=skip to train without it")
 
 
 @pytest.mark.parametrize("case, want", [
@@ -218,4 +218,4 @@ def test_scan_cache_reads_only_changed_files(tmp_path: Path,
     assert read == [] and again.hashes == first.hashes and again.errors == first.errors
     (root / "a" / "1.png").write_bytes(b"changed")
     third = scan(root, cache_dir=tmp_path / "cache")
-    assert read == [root.resolve() / "a" / "1.png"] and third.hashes[1] != first.hashes[1]
+    assert read == [str(root.resolve() / "a" / "1.png")] and third.hashes[1] != first.hashes[1]

@@ -11,13 +11,16 @@ duplicate files across splits (leakage), and the class counts."""
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,15 +49,16 @@ Probe = Callable[[bytes], dict]  # a file's bytes -> what the data module wants 
 
 @dataclass
 class Manifest:
-    """Files and their labels. ``paths`` are absolute, ``rel`` gives them relative to
-    ``base`` (the folder, or the table's folder); ``given`` is each file's split when the
+    """Files and their labels. ``rels`` name them relative to ``base`` (the folder, or the
+    table's folder; a table may also name absolute paths), ``paths`` gives them absolute
+    (plain strings: pathlib costs seconds on 70k files); ``given`` is each file's split when the
     layout or a split column names it. The scan fills the fingerprints: ``sizes``, ``mtimes``
     (ns), ``hashes`` (blake2b of the bytes), ``errors`` (why a file cannot be read, else None)
     and ``info`` (what the probe found)."""
 
     base: Path
     source: str
-    paths: list[Path]
+    rels: list[str]
     labels: list[str]
     given: list[str] | None = None
     junk: int = 0
@@ -68,7 +72,12 @@ class Manifest:
     from_lists: bool = False  # ``given`` read from split lists: an empty list is an empty part
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.rels)
+
+    @property
+    def paths(self) -> list[str]:
+        base = str(self.base)
+        return [os.path.join(base, r) for r in self.rels]
 
     @property
     def classes(self) -> list[str]:
@@ -80,20 +89,17 @@ class Manifest:
         return torch.tensor([lookup[label] for label in self.labels], dtype=torch.long)
 
     def rel(self, i: int) -> str:
-        try:
-            return self.paths[i].relative_to(self.base).as_posix()
-        except ValueError:  # a table may name files anywhere
-            return str(self.paths[i])
+        return self.rels[i]
 
     def identity(self) -> list:
         """What a cache of this data depends on: every file, its size and its mtime."""
-        return [[self.rel(i), self.sizes[i], self.mtimes[i]] for i in range(len(self))]
+        return [list(f) for f in zip(self.rels, self.sizes, self.mtimes, strict=True)]
 
     def subset(self, keep: Sequence[int]) -> Manifest:
         """The files ``keep`` (positions), fingerprints and all."""
         def take(values: list) -> list:
             return [values[i] for i in keep] if values else values
-        return replace(self, paths=take(self.paths), labels=take(self.labels),
+        return replace(self, rels=take(self.rels), labels=take(self.labels),
                        given=take(self.given) if self.given is not None else None,
                        sizes=take(self.sizes), mtimes=take(self.mtimes),
                        hashes=take(self.hashes), errors=take(self.errors), info=take(self.info))
@@ -122,21 +128,22 @@ def scan(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS,
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataError(f"data.root: {root} {what}; give a folder with one subfolder per class")
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    found = _Found()
+    base = root.resolve()
+    found = _Found(len(str(base)) + 1)
     if (root / "train").is_dir():
-        for entry in _entries(root, found):
+        for entry in _entries(str(base), found):
             part = SPLIT_NAMES.get(entry.name.lower()) if entry.is_dir() else None
             if part is None:
                 found.ignored.append(entry.name)
                 continue
-            for class_dir in _entries(Path(entry.path), found):
-                _scan_class(root, Path(class_dir.path), exts, found, part)
+            for class_dir in _entries(entry.path, found):
+                _scan_class(class_dir, exts, found, part)
     else:
-        for entry in _entries(root, found):
-            _scan_class(root, Path(entry.path), exts, found, None)
-    order = sorted(range(len(found.paths)), key=lambda i: found.paths[i])
+        for entry in _entries(str(base), found):
+            _scan_class(entry, exts, found, None)
+    order = sorted(range(len(found.rels)), key=found.rels.__getitem__)
     manifest = Manifest(
-        base=root.resolve(), source=str(root), paths=[found.paths[i] for i in order],
+        base=base, source=str(root), rels=[found.rels[i] for i in order],
         labels=[found.labels[i] for i in order], junk=found.junk,
         given=[found.parts[i] for i in order] if found.parts and found.parts[0] else None,
         ignored=sorted(found.ignored), empty_classes=sorted(found.empty - set(found.labels)),
@@ -147,7 +154,8 @@ def scan(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS,
 
 @dataclass
 class _Found:
-    paths: list[Path] = field(default_factory=list)
+    cut: int  # characters of the root's path and its separator: entry.path[cut:] is relative
+    rels: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     parts: list[str | None] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
@@ -157,8 +165,8 @@ class _Found:
     empty: set[str] = field(default_factory=set)
 
 
-def _entries(folder: Path, found: _Found) -> list[os.DirEntry]:
-    """The folder's entries minus system files (counted), in name order."""
+def _entries(folder: str, found: _Found) -> list[os.DirEntry]:
+    """The folder's entries minus system files (counted), in no order (the scan sorts)."""
     kept = []
     with os.scandir(folder) as it:
         for entry in it:
@@ -166,7 +174,7 @@ def _entries(folder: Path, found: _Found) -> list[os.DirEntry]:
                 found.junk += 1
             else:
                 kept.append(entry)
-    return sorted(kept, key=lambda e: e.name)
+    return kept
 
 
 def _junk(entry: os.DirEntry) -> bool:
@@ -174,29 +182,34 @@ def _junk(entry: os.DirEntry) -> bool:
     return name.startswith(".") or name in JUNK_FILES or name in JUNK_FOLDERS
 
 
-def _scan_class(root: Path, class_dir: Path, exts: set[str], found: _Found,
+def _scan_class(class_dir: os.DirEntry, exts: set[str], found: _Found,
                 part: str | None) -> None:
     """Every file under one class folder (subfolders too, as torchvision's ImageFolder)."""
     if not class_dir.is_dir():
-        found.ignored.append(class_dir.relative_to(root).as_posix())
+        found.ignored.append(_rel(class_dir.path, found))
         return
-    label, before = class_dir.name, len(found.paths)
-    stack = [class_dir]
+    label, before = class_dir.name, len(found.rels)
+    stack = [class_dir.path]
     while stack:
         for entry in _entries(stack.pop(), found):
             if entry.is_dir():
-                stack.append(Path(entry.path))
-            elif os.path.splitext(entry.name)[1].lower() in exts:
+                stack.append(entry.path)
+            elif entry.name[entry.name.rfind("."):].lower() in exts:
                 stat = entry.stat()
-                found.paths.append(Path(entry.path).resolve())
+                found.rels.append(_rel(entry.path, found))
                 found.labels.append(label)
                 found.parts.append(part)
                 found.sizes.append(stat.st_size)
                 found.mtimes.append(stat.st_mtime_ns)
             else:
-                found.ignored.append(Path(entry.path).relative_to(root).as_posix())
-    if len(found.paths) == before and (part in (None, "train")):
+                found.ignored.append(_rel(entry.path, found))
+    if len(found.rels) == before and (part in (None, "train")):
         found.empty.add(label)
+
+
+def _rel(path: str, found: _Found) -> str:
+    rel = path[found.cut:]
+    return rel if os.sep == "/" else rel.replace(os.sep, "/")
 
 
 def report_skipped(manifest: Manifest, exts: set[str] | None = None) -> None:
@@ -234,19 +247,19 @@ def from_table(path: str | Path, path_column: str = "path", label_column: str = 
             raise DataError(f"{path}: no column {name!r} (data.{key}); the columns are "
                             f"{', '.join(map(repr, columns))}")
     base = path.parent.resolve()
-    paths, labels, given = [], [], []
+    rels, labels, given = [], [], []
     for n, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
         file, label = row.get(path_column), _label(row.get(label_column))
         if file in (None, "") or label is None:
             missing = path_column if file in (None, "") else label_column
             raise DataError(f"{path}: row {n} has no {missing!r}; every row needs a file and "
                             "a label (drop unlabeled rows from the table)")
-        paths.append((base / str(file)).resolve())
+        rels.append(os.path.normpath(str(file)).replace(os.sep, "/"))
         labels.append(label)
         if split_column is not None:
             given.append(_split_value(row.get(split_column), path, n, split_column))
-    stats = [_stat(p) for p in paths]
-    manifest = Manifest(base=base, source=str(path), paths=paths, labels=labels,
+    stats = [_stat(os.path.join(base, r)) for r in rels]
+    manifest = Manifest(base=base, source=str(path), rels=rels, labels=labels,
                         given=given or None, sizes=[s[0] for s in stats],
                         mtimes=[s[1] for s in stats])
     return fingerprint(manifest, cache_dir, probe, workers)
@@ -317,9 +330,9 @@ def _split_value(value: object, path: Path, row: int, column: str) -> str:
     return part
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def _stat(path: str) -> tuple[int, int]:
     try:
-        s = path.stat()
+        s = os.stat(path)
         return s.st_size, s.st_mtime_ns
     except OSError:
         return -1, 0  # fingerprint() names it as missing
@@ -334,20 +347,18 @@ def fingerprint(manifest: Manifest, cache_dir: Path | None, probe: Probe | None 
                      probe=getattr(probe, "version", None) if probe else None)
     path = cache_dir / "folders" / f"scan-{key}.json" if cache_dir is not None else None
     cached = _read_scan_cache(path)
-    rels = [manifest.rel(i) for i in range(len(manifest))]
+    rels = manifest.rels
     results: list[tuple[str | None, str | None, dict | None] | None] = []
     for rel, size, mtime in zip(rels, manifest.sizes, manifest.mtimes, strict=True):
         hit = cached.get(rel)
         results.append(tuple(hit[2:]) if hit and hit[:2] == [size, mtime] else None)
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
-        with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-            done = pool.map(lambda i: _read_one(manifest.paths[i], manifest.sizes[i], probe),
-                            todo)
-            for i, result in zip(todo, tqdm(done, total=len(todo), desc="scan", unit="file",
-                                            disable=True if len(todo) < 1000 else None,
-                                            leave=False), strict=True):
-                results[i] = result
+        paths = manifest.paths
+        jobs = [(paths[i], manifest.sizes[i]) for i in todo]
+        done = in_workers(functools.partial(_read_some, probe=probe), jobs, workers, "scan")
+        for i, result in zip(todo, done, strict=True):
+            results[i] = result
         _write_scan_cache(path, {rel: [size, mtime, *r] for rel, size, mtime, r
                                  in zip(rels, manifest.sizes, manifest.mtimes, results,
                                         strict=True)})
@@ -361,7 +372,38 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _read_one(path: Path, size: int, probe: Probe | None
+CHUNK = 256  # items per task of a worker
+
+
+def in_workers(fn: Callable[[list], list], items: list, workers: int | None, desc: str
+               ) -> list:
+    """``fn`` over chunks of ``items``, the results concatenated in order: in ``workers``
+    processes (default: one per core, at most 8; fork on Linux, so they start at once), or
+    in this one for a single chunk or ``workers`` <= 1. A progress bar for large jobs."""
+    chunks = [items[k:k + CHUNK] for k in range(0, len(items), CHUNK)]
+    workers = default_workers() if workers is None else workers
+    out: list[list] = [[] for _ in chunks]
+    with tqdm(total=len(items), desc=desc, disable=True if len(items) < 2000 else None,
+              leave=False) as bar:
+        if workers <= 1 or len(chunks) <= 1:
+            for k, chunk in enumerate(chunks):
+                out[k] = fn(chunk)
+                bar.update(len(chunk))
+        else:
+            context = multiprocessing.get_context("fork") if sys.platform == "linux" else None
+            with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context) as pool:
+                futures = {pool.submit(fn, chunk): k for k, chunk in enumerate(chunks)}
+                for future in as_completed(futures):
+                    out[futures[future]] = future.result()
+                    bar.update(len(chunks[futures[future]]))
+    return [result for chunk in out for result in chunk]
+
+
+def _read_some(jobs: list[tuple[str, int]], probe: Probe | None) -> list:
+    return [_read_one(path, size, probe) for path, size in jobs]
+
+
+def _read_one(path: str, size: int, probe: Probe | None
               ) -> tuple[str | None, str | None, dict | None]:
     """(hash, error, probe info) of one file."""
     if size < 0:
@@ -369,7 +411,8 @@ def _read_one(path: Path, size: int, probe: Probe | None
     if size == 0:
         return None, "empty file (0 bytes)", None
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         return None, f"cannot read: {e.strerror or e}", None
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
@@ -422,9 +465,10 @@ def bad_files(manifest: Manifest) -> dict[int, str]:
 def bad_files_error(manifest: Manifest, bad: dict[int, str]) -> DataError:
     shown = [f"{manifest.rel(i)} ({why})" for i, why in list(bad.items())[:SHOWN]]
     more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    them = "them" if len(bad) > 1 else "it"
     return DataError(f"{manifest.source}: {len(bad)} bad file{'s' if len(bad) > 1 else ''}: "
-                     f"{'; '.join(shown)}{more}. Fix or remove them, or set "
-                     "data.on_bad_file=skip to train without them")
+                     f"{'; '.join(shown)}{more}. Fix or remove {them}, or set "
+                     f"data.on_bad_file=skip to train without {them}")
 
 
 def write_bad_files(run_dir: Path | None, manifest: Manifest, bad: dict[int, str]) -> None:
@@ -524,7 +568,7 @@ def apply_split_lists(manifest: Manifest, folder: Path) -> Manifest:
     """The manifest with the split the lists in ``folder`` give: each listed file in its
     part; files the lists do not name are left out (a warning says how many); a listed file
     that is gone is an error (the folder changed since the split was written)."""
-    where = {manifest.rel(i): i for i in range(len(manifest))}
+    where = {r: i for i, r in enumerate(manifest.rels)}
     given: dict[int, str] = {}
     for part in (*PARTS, "unlabeled"):
         file = folder / f"{part}.txt"

@@ -13,21 +13,18 @@ split's per-channel statistics, which the checkpoint carries with the input spec
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
-import multiprocessing
 import os
-import sys
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from dlexp.data import folder, splits
 from dlexp.data.arrays import normalize_arrays
@@ -38,7 +35,7 @@ from dlexp.data.mnist import TensorDataModule
 from dlexp.data.pooled import check_batch_sizes, check_choice
 from dlexp.data.tensor_loader import TensorBatchLoader
 from dlexp.errors import DataError
-from dlexp.inputs import RESIZE, WIDE_MODES, _check_size, _first_line, load_picture
+from dlexp.inputs import RESIZE, WIDE_MODES, _check_size, _first_line, picture
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +46,7 @@ OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
 BAD_FILE = ("error", "skip")
 NORMALIZE = ("standard", "unit", "none")
 AUGMENT = (False, True, "affine", "natural")
-CHUNK = 256  # images per task of a decoding worker
+EXIF_HEADERS = {"JPEG", "MPO", "TIFF", "WEBP"}  # formats whose EXIF block precedes the pixels
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -59,7 +56,8 @@ def probe(data: bytes) -> dict:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)
+            # a PNG's getexif() decodes the whole image to look for a late eXIf chunk
+            turned = im.format in EXIF_HEADERS and im.getexif().get(0x0112) in (5, 6, 7, 8)
             gray = im.mode in GRAY_MODES or (im.mode in ("P", "PA") and _gray_palette(im))
     except Image.DecompressionBombError:
         raise ValueError("image too large") from None
@@ -86,7 +84,8 @@ def _decode_chunk(out: str, shape: tuple[int, ...], rows: list[tuple[int, str]],
     bad = []
     for row, path in rows:
         try:
-            images[row] = load_picture(path, size, channels, resize).numpy()
+            pixels = np.asarray(picture(path, size, channels, resize))  # (H, W) or (H, W, 3)
+            images[row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
         except ValueError as e:
             bad.append((row, str(e)))
         except Exception as e:  # a decoder bug on hostile bytes: still this file's fault
@@ -193,26 +192,10 @@ def _decode_all(manifest: Manifest, todo: list[int], out: Path, shape: tuple[int
                 size: tuple[int, int], channels: int, resize: str,
                 workers: int | None) -> dict[int, str]:
     """Decode rows ``todo`` in ``workers`` processes (0: in this one), with a progress bar."""
-    tasks = [[(i, str(manifest.paths[i])) for i in todo[k:k + CHUNK]]
-             for k in range(0, len(todo), CHUNK)]
-    workers = folder.default_workers() if workers is None else workers
-    bad: dict[int, str] = {}
-    with tqdm(total=len(todo), desc="decode", unit="img",
-              disable=True if len(todo) < 1000 else None, leave=False) as bar:
-        if workers <= 1 or len(tasks) <= 1:
-            for rows in tasks:
-                bad.update(_decode_chunk(str(out), shape, rows, size, channels, resize))
-                bar.update(len(rows))
-            return bad
-        # fork on Linux: the workers need no imports; elsewhere the platform's default
-        context = multiprocessing.get_context("fork") if sys.platform == "linux" else None
-        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-            futures = {pool.submit(_decode_chunk, str(out), shape, rows, size, channels,
-                                   resize): len(rows) for rows in tasks}
-            for future in as_completed(futures):
-                bad.update(future.result())
-                bar.update(futures[future])
-    return bad
+    paths = manifest.paths
+    decode = functools.partial(_decode_chunk, str(out), shape, size=size, channels=channels,
+                               resize=resize)
+    return dict(folder.in_workers(decode, [(i, paths[i]) for i in todo], workers, "decode"))
 
 
 # ------------------------------------------------------------------------------ loading
@@ -294,11 +277,11 @@ class ImageFolderDataModule(TensorDataModule):
         images, undecodable = decoded_images(scanned, self.cache_dir, self.image_size,
                                              self.channels, resize, workers)
         self.images = torch.from_numpy(images)
-        row_of = {p: i for i, p in enumerate(scanned.paths)}
-        why = {scanned.paths[i]: e for i, e in folder.bad_files(scanned).items()}
-        why.update((scanned.paths[i], e) for i, e in undecodable.items())
+        row_of = {r: i for i, r in enumerate(scanned.rels)}
+        why = {scanned.rels[i]: e for i, e in folder.bad_files(scanned).items()}
+        why.update((scanned.rels[i], e) for i, e in undecodable.items())
         self.manifest = self._usable(self._with_split_lists(scanned, split_file), why)
-        self.rows = torch.tensor([row_of[p] for p in self.manifest.paths], dtype=torch.long)
+        self.rows = torch.tensor([row_of[r] for r in self.manifest.rels], dtype=torch.long)
         self.class_names = self.manifest.classes
         self.num_classes = len(self.class_names)
         self.input_shape = (self.channels, *self.image_size)
@@ -309,10 +292,11 @@ class ImageFolderDataModule(TensorDataModule):
     def _scan(self, root: str | None, table: str | None, base: Path,
               extensions: Sequence[str], path_column: str, label_column: str,
               split_column: str | None) -> Manifest:
-        if (root is None) == (table is None):
-            raise ValueError("data=image_folder needs one of data.root=DIR (one subfolder per "
-                             "class) or data.table=FILE (a path and a label column)"
-                             + (", not both" if root is not None else ""))
+        if root is not None and table is not None:
+            raise ValueError("data.root and data.table: give one of them, not both")
+        if root is None and table is None:
+            raise ValueError("data.root is required: data.root=DIR (one subfolder per class), "
+                             "or data.table=FILE (a path and a label column)")
         if table is not None:
             return folder.from_table(_resolve(table, base), path_column, label_column,
                                      split_column, self.cache_dir, probe, self.workers)
@@ -336,10 +320,10 @@ class ImageFolderDataModule(TensorDataModule):
             log.info("data.folds: the split comes from %s", self._lists)
         return folder.apply_split_lists(manifest, self._lists)
 
-    def _usable(self, manifest: Manifest, why: dict[Path, str]) -> Manifest:
+    def _usable(self, manifest: Manifest, why: dict[str, str]) -> Manifest:
         """``manifest`` without its bad files (``on_bad_file=skip``, listed in the run
         directory), or one error naming them; the class checks again on what is left."""
-        bad = {i: why[p] for i, p in enumerate(manifest.paths) if p in why}
+        bad = {i: why[r] for i, r in enumerate(manifest.rels) if r in why}
         if bad and self.on_bad_file == "error":
             raise folder.bad_files_error(manifest, bad)
         if bad:
