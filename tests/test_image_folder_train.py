@@ -19,21 +19,21 @@ from dlexp.train import train
 pytestmark = pytest.mark.integration
 
 
-def photos(root: Path, per_class: int = 20) -> Path:
-    """Three classes told apart by colour, in two formats and two sizes."""
+def photos(root: Path, per_class: int = 20, size: tuple[int, int] | None = None) -> Path:
+    """Three classes told apart by colour, in two formats and two sizes (or ``size``)."""
     rng = np.random.default_rng(0)
     for k, name in enumerate(("red", "green", "blue")):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            size = (12, 16) if i % 2 else (20, 20)
-            pixels = rng.integers(0, 50, size=(*size, 3), dtype=np.uint8)
+            shape = size or ((12, 16) if i % 2 else (20, 20))
+            pixels = rng.integers(0, 50, size=(*shape, 3), dtype=np.uint8)
             pixels[..., k] += 180
             Image.fromarray(pixels).save(root / name / f"{i}.{'jpg' if i % 3 else 'png'}")
     return root
 
 
-def evaluate_checkpoint(ckpt: str, out: Path) -> dict:
-    """``eval.py CKPT``, in this process."""
+def evaluate_checkpoint(ckpt: str, out: Path, *overrides: str) -> dict:
+    """``eval.py CKPT [overrides]``, in this process."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -45,7 +45,7 @@ def evaluate_checkpoint(ckpt: str, out: Path) -> dict:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("eval", overrides=[f"ckpt_path={ckpt}", f"hydra.run.dir={out}",
                                          "trainer.accelerator=cpu",
-                                         "+trainer.enable_progress_bar=false"],
+                                         "+trainer.enable_progress_bar=false", *overrides],
                       return_hydra_config=True)
     GlobalHydra.instance().clear()
     HydraConfig().set_config(cfg)
@@ -68,6 +68,14 @@ def test_train_evaluate_then_predict_a_file(tmp_path: Path) -> None:
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"])  # the same test split
     header = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()[0]
     assert header.endswith("p_blue,p_green,p_red")
+    # a new folder of the same classes, larger images: all of it is tested, read as in training
+    new = photos(tmp_path / "new", per_class=5, size=(40, 36))
+    (tmp_path / "eval_new").mkdir()
+    on_new = evaluate_checkpoint(metrics["best_ckpt"], tmp_path / "eval_new",
+                                 f"+data.root={new}")  # eval.py takes data.root=
+    rows = (tmp_path / "eval_new" / "predictions.csv").read_text().splitlines()[1:]
+    assert len(rows) == 15 and on_new["test/acc"] >= 0.0
+    assert not (tmp_path / "eval_new" / "split").exists()  # no split of the new folder
     probe = tmp_path / "probe.png"
     pixels = np.zeros((30, 30, 3), np.uint8)
     pixels[..., 2] = 220

@@ -10,6 +10,7 @@ data whose classes are not the checkpoint's is refused."""
 from __future__ import annotations
 
 import csv
+import inspect
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
@@ -40,6 +41,8 @@ DATA_KEY = re.compile(r"^(?:\+\+|\+|~)?data\.([\w.]+)(?:=|$)")  # data.path=x, +
 # config keys of the input pipeline that a new data group takes from the checkpoint's config
 PIPELINE_KEYS = ("image_size", "channels", "resize", "normalize", "tokenizer", "max_len",
                  "truncate")
+# the keys that name the data itself: another value is another dataset
+NEW_DATA_KEYS = ("root", "path", "table")
 # what describe() says of the input pipeline, compared when a data module cannot take the
 # checkpoint's (no use_pipeline)
 PIPELINE_INFO = ("mean", "std", "tokenizer", "input_shape", "max_len", "truncate")
@@ -54,6 +57,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = checkpoint.load(path)
     data_cfg = data_config(cfg, ckpt["dlexp"]["config"], _task_overrides(),
                            _choice("data"))
+    data_cfg = for_new_data(data_cfg, ckpt["dlexp"]["config"]["data"], ckpt["dlexp"]["data"],
+                            out_dir)
     datamodule = instantiate(data_cfg)
     adopt_pipeline(datamodule, ckpt["dlexp"]["data"], data_cfg)
     task = checkpoint.rebuild_task(ckpt, path, datamodule)
@@ -120,6 +125,24 @@ def _resolved_group(cfg: DictConfig, saved: dict, group: str) -> DictConfig:
                           f"{e.full_key}=...") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"data={group}: {' '.join(str(e).split())}") from None
+
+
+def for_new_data(data_cfg: DictConfig, trained: dict, info: dict, out_dir: Path
+                 ) -> DictConfig:
+    """Data other than the training's (another ``root``, ``path`` or ``table``), for a data
+    module that can take it whole (``test_only``): all of it is test data, decoded as training
+    decoded its own (the checkpoint's image size, channels and resize mode), nothing written
+    beside the training run."""
+    takes = "test_only" in inspect.signature(get_class(data_cfg._target_)).parameters
+    if not takes or all(data_cfg.get(k) == trained.get(k) for k in NEW_DATA_KEYS):
+        return data_cfg
+    data_cfg.test_only = True
+    for key in ("image_size", "channels", "resize"):
+        if key in data_cfg and key in info:
+            data_cfg[key] = info[key]
+    if "run_dir" in data_cfg:
+        data_cfg.run_dir = str(out_dir)
+    return data_cfg
 
 
 def adopt_pipeline(datamodule: Any, saved: dict, data_cfg: DictConfig) -> None:

@@ -251,6 +251,7 @@ class ImageFolderDataModule(TensorDataModule):
         cache_dir: str | None = None,
         data_dir: str | None = None,
         run_dir: str | None = None,
+        test_only: bool = False,
     ) -> None:
         super().__init__(unlabeled_ratio)
         check_batch_sizes(batch_size, eval_batch_size)
@@ -270,9 +271,13 @@ class ImageFolderDataModule(TensorDataModule):
         base = Path(data_dir).expanduser() if data_dir else Path("data")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(base)
         self.run_dir = Path(run_dir) if run_dir else None
+        self.test_only = test_only
         scanned = self._scan(root, table, base, extensions, path_column, label_column,
                              split_column)
-        folder.check_classes(scanned)  # before decoding anything
+        if not test_only:  # all of it test data (dlexp-eval): no training split to check
+            folder.check_classes(scanned)  # before decoding anything
+        elif len(scanned) == 0:
+            raise DataError(f"{scanned.source}: no image files found")
         self.image_size, self.channels = self._image_spec(scanned, channels)
         images, undecodable = decoded_images(scanned, self.cache_dir, self.image_size,
                                              self.channels, resize, workers)
@@ -307,6 +312,8 @@ class ImageFolderDataModule(TensorDataModule):
         """The split written by an earlier run: ``data.split_file``, else this run
         directory's own (a requeued or resumed run in place)."""
         self._lists = None
+        if self.test_only:
+            return manifest
         if split_file is not None:
             self._lists = folder.split_lists_in(split_file)
             if self._lists is None:
@@ -329,7 +336,8 @@ class ImageFolderDataModule(TensorDataModule):
         if bad:
             folder.write_bad_files(self.run_dir, manifest, bad)
             manifest = manifest.subset([i for i in range(len(manifest)) if i not in bad])
-            folder.check_classes(manifest)
+            if not self.test_only:
+                folder.check_classes(manifest)
         return manifest
 
     def _image_spec(self, manifest: Manifest, channels: int | None) -> tuple[tuple[int, int],
@@ -352,6 +360,9 @@ class ImageFolderDataModule(TensorDataModule):
 
     # ---------------------------------------------------------------- splits
     def _setup_splits(self) -> None:
+        if self.test_only:
+            self._all_test()
+            return
         m = self.manifest
         parts = folder.split(m, self.val_size, self.test_size, self.seed, self.folds, self.fold)
         y = m.targets()
@@ -371,6 +382,30 @@ class ImageFolderDataModule(TensorDataModule):
         self.split_indices = {"train": train, "val": parts["val"], "test": parts["test"],
                               "unlabeled": pool}
         self.mean, self.std = self._statistics(self.train_set[0])
+
+    def _all_test(self) -> None:
+        """Every file is test data (``test_only``: a new folder to evaluate a checkpoint on)."""
+        y = self.manifest.targets()
+        every, none = torch.arange(len(y)), torch.zeros(0, dtype=torch.long)
+        self.train_set = self.val_set = self.unlabeled_set = (self.rows[none], y[none])
+        self.test_set = (self.rows[every], y[every])
+        self.split_indices = {"train": none, "val": none, "test": every, "unlabeled": none}
+        self.mean, self.std = self._statistics(self.test_set[0])  # until use_pipeline
+
+    def use_pipeline(self, info: dict) -> None:
+        """Normalise with a checkpoint's training statistics (``info``: its data description),
+        to evaluate it on these images (``dlexp-eval CKPT data.root=NEWDIR``); refused when
+        they are not read into the shape its network takes."""
+        trained = tuple(info.get("input_shape") or ())
+        if info.get("modality") != "image" or len(trained) != 3:
+            raise DataError(f"this checkpoint's model does not take images "
+                            f"(data={info.get('name')}); evaluate it on data of its own kind")
+        if self.input_shape != trained:
+            raise DataError(f"these images are read as {'x'.join(map(str, self.input_shape))} "
+                            f"(C x H x W) but the checkpoint's model takes "
+                            f"{'x'.join(map(str, trained))}: set data.channels and "
+                            "data.image_size as in training")
+        self.mean, self.std = list(info["mean"]), list(info["std"])
 
     def _statistics(self, rows: torch.Tensor) -> tuple[list[float], list[float]]:
         """Per channel, of the training images (read in chunks: the images may not fit in
