@@ -68,9 +68,12 @@ def dummy_inputs(data_info: dict) -> torch.Tensor | tuple[torch.Tensor, torch.Te
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["data=imdb"], "model CNN takes image input but data imdb gives text: use model=lstm, "
-                    "gru or rnn, or data=mnist for this model"),
+                    "gru or rnn, or data=mnist, image_folder or arrays for this model"),
     (["model=lstm"], "model RNNClassifier takes text input but data mnist gives image: use "
-                     "model=cnn, mlp or resnet18, or data=imdb for this model"),
+                     "model=cnn, mlp or resnet18, or data=imdb, text_table or text_folder for "
+                     "this model"),
+    (["data=text_table", "data.path=texts.csv"], "model CNN takes image input but data "
+                                                 "text_table gives text"),
 ])
 def test_model_and_data_that_do_not_fit_are_refused(overrides: list[str], message: str,
                                                     tmp_path: Path) -> None:

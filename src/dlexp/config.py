@@ -9,6 +9,7 @@ import functools
 import inspect
 import logging
 import math
+import re
 import types
 import typing
 from importlib.resources import files
@@ -27,7 +28,8 @@ log = logging.getLogger("dlexp.config")
 # the metrics the task logs, which checkpointing and sweeps may select on
 METRICS = ["val/acc", "val/loss", "val/f1", "train/acc", "train/f1", "train/loss_epoch"]
 MODELS_FOR = {"image": "model=cnn, mlp or resnet18", "text": "model=lstm, gru or rnn"}
-DATA_FOR = {"image": "data=mnist", "text": "data=imdb"}
+DATA_FOR = {"image": "data=mnist, image_folder or arrays",
+            "text": "data=imdb, text_table or text_folder"}
 
 
 def check(cfg: DictConfig, sweeping: bool = False) -> None:
@@ -263,7 +265,9 @@ def check_precision(cfg: DictConfig) -> None:
 
 
 def data_name(cfg: DictConfig) -> str:
-    return target_class(cfg.data, "data").__module__.rsplit(".", 1)[-1]
+    """The data group's name, from its class: TextTableDataModule -> text_table."""
+    name = target_class(cfg.data, "data").__name__.removesuffix("DataModule")
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower()
 
 
 def has_validation(cfg: DictConfig) -> bool:
