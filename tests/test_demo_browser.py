@@ -98,3 +98,27 @@ def test_a_typed_review_shows_what_predict_says(page: object, text_ckpt: str, ar
     want_label, want = _predicted([text_ckpt, "--", review], capsys)
     assert set(probs) == {"negative", "positive"}
     assert label == want_label == "positive" and probs == pytest.approx(want, abs=1e-6)
+
+
+def test_an_uploaded_photo_shows_what_predict_says_with_the_folders_classes(
+        page: object, tmp_path: Path, artifacts: Path, capsys: pytest.CaptureFixture) -> None:
+    from test_image_folder_train import photos
+
+    root = photos(tmp_path / "photos", per_class=8)
+    metrics = train(compose_train([*FAST, "data=image_folder", f"data.root={root}", "model=cnn",
+                                   "trainer.max_epochs=2", "data.image_size=[16,16]",
+                                   "data.workers=0", f"data.cache_dir={tmp_path / 'cache'}",
+                                   "model.blocks=[{filters:8}]", "model.dense=[16]",
+                                   "test=false", "logger=none"], tmp_path / "run"))
+    assert metrics["status"] == "ok", metrics.get("error")
+    probe = next((root / "blue").glob("*.jpg"))
+    with running(metrics["best_ckpt"]) as server:
+        page.goto(server.url)
+        page.set_input_files("#upload", str(probe))
+        page.wait_for_function("n => document.getElementById('label').dataset.input === n",
+                               arg=probe.name)
+        label, probs = _shown(page)
+        screenshot(page, artifacts / "demo_uploaded_photo.png")
+    want_label, want = _predicted([metrics["best_ckpt"], str(probe)], capsys)
+    assert list(probs) == ["blue", "green", "red"]
+    assert label == want_label and probs == pytest.approx(want, abs=1e-6)
