@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, TOPICS, make_text_table, topic_text
+from conftest import FAST, REPO, TOPICS, make_text_table, topic_text
 
 from dlexp.data import text as text_module
 from dlexp.data.text import TextFolderDataModule, TextTableDataModule
@@ -310,6 +312,16 @@ def test_train_on_a_csv_and_predict_its_class_names(tmp_path: Path,
     predict_main([run.metrics["best_ckpt"], "--text", "a guitar song", "--json"])
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert out["class"] in TOPICS and {t["class"] for t in out["top"]} <= set(TOPICS)
+    # another table of the same topics: all of it is tested, with the checkpoint's tokenizer
+    new = make_text_table(tmp_path / "new.csv", per_class=5, seed=1)
+    done = subprocess.run([sys.executable, str(REPO / "eval.py"), run.metrics["best_ckpt"],
+                           f"data.path={new}", f"hydra.run.dir={tmp_path / 'eval'}",
+                           "predictions=true"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()[1:]
+    assert len(rows) == 15
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["status"] == "ok"
 
 
 def test_every_text_gets_a_label_tensor(tmp_path: Path) -> None:

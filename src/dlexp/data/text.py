@@ -33,7 +33,7 @@ from dlexp.data.table import SUFFIXES, as_labels, find_column, num_rows, read_ta
 from dlexp.data.token_cache import cache_key, load_cache, save_cache
 from dlexp.data.token_store import TokenStore
 from dlexp.data.tokenized import TokenizedDataModule
-from dlexp.data.tokenizer import encode, to_json, train_tokenizer
+from dlexp.data.tokenizer import encode, from_json, to_json, train_tokenizer
 from dlexp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -242,9 +242,12 @@ class TextDataModule(TokenizedDataModule):
         cache_dir: str | None = None,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        test_only: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, num_labeled, tokenizer, max_len,
                          truncate, bucket, bucket_chunk, pin_memory, unlabeled_ratio)
+        self.test_only = test_only
+        self._trained: dict | None = None  # a checkpoint's data description (use_pipeline)
         check_choice("on_bad_file", on_bad_file, ON_BAD_FILE)
         if folds is not None:  # checked now, not after reading the data
             size = folds if isinstance(folds, int) and folds > 0 else 0
@@ -345,8 +348,21 @@ class TextDataModule(TokenizedDataModule):
         return {"train": rest, **held}
 
     # ---------------------------------------------------------------- setup
+    def use_pipeline(self, info: dict) -> None:
+        """Encode with a checkpoint's tokenizer and truncation (``info``: its data description),
+        to evaluate it on these texts (``dlexp-eval CKPT data.path=new.csv``)."""
+        if info.get("modality") != "text" or not info.get("tokenizer"):
+            raise DataError(f"this checkpoint's model does not take text "
+                            f"(data={info.get('name')}); evaluate it on data of its own kind")
+        self._trained = info
+        self.max_len, self.truncate = info.get("max_len", self.max_len), \
+            info.get("truncate", self.truncate)
+
     def _setup_splits(self) -> None:
         corpus = self._read()
+        if self.test_only:
+            self._all_test(corpus)
+            return
         bad = self._bad_entries(corpus)
         self.skipped = [(corpus.names[i], why) for i, why in bad.items()]
         if bad:
@@ -386,6 +402,33 @@ class TextDataModule(TokenizedDataModule):
         out = run_dir()
         if out is not None and cluster.is_rank_zero():
             self.write_split(out)
+
+    def _all_test(self, corpus: Corpus) -> None:
+        """Every labeled text is test data (``test_only``), encoded by the checkpoint's
+        tokenizer and labeled in its class order (a new dataset to evaluate it on)."""
+        if self._trained is None:
+            raise DataError("data.test_only=true evaluates a checkpoint: dlexp-eval CKPT "
+                            "data.path=... (or data.root=...) sets it, with the checkpoint's "
+                            "tokenizer")
+        bad = self._bad_entries(corpus)
+        labeled = [i for i in range(len(corpus.names)) if i not in bad and not corpus.unlabeled[i]]
+        names = [str(c) for c in self._trained["class_names"]]
+        values = [str(v) for v in as_labels([corpus.labels[i] for i in labeled])]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise DataError(f"{corpus.source}: classes {', '.join(map(repr, unknown[:SHOWN]))} "
+                            f"are not the checkpoint's ({', '.join(names)})")
+        if not labeled:
+            raise DataError(f"{corpus.source}: no labeled texts to test on")
+        self.class_names, self.num_classes = names, len(names)
+        y = torch.tensor([names.index(v) for v in values], dtype=torch.long)
+        self._set_tokenizer(self._trained["tokenizer"])
+        store = encode(from_json(self.tokenizer_json), [corpus.texts[i] for i in labeled],
+                       what=f"{self.name} texts").truncate(self.max_len, self.truncate)
+        every, none = torch.arange(len(y)), torch.zeros(0, dtype=torch.long)
+        self.train_set = self.val_set = self.unlabeled_set = (store.take(none), y[none])
+        self.test_set = (store.take(every), y)
+        self.split_indices = {"train": none, "val": none, "test": every, "unlabeled": none}
 
     def _warn_about(self, corpus: Corpus, texts: list[str], y: torch.Tensor,
                     part: dict[str, torch.Tensor], labeled: list[int]) -> None:
@@ -479,10 +522,11 @@ class TextTableDataModule(TextDataModule):
         cache_dir: str | None = None,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        test_only: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, val_size, test_size, folds, fold, seed,
                          num_labeled, on_bad_file, tokenizer, max_len, truncate, bucket,
-                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio)
+                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only)
         found = resolve(path, root)
         if found.suffix.lower() not in SUFFIXES:
             raise DataError(f"data.path={path}: not a table dlexp reads; use one of "
@@ -529,10 +573,11 @@ class TextFolderDataModule(TextDataModule):
         cache_dir: str | None = None,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        test_only: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, val_size, test_size, folds, fold, seed,
                          num_labeled, on_bad_file, tokenizer, max_len, truncate, bucket,
-                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio)
+                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only)
         folder = Path(root).expanduser()
         if not folder.is_dir():
             raise DataError(f"data.root: no such folder {folder}")
