@@ -25,7 +25,7 @@ from dlexp.errors import ConfigError
 log = logging.getLogger("dlexp.config")
 
 # the metrics the task logs, which checkpointing and sweeps may select on
-METRICS = ["val/acc", "val/loss", "val/f1", "train/acc", "train/f1", "train/loss_epoch"]
+METRICS = ["val/acc", "val/loss", "val/f1", "val/ppl", "train/acc", "train/f1", "train/loss_epoch"]
 MODELS_FOR = {"image": "model=cnn, mlp or resnet18", "text": "model=lstm, gru or rnn"}
 DATA_FOR = {"image": "data=mnist", "text": "data=imdb"}
 
@@ -45,6 +45,7 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     check_precision(cfg)
     check_without_validation(cfg, sweeping)
     check_transfer(cfg)
+    check_method(cfg)
 
 
 def primary_config(name: str = "train") -> DictConfig:
@@ -295,6 +296,13 @@ def check_without_validation(cfg: DictConfig, sweeping: bool = False) -> None:
 
 def watches_val(monitor: Any) -> bool:
     return isinstance(monitor, str) and monitor.startswith("val/")
+
+
+def check_method(cfg: DictConfig) -> None:
+    """A method that serves its own data (``method.data``: language_model) has no test stage."""
+    if cfg.method.get("data") and cfg.test:
+        raise ConfigError(f"method={cfg.method.name} has no test stage (the test split stays "
+                          "unseen until a classifier is tested): set test=false")
 
 
 def check_transfer(cfg: DictConfig) -> None:
