@@ -1,0 +1,177 @@
+"""method=language_model: the token stream (rows continue across batches, never a test review),
+the tied adaptive softmax, learning on the tiny IMDB fixture, and whole runs: a checkpoint,
+resume, refusals, and a classifier fine-tuned from it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, compose_train
+
+from dlexp import checkpoint
+from dlexp.data.imdb import IMDBDataModule
+from dlexp.data.token_store import TokenStore, offsets_of
+from dlexp.data.token_stream import StreamLoader, TokenStreamDataModule, as_stream
+from dlexp.errors import DataError
+from dlexp.methods.language_model import LanguageModelTask
+from dlexp.models.language_model import TiedAdaptiveSoftmax
+from dlexp.models.rnn import RNNClassifier
+from dlexp.train import train
+
+SMALL = ["data=imdb", "model=lstm", "model.bidirectional=false", "model.embedding_dim=16",
+         "model.hidden_size=24", "model.dropout=0.0", "model.embedding_dropout=0.0",
+         "data.val_size=40", "data.tokenizer.vocab_size=200", "data.tokenizer.min_frequency=1",
+         "optimizer.lr=0.01", "logger=none"]
+LM = [*SMALL, "method=language_model", "method.task.cutoffs=[10]", "method.data.bptt=16",
+      "method.data.batch_size=16", "+trainer.limit_train_batches=4",
+      "+trainer.limit_val_batches=2"]
+
+
+def _store(*reviews: list[int]) -> TokenStore:
+    flat = torch.tensor([t for r in reviews for t in r], dtype=torch.int32)
+    return TokenStore(flat, offsets_of(torch.tensor([len(r) for r in reviews])))
+
+
+def _imdb(root: Path, **kwargs) -> IMDBDataModule:
+    return IMDBDataModule(root=str(root), download=False, val_size=40,
+                          tokenizer={"vocab_size": 200, "min_frequency": 1},
+                          cache_dir=str(root / "cache"), **kwargs)
+
+
+# ---------------------------------------------------------------- the stream
+def test_stream_marks_review_ends_and_rows_continue_across_batches() -> None:
+    store = _store([5, 6, 7], [8, 9], [10, 11, 12, 13])
+    assert as_stream(store, torch.tensor([1, 0])).tolist() == [8, 9, 0, 5, 6, 7, 0]
+    loader = StreamLoader(store, batch_size=2, bptt=2, shuffle=False)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3  # 12 tokens: 2 rows of 6, 5 targets, 2 + 2 + 1
+    (x0, y0), (x1, y1), (x2, y2) = batches
+    assert x0.tolist() == [[5, 6], [0, 10]] and y0.tolist() == [[6, 7], [10, 11]]
+    assert torch.equal(x1[:, 0], y0[:, -1])  # the next slice starts where this one ended
+    assert x2.tolist() == [[8], [13]] and y2.tolist() == [[9], [0]]
+
+
+def test_test_reviews_are_dropped_or_refused(tiny_imdb: Path, tmp_path: Path) -> None:
+    base = _imdb(tiny_imdb)
+    base.setup()
+    copied = base.test_set[0].take(torch.tensor([3, 7]))
+    base.train_set = (TokenStore.cat([base.train_set[0], copied]), base.train_set[1])
+    data = TokenStreamDataModule(base, bptt=8, batch_size=4)
+    data.setup()
+    stream = {bytes(r) for r in _rows(data.train_stream)}
+    assert not stream & {bytes(r) for r in _rows(base.test_set[0])}
+    assert len(data.train_stream) == len(base.train_set[0]) - 2 + len(base.unlabeled_set[0])
+    with pytest.raises(DataError, match="2 review.*of the test split"):
+        TokenStreamDataModule(base, test_duplicates="refuse").setup()
+
+
+def _rows(store: TokenStore) -> list:
+    return [store.flat[store.offsets[i]:store.offsets[i + 1]].numpy().tobytes()
+            for i in range(len(store))]
+
+
+def test_val_and_test_parts_are_refused(tiny_imdb: Path) -> None:
+    for parts in (["train", "test"], ["val"], []):
+        with pytest.raises(ValueError, match="never on val or test text"):
+            TokenStreamDataModule(_imdb(tiny_imdb), parts=parts)
+    with pytest.raises(DataError, match="no test stage"):
+        TokenStreamDataModule(_imdb(tiny_imdb)).test_dataloader()
+
+
+# ---------------------------------------------------------------- the head and the task
+def test_adaptive_softmax_is_tied_to_the_embedding() -> None:
+    embedding = torch.nn.Embedding(30, 8)
+    head = TiedAdaptiveSoftmax(embedding, hidden_size=12, cutoffs=[10, 20, 500])
+    assert head.cutoffs == [10, 20] and isinstance(head.project, torch.nn.Linear)
+    assert not any(p is embedding.weight for p in head.parameters())  # saved once, in the net
+    loss = head(torch.randn(40, 12), torch.randint(0, 30, (40,)))
+    loss.backward()
+    assert loss.item() > 0 and embedding.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="leave no cluster"):
+        TiedAdaptiveSoftmax(embedding, 8, [2000])
+
+
+def _task(vocab: int, **net_kwargs) -> LanguageModelTask:
+    torch.manual_seed(0)
+    net = RNNClassifier(vocab, embedding_dim=16, hidden_size=24, bidirectional=False,
+                        **net_kwargs)
+    return LanguageModelTask(net=net, optimizer=None, num_classes=2, cutoffs=[10])
+
+
+def test_lm_loss_decreases_on_the_tiny_fixture(tiny_imdb: Path) -> None:
+    data = TokenStreamDataModule(_imdb(tiny_imdb), bptt=16, batch_size=8)
+    data.setup()
+    task = _task(data.base.vocab_size)
+    optimizer = torch.optim.Adam(task.parameters(), lr=0.01)
+    losses = []
+    for step, batch in zip(range(20), data.train_dataloader(), strict=False):
+        loss = task._stream_loss(batch, "train")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        assert step == 0 or task._state["train"][0][0].grad_fn is None  # detached
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def test_a_bidirectional_encoder_is_refused() -> None:
+    net = RNNClassifier(50, embedding_dim=8, hidden_size=8, bidirectional=True)
+    with pytest.raises(ValueError, match="model.bidirectional=false"):
+        LanguageModelTask(net=net, optimizer=None, num_classes=2, cutoffs=[10])
+
+
+# ---------------------------------------------------------------- whole runs
+def _run(out: Path, data: Path, *overrides: str) -> dict:
+    return train(compose_train([*FAST, *LM, *overrides], out, data))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory, tiny_imdb: Path) -> dict:
+    metrics = _run(tmp_path_factory.mktemp("lm"), tiny_imdb, "trainer.max_epochs=1")
+    assert metrics["status"] == "ok", metrics.get("error")
+    return metrics
+
+
+@pytest.mark.integration
+def test_pretraining_writes_a_checkpoint_with_val_perplexity(pretrained: dict) -> None:
+    assert pretrained["best_ckpt"] and Path(pretrained["best_ckpt"]).is_file()
+    assert pretrained["val/ppl"] == pytest.approx(math.exp(pretrained["val/loss"]), rel=1e-4)
+    assert "test/loss" not in pretrained and pretrained["monitor"] == "val/loss"
+    state = checkpoint.load(pretrained["best_ckpt"])["state_dict"]
+    assert any(k.startswith("lm_head.") for k in state) and "net.embedding.weight" in state
+
+
+@pytest.mark.integration
+def test_pretraining_resumes_from_its_checkpoint(pretrained: dict, tiny_imdb: Path,
+                                                 tmp_path: Path) -> None:
+    last = Path(pretrained["run_dir"]) / "checkpoints" / "last.ckpt"
+    resumed = _run(tmp_path, tiny_imdb, "trainer.max_epochs=2", f"ckpt_path={last}")
+    assert resumed["status"] == "ok", resumed.get("error")
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 2 * pretrained["global_step"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["method.data.parts=[train,unlabeled,test]"], "never on val or test text"),
+    (["model.bidirectional=true"], "model.bidirectional=false"),
+    (["test=true"], "no test stage"),
+])
+def test_bad_language_model_settings_fail_before_training(tmp_path: Path, tiny_imdb: Path,
+                                                         overrides: list, message: str) -> None:
+    metrics = _run(tmp_path, tiny_imdb, *overrides)
+    assert metrics["status"] == "failed" and message in metrics["error"], metrics
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.integration
+def test_finetune_loads_the_pretrained_encoder_and_trains(pretrained: dict, tiny_imdb: Path,
+                                                          tmp_path: Path) -> None:
+    source = pretrained["best_ckpt"]
+    ft = train(compose_train([*FAST, *SMALL, "transfer=finetune", f"transfer.source={source}",
+                              "transfer.lr_decay=2.6", "model.pooling=concat",
+                              "trainer.max_epochs=1", "data.batch_size=32"], tmp_path, tiny_imdb))
+    assert ft["status"] == "ok", ft.get("error")
+    assert ft["test/acc"] is not None and ft["epoch"] == 1
