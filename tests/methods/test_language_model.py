@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import FAST, compose_train
 
-from dlexp import checkpoint
+from dlexp import checkpoint, transfer
+from dlexp.builders import build_net
 from dlexp.data.imdb import IMDBDataModule
 from dlexp.data.token_store import TokenStore, offsets_of
 from dlexp.data.token_stream import StreamLoader, TokenStreamDataModule, as_stream
@@ -175,3 +176,25 @@ def test_finetune_loads_the_pretrained_encoder_and_trains(pretrained: dict, tiny
                               "trainer.max_epochs=1", "data.batch_size=32"], tmp_path, tiny_imdb))
     assert ft["status"] == "ok", ft.get("error")
     assert ft["test/acc"] is not None and ft["epoch"] == 1
+
+
+@pytest.mark.integration
+def test_the_encoder_loads_into_a_classifier_unchanged(pretrained: dict, tiny_imdb: Path) -> None:
+    path = pretrained["best_ckpt"]
+    ckpt = checkpoint.load(path)
+    model = {**ckpt["dlexp"]["config"]["model"], "pooling": "concat"}
+    net = build_net(model, ckpt["dlexp"]["data"], load_vectors=False)
+    transfer.apply(net, {"mode": "finetune"}, (path, ckpt), ckpt["dlexp"]["data"])
+    saved = ckpt["state_dict"]
+    encoder = [k for k in net.state_dict() if not k.startswith("head.")]
+    assert "embedding.weight" in encoder and "layers.0.0.weight_hh_l0" in encoder
+    for k in encoder:
+        assert torch.equal(net.state_dict()[k], saved[f"net.{k}"]), k
+
+
+@pytest.mark.integration
+def test_a_classifier_with_another_tokenizer_is_refused(pretrained: dict, tiny_imdb: Path,
+                                                        tmp_path: Path) -> None:
+    ft = train(compose_train([*FAST, *SMALL, "transfer=finetune", "data.tokenizer.vocab_size=20",
+                              f"transfer.source={pretrained['best_ckpt']}"], tmp_path, tiny_imdb))
+    assert ft["status"] == "failed" and "another tokenizer" in ft["error"], ft
