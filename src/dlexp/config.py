@@ -299,7 +299,16 @@ def watches_val(monitor: Any) -> bool:
 
 
 def check_method(cfg: DictConfig) -> None:
-    """A method that serves its own data (``method.data``: language_model) has no test stage."""
+    """A method that serves its own data (``method.data``: language_model) has no test stage;
+    the language model trains a text network's encoder, forward only."""
+    if cfg.method.name == "language_model":
+        if getattr(target_class(cfg.model, "model"), "modality", None) != "text":
+            raise ConfigError("method=language_model pretrains a text model: use data=imdb (or "
+                              "your texts) with model=lstm, gru or rnn")
+        if cfg.model.get("bidirectional"):
+            raise ConfigError("method=language_model trains a forward language model only (no "
+                              "backward one for a second direction): set "
+                              "model.bidirectional=false, here and in the fine-tune")
     if cfg.method.get("data") and cfg.test:
         raise ConfigError(f"method={cfg.method.name} has no test stage (the test split stays "
                           "unseen until a classifier is tested): set test=false")
