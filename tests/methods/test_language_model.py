@@ -198,3 +198,16 @@ def test_a_classifier_with_another_tokenizer_is_refused(pretrained: dict, tiny_i
     ft = train(compose_train([*FAST, *SMALL, "transfer=finetune", "data.tokenizer.vocab_size=20",
                               f"transfer.source={pretrained['best_ckpt']}"], tmp_path, tiny_imdb))
     assert ft["status"] == "failed" and "another tokenizer" in ft["error"], ft
+
+
+@pytest.mark.integration
+def test_gradual_unfreezing_of_the_pretrained_encoder(pretrained: dict, tiny_imdb: Path,
+                                                      tmp_path: Path) -> None:
+    source = pretrained["best_ckpt"]
+    ft = train(compose_train([*FAST, *SMALL, "transfer=gradual", f"transfer.source={source}",
+                              "transfer.unfreeze_at_epoch=1", "trainer.max_epochs=2",
+                              "data.batch_size=32"], tmp_path, tiny_imdb))
+    assert ft["status"] == "ok", ft.get("error")
+    tuned = checkpoint.load(str(tmp_path / "checkpoints" / "last.ckpt"))["state_dict"]
+    saved = checkpoint.load(source)["state_dict"]
+    assert not torch.equal(tuned["net.embedding.weight"], saved["net.embedding.weight"])
