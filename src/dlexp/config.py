@@ -305,10 +305,18 @@ def check_method(cfg: DictConfig) -> None:
         if getattr(target_class(cfg.model, "model"), "modality", None) != "text":
             raise ConfigError("method=language_model pretrains a text model: use data=imdb (or "
                               "your texts) with model=lstm, gru or rnn")
-        if cfg.model.get("bidirectional"):
-            raise ConfigError("method=language_model trains a forward language model only (no "
-                              "backward one for a second direction): set "
-                              "model.bidirectional=false, here and in the fine-tune")
+        bidirectional = bool(cfg.model.get("bidirectional"))
+        if bidirectional and cfg.model.get("num_layers", 1) > 1:
+            raise ConfigError("method=language_model trains each direction of a one-layer "
+                              "encoder as its own language model; a stacked bidirectional "
+                              "one's upper layers read both directions: set "
+                              "model.num_layers=1 or model.bidirectional=false")
+        if bool(cfg.method.data.get("backward")) != bidirectional:
+            given = str(bool(cfg.method.data.get("backward"))).lower()
+            raise ConfigError(f"method.data.backward={given} but model.bidirectional="
+                              f"{str(bidirectional).lower()}: a backward language model "
+                              "trains the backward cells; leave method.data.backward to read "
+                              "model.bidirectional")
     if cfg.method.get("data") and cfg.test:
         raise ConfigError(f"method={cfg.method.name} has no test stage (the test split stays "
                           "unseen until a classifier is tested): set test=false")

@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import FAST, compose_train
 
-from dlexp import checkpoint, transfer
+from dlexp import checkpoint, config, transfer
 from dlexp.builders import build_net
 from dlexp.data.imdb import IMDBDataModule
 from dlexp.data.token_store import TokenStore, offsets_of
 from dlexp.data.token_stream import StreamLoader, TokenStreamDataModule, as_stream
-from dlexp.errors import DataError
+from dlexp.errors import ConfigError, DataError
 from dlexp.methods.language_model import LanguageModelTask
 from dlexp.models.language_model import TiedAdaptiveSoftmax
 from dlexp.models.rnn import RNNClassifier
@@ -53,6 +53,13 @@ def test_stream_marks_review_ends_and_rows_continue_across_batches() -> None:
     assert x0.tolist() == [[5, 6], [0, 10]] and y0.tolist() == [[6, 7], [10, 11]]
     assert torch.equal(x1[:, 0], y0[:, -1])  # the next slice starts where this one ended
     assert x2.tolist() == [[8], [13]] and y2.tolist() == [[9], [0]]
+
+
+def test_backward_rows_read_the_stream_reversed() -> None:
+    store = _store([5, 6, 7], [8, 9], [10, 11, 12, 13])
+    (x, y, xb, yb), *_ = StreamLoader(store, batch_size=2, bptt=2, shuffle=False, backward=True)
+    assert x.tolist() == [[5, 6], [0, 10]]
+    assert xb.tolist() == [[0, 13], [9, 8]] and yb.tolist() == [[13, 12], [8, 0]]
 
 
 def test_test_reviews_are_dropped_or_refused(tiny_imdb: Path, tmp_path: Path) -> None:
@@ -95,10 +102,9 @@ def test_adaptive_softmax_is_tied_to_the_embedding() -> None:
         TiedAdaptiveSoftmax(embedding, 8, [2000])
 
 
-def _task(vocab: int, **net_kwargs) -> LanguageModelTask:
+def _task(vocab: int, bidirectional: bool = False) -> LanguageModelTask:
     torch.manual_seed(0)
-    net = RNNClassifier(vocab, embedding_dim=16, hidden_size=24, bidirectional=False,
-                        **net_kwargs)
+    net = RNNClassifier(vocab, embedding_dim=16, hidden_size=24, bidirectional=bidirectional)
     return LanguageModelTask(net=net, optimizer=None, num_classes=2, cutoffs=[10])
 
 
@@ -114,14 +120,28 @@ def test_lm_loss_decreases_on_the_tiny_fixture(tiny_imdb: Path) -> None:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        assert step == 0 or task._state["train"][0][0].grad_fn is None  # detached
+        assert step == 0 or task._state[("train", 0)][0][0].grad_fn is None  # detached
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
 
 
-def test_a_bidirectional_encoder_is_refused() -> None:
-    net = RNNClassifier(50, embedding_dim=8, hidden_size=8, bidirectional=True)
-    with pytest.raises(ValueError, match="model.bidirectional=false"):
+def test_a_stacked_bidirectional_encoder_is_refused() -> None:
+    net = RNNClassifier(50, embedding_dim=8, hidden_size=8, bidirectional=True, num_layers=2)
+    with pytest.raises(ValueError, match="model.num_layers=1 or model.bidirectional=false"):
         LanguageModelTask(net=net, optimizer=None, num_classes=2, cutoffs=[10])
+
+
+def test_both_directions_of_a_bidirectional_encoder_learn(tiny_imdb: Path) -> None:
+    data = TokenStreamDataModule(_imdb(tiny_imdb), bptt=16, batch_size=8, backward=True)
+    data.setup()
+    task = _task(data.base.vocab_size, bidirectional=True)
+    before = [c.weight_hh_l0.detach().clone() for c in task.net.layers[0]]
+    batch = next(iter(data.train_dataloader()))
+    task._stream_loss(batch, "train").backward()
+    assert all(c.weight_hh_l0.grad.abs().sum() > 0 for c in task.net.layers[0])
+    assert all(torch.equal(b, c.weight_hh_l0) for b, c in zip(before, task.net.layers[0],
+                                                               strict=True))
+    with pytest.raises(ValueError, match="method.data.backward"):
+        task._stream_loss(batch[:2], "train")
 
 
 # ---------------------------------------------------------------- whole runs
@@ -157,7 +177,8 @@ def test_pretraining_resumes_from_its_checkpoint(pretrained: dict, tiny_imdb: Pa
 @pytest.mark.integration
 @pytest.mark.parametrize(("overrides", "message"), [
     (["method.data.parts=[train,unlabeled,test]"], "never on val or test text"),
-    (["model.bidirectional=true"], "model.bidirectional=false"),
+    (["model.bidirectional=true", "model.num_layers=2"], "model.num_layers=1 or"),
+    (["model.bidirectional=true", "method.data.backward=false"], "method.data.backward=false"),
     (["test=true"], "no test stage"),
 ])
 def test_bad_language_model_settings_fail_before_training(tmp_path: Path, tiny_imdb: Path,
@@ -165,6 +186,12 @@ def test_bad_language_model_settings_fail_before_training(tmp_path: Path, tiny_i
     metrics = _run(tmp_path, tiny_imdb, *overrides)
     assert metrics["status"] == "failed" and message in metrics["error"], metrics
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_an_image_model_is_refused(tmp_path: Path) -> None:
+    cfg = compose_train(["method=language_model"], tmp_path)
+    with pytest.raises(ConfigError, match="pretrains a text model"):
+        config.check_method(cfg)
 
 
 @pytest.mark.integration
@@ -198,6 +225,17 @@ def test_a_classifier_with_another_tokenizer_is_refused(pretrained: dict, tiny_i
     ft = train(compose_train([*FAST, *SMALL, "transfer=finetune", "data.tokenizer.vocab_size=20",
                               f"transfer.source={pretrained['best_ckpt']}"], tmp_path, tiny_imdb))
     assert ft["status"] == "failed" and "another tokenizer" in ft["error"], ft
+
+
+@pytest.mark.integration
+def test_a_bidirectional_encoder_pretrains_and_fine_tunes(tiny_imdb: Path, tmp_path: Path) -> None:
+    lm = _run(tmp_path / "lm", tiny_imdb, "model.bidirectional=true", "trainer.max_epochs=1")
+    assert lm["status"] == "ok", lm.get("error")
+    assert math.isfinite(lm["val/ppl"])
+    ft = train(compose_train([*FAST, *SMALL, "model.bidirectional=true", "transfer=finetune",
+                              f"transfer.source={lm['best_ckpt']}", "trainer.max_epochs=1"],
+                             tmp_path / "ft", tiny_imdb))
+    assert ft["status"] == "ok", ft.get("error")
 
 
 @pytest.mark.integration

@@ -73,8 +73,15 @@ def test_run_stream_carries_the_state_across_slices() -> None:
         first, state = net.run_stream(ids[:, :4])
         second, _ = net.run_stream(ids[:, 4:], state)
     torch.testing.assert_close(torch.cat([first, second], 1), whole)
-    with pytest.raises(ValueError, match="bidirectional=false"):
-        _net(bidirectional=True).run_stream(ids)
+    with pytest.raises(ValueError, match="bidirectional=false or num_layers=1"):
+        _net(bidirectional=True, num_layers=2).run_stream(ids)
+    with pytest.raises(ValueError, match="no direction 1"):
+        net.run_stream(ids, direction=1)
+    bi = _net(bidirectional=True)
+    with torch.no_grad():
+        backward, _ = bi.run_stream(ids, direction=1)
+        cell = bi.layers[0][1](bi.embedding(ids))[0]
+    torch.testing.assert_close(backward, cell)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -5,7 +5,9 @@ The training stream is the training split plus the unlabeled pool (IMDB: ``train
 ``data.include_unsup``), each review followed by ``[PAD]`` as an end-of-text marker, in a new
 seeded review order each epoch. It is cut into ``batch_size`` rows read left to right, so batch
 ``k + 1`` continues batch ``k`` row by row and the model can carry its state across them.
-Validation is the validation split's stream, in its own order. No validation or test text
+Validation is the validation split's stream, in its own order. With ``backward`` (a
+bidirectional encoder: ``method.data.backward`` reads ``model.bidirectional``) each batch also
+holds the same stream reversed, for the backward cells' language model. No validation or test text
 ever enters training: the parts are named, and every review is checked against the test split.
 IMDB's own training and unlabeled reviews hold exact copies of test reviews (123 and 270 of
 them, measured on aclImdb v1): they are dropped from the stream (``test_duplicates=drop``), or
@@ -28,7 +30,8 @@ from dlexp.errors import DataError
 log = logging.getLogger(__name__)
 PARTS = ("train", "unlabeled")  # what a language model may train on
 DUPLICATES = ("drop", "refuse")  # what to do with copies of test reviews in those
-StreamBatch = tuple[torch.Tensor, torch.Tensor]  # inputs [B, T], next tokens [B, T]
+# inputs [B, T] and next tokens [B, T]; with ``backward``, then those of the reversed stream
+StreamBatch = tuple[torch.Tensor, ...]
 
 
 def as_stream(store: TokenStore, order: torch.Tensor) -> torch.Tensor:
@@ -75,13 +78,16 @@ def without_test_text(stream: TokenStore, test: TokenStore, duplicates: str) -> 
 
 
 class StreamLoader(ResumableBatches):
-    """``(inputs, next tokens)`` slices [batch_size, bptt] of the stream of ``store``."""
+    """``(inputs, next tokens)`` slices [batch_size, bptt] of the stream of ``store``; with
+    ``backward``, followed by the same of the reversed stream."""
 
     def __init__(self, store: TokenStore, batch_size: int, bptt: int, shuffle: bool,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1,
+                 backward: bool = False) -> None:
         if batch_size < 1 or bptt < 1:
             raise ValueError(f"batch_size and bptt must be >= 1, got {batch_size}, {bptt}")
         self.store, self.batch_size, self.bptt = store, batch_size, bptt
+        self.backward = backward
         self.sampler = EpochSampler(len(store), shuffle, seed, rank, world_size)
         self.batch_sampler = None  # Lightning looks for it next to ``sampler``
         tokens = (len(store.flat) + len(store)) // world_size
@@ -89,7 +95,7 @@ class StreamLoader(ResumableBatches):
         if self.row_len < 2:
             raise ValueError(f"{tokens} tokens cannot fill {batch_size} rows: lower the batch "
                              "size")
-        self._rows = torch.zeros(batch_size, self.row_len, dtype=torch.long)
+        self._rows = self._back = torch.zeros(batch_size, self.row_len, dtype=torch.long)
 
     def __len__(self) -> int:
         return -(-(self.row_len - 1) // self.bptt)
@@ -100,12 +106,15 @@ class StreamLoader(ResumableBatches):
         if len(stream) < need:  # a short DDP shard wraps around: every rank takes as many steps
             stream = stream.repeat(-(-need // len(stream)))
         self._rows = stream[:need].view(self.batch_size, self.row_len)
+        if self.backward:
+            self._back = stream[:need].flip(0).view(self.batch_size, self.row_len)
         return list(range(len(self)))
 
     def make_batch(self, k: int) -> StreamBatch:
         start = k * self.bptt
         stop = min(start + self.bptt, self.row_len - 1)
-        return self._rows[:, start:stop], self._rows[:, start + 1:stop + 1]
+        rows = (self._rows, self._back) if self.backward else (self._rows,)
+        return tuple(t for r in rows for t in (r[:, start:stop], r[:, start + 1:stop + 1]))
 
 
 class TokenStreamDataModule(L.LightningDataModule):
@@ -114,8 +123,8 @@ class TokenStreamDataModule(L.LightningDataModule):
 
     def __init__(self, base: Any, bptt: int = 70, batch_size: int = 32,
                  eval_batch_size: int | None = None,
-                 parts: list[str] | tuple[str, ...] = PARTS, test_duplicates: str = "drop"
-                 ) -> None:
+                 parts: list[str] | tuple[str, ...] = PARTS, test_duplicates: str = "drop",
+                 backward: bool = False) -> None:
         super().__init__()
         if getattr(base, "modality", None) != "text":
             raise ValueError("method=language_model needs text data (data=imdb, text_folder "
@@ -133,6 +142,7 @@ class TokenStreamDataModule(L.LightningDataModule):
         self.base, self.bptt, self.batch_size = base, bptt, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.parts, self.test_duplicates = tuple(parts), test_duplicates
+        self.backward = backward
         self.num_classes = base.num_classes
         self.train_stream: TokenStore | None = None
 
@@ -162,7 +172,7 @@ class TokenStreamDataModule(L.LightningDataModule):
         try:
             return StreamLoader(store, self.batch_size if train else self.eval_batch_size,
                                 self.bptt, shuffle=train, seed=getattr(self.base, "seed", 0),
-                                rank=rank, world_size=world)
+                                rank=rank, world_size=world, backward=self.backward)
         except ValueError as e:
             raise DataError(f"method.data: {e}") from None
 

@@ -7,8 +7,10 @@ time: the recurrent state runs on from one batch to the next, detached, so gradi
 The classifier (``model=lstm|gru|rnn``) stays a plain network; the next-token head
 (``models/language_model.py``: adaptive softmax tied to the embedding) lives beside it in this
 task, so the checkpoint's ``net.*`` weights are what ``transfer.source`` loads into a classifier.
-Forward direction only: a bidirectional encoder's backward cells would need a second, backward
-language model, which is not built; the method refuses ``model.bidirectional=true``.
+A one-layer bidirectional encoder trains both directions: the backward cells as a language
+model of the reversed stream (the batches carry it), sharing the embedding and the tied head
+(as ELMo does); the loss is the mean over both. A stacked bidirectional encoder is refused: its
+upper layers read both directions, so no single direction predicts the next token.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import torch
 
 from dlexp.models.language_model import TiedAdaptiveSoftmax
 from dlexp.task import ClassificationTask
+
+BIDIRECTIONAL = ("method=language_model trains each direction of a one-layer encoder as its own "
+                 "language model; a stacked bidirectional one's upper layers read both "
+                 "directions: set model.num_layers=1 or model.bidirectional=false")
 
 
 def detach(state: list) -> list:
@@ -37,21 +43,31 @@ class LanguageModelTask(ClassificationTask):
         if not hasattr(self.net, "run_stream"):
             raise ValueError(f"method=language_model trains the embedding and encoder of "
                              f"model=lstm, gru or rnn, not a {type(self.net).__name__}")
-        if self.net.bidirectional:
-            raise ValueError("method=language_model trains a forward language model only (no "
-                             "backward one for a second direction): set "
-                             "model.bidirectional=false, here and in the fine-tune")
+        if self.net.bidirectional and len(self.net.layers) > 1:
+            raise ValueError(BIDIRECTIONAL)
+        self.directions = len(self.net.layers[0])
         hidden = self.net.layers[-1][0].hidden_size
         self.lm_head = TiedAdaptiveSoftmax(self.net.embedding, hidden, cutoffs)
-        self._state: dict[str, list | None] = {"train": None, "val": None}
+        self._state: dict[tuple[str, int], list | None] = {}
         # [sum of token NLLs, tokens] per stage; plain tensors, not buffers (not saved)
         self._sums = {"train": torch.zeros(2, dtype=torch.float64),
                       "val": torch.zeros(2, dtype=torch.float64)}
 
     def _stream_loss(self, batch: tuple, stage: str) -> torch.Tensor:
-        x, y = batch
-        out, state = self.net.run_stream(x, self._state[stage])
-        self._state[stage] = detach(state)
+        """Mean next-token loss over the directions: (inputs, targets) pairs, forward first."""
+        if len(batch) != 2 * self.directions:
+            raise ValueError(f"a {self.directions}-direction language model needs "
+                             f"{2 * self.directions} tensors a batch, got {len(batch)}: set "
+                             "method.data.backward to model.bidirectional (the method's yaml "
+                             "does)")
+        losses = [self._direction_loss(batch[2 * d], batch[2 * d + 1], stage, d)
+                  for d in range(self.directions)]
+        return torch.stack(losses).mean()
+
+    def _direction_loss(self, x: torch.Tensor, y: torch.Tensor, stage: str, direction: int
+                        ) -> torch.Tensor:
+        out, state = self.net.run_stream(x, self._state.get((stage, direction)), direction)
+        self._state[(stage, direction)] = detach(state)
         loss = self.lm_head(out.reshape(-1, out.shape[-1]), y.reshape(-1))
         sums = self._sums[stage].to(loss.device)
         self._sums[stage] = sums + torch.stack([loss.detach().double() * y.numel(),
@@ -66,8 +82,12 @@ class LanguageModelTask(ClassificationTask):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self._state["train"] = None  # a new epoch is a new review order: the rows restart
-        self._sums["train"] = torch.zeros(2, dtype=torch.float64)
+        self._reset("train")  # a new epoch is a new review order: the rows restart
+
+    def _reset(self, stage: str) -> None:
+        for d in range(self.directions):
+            self._state[(stage, d)] = None
+        self._sums[stage] = torch.zeros(2, dtype=torch.float64)
 
     def on_train_epoch_end(self) -> None:
         loss = self._mean("train")
@@ -78,8 +98,7 @@ class LanguageModelTask(ClassificationTask):
         self._stream_loss(batch, "val")
 
     def on_validation_epoch_start(self) -> None:
-        self._state["val"] = None
-        self._sums["val"] = torch.zeros(2, dtype=torch.float64)
+        self._reset("val")
 
     def on_validation_epoch_end(self) -> None:
         loss = self._mean("val")

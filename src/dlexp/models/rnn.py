@@ -110,19 +110,24 @@ class RNNClassifier(nn.Module):
                            for d, rnn in enumerate(directions)], dim=-1)
         return self.head(self.classifier(self.dropout(self._pool(x, lengths))))
 
-    def run_stream(self, ids: torch.Tensor, state: State | None = None
+    def run_stream(self, ids: torch.Tensor, state: State | None = None, direction: int = 0
                    ) -> tuple[torch.Tensor, State]:
-        """Embedding and forward cells over ids [B, T] with no padding (a slice of a token
-        stream), starting from ``state`` (None: zeros): outputs [B, T, H] and the new state,
-        for the next slice. Only a one-direction network has a next-token reading."""
-        if self.bidirectional:
-            raise ValueError("run_stream needs a network with bidirectional=false")
+        """Embedding and the ``direction``'s cells (0: forward, 1: backward, fed a reversed
+        stream) over ids [B, T] with no padding (a slice of a token stream), starting from
+        ``state`` (None: zeros): outputs [B, T, H] and the new state, for the next slice. A
+        direction has a next-token reading on its own only when no layer mixes both: one
+        direction, or one bidirectional layer."""
+        if self.bidirectional and len(self.layers) > 1:
+            raise ValueError("a stacked bidirectional network's upper layers read both "
+                             "directions: run_stream needs bidirectional=false or num_layers=1")
+        if direction >= len(self.layers[0]):
+            raise ValueError(f"this network has no direction {direction}")
         x = self.embedding_dropout(self.embedding(ids))
         new: State = []
-        for i, (rnn,) in enumerate(self.layers):
+        for i, cells in enumerate(self.layers):
             if i > 0:
                 x = self.dropout(x)
-            x, h = rnn(x, None if state is None else state[i])
+            x, h = cells[direction](x, None if state is None else state[i])
             new.append(h)
         return self.dropout(x), new
 
