@@ -16,7 +16,7 @@ from dlexp.builders import build_net
 from dlexp.data.imdb import IMDBDataModule
 from dlexp.data.token_store import TokenStore, offsets_of
 from dlexp.data.token_stream import StreamLoader, TokenStreamDataModule, as_stream
-from dlexp.errors import ConfigError, DataError
+from dlexp.errors import CheckpointError, ConfigError, DataError
 from dlexp.methods.language_model import LanguageModelTask
 from dlexp.models.language_model import TiedAdaptiveSoftmax
 from dlexp.models.rnn import RNNClassifier
@@ -249,3 +249,10 @@ def test_gradual_unfreezing_of_the_pretrained_encoder(pretrained: dict, tiny_imd
     tuned = checkpoint.load(str(tmp_path / "checkpoints" / "last.ckpt"))["state_dict"]
     saved = checkpoint.load(source)["state_dict"]
     assert not torch.equal(tuned["net.embedding.weight"], saved["net.embedding.weight"])
+
+
+@pytest.mark.integration
+def test_eval_and_predict_refuse_a_language_model(pretrained: dict) -> None:
+    path = pretrained["best_ckpt"]
+    with pytest.raises(CheckpointError, match="is a language model"):
+        checkpoint.rebuild_task(checkpoint.load(path), path)

@@ -46,6 +46,8 @@ class LanguageModelTask(ClassificationTask):
         if self.net.bidirectional and len(self.net.layers) > 1:
             raise ValueError(BIDIRECTIONAL)
         self.directions = len(self.net.layers[0])
+        # marks the checkpoint: eval, predict and export refuse it (its net head is untrained)
+        self.checkpoint_extras = {**self.checkpoint_extras, "stage": "language_model"}
         hidden = self.net.layers[-1][0].hidden_size
         self.lm_head = TiedAdaptiveSoftmax(self.net.embedding, hidden, cutoffs)
         self._state: dict[tuple[str, int], list | None] = {}
