@@ -10,7 +10,7 @@ bidirectional encoder: ``method.data.backward`` reads ``model.bidirectional``) e
 holds the same stream reversed, for the backward cells' language model. No validation or test text
 ever enters training: the parts are named, and every review is checked against the test split.
 IMDB's own training and unlabeled reviews hold exact copies of test reviews (123 and 270 of
-them, measured on aclImdb v1): they are dropped from the stream (``test_duplicates=drop``), or
+them by their text, measured on aclImdb v1; 372 in a default run's stream): they are dropped from the stream (``test_duplicates=drop``), or
 refused (``refuse``).
 """
 
