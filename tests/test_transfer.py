@@ -15,6 +15,7 @@ from dlexp import checkpoint, config, transfer
 from dlexp.errors import CheckpointError, ConfigError
 from dlexp.models.cnn import CNN
 from dlexp.models.rnn import RNNClassifier
+from dlexp.schedulers import Horizon, onecycle
 from dlexp.train import train
 
 CNN_SMALL = ["model=cnn", "model.blocks=[{filters: 8, batchnorm: true}]", "model.dense=[16]",
@@ -163,3 +164,11 @@ def test_a_source_with_another_tokenizer_is_refused() -> None:
     with pytest.raises(CheckpointError, match="another tokenizer"):
         transfer._check_inputs({"tokenizer": '{"a": 1}'}, {"tokenizer": '{"a": 2}'}, "lm.ckpt")
     transfer._check_inputs({"tokenizer": "same"}, {"tokenizer": "same"}, "lm.ckpt")
+
+
+def test_onecycle_keeps_the_lr_decay_ratios() -> None:
+    net = RNNClassifier(40, embedding_dim=8, hidden_size=8, bidirectional=False)
+    opt = transfer.discriminative(partial(torch.optim.Adam, lr=0.01), net, 2.0)(
+        list(net.parameters()))
+    scheduler = onecycle(opt, Horizon(total_steps=10, max_epochs=1), max_lr=0.04)
+    assert [g["max_lr"] for g in scheduler.optimizer.param_groups] == [0.04, 0.02, 0.01]
