@@ -30,7 +30,9 @@ PARTNERS = {("data", "imdb"): ["model=lstm"], ("data", "arrays"): ["data.path=ar
             ("model", "gru"): ["data=imdb"], ("model", "rnn"): ["data=imdb"],
             ("experiment", "imdb_supervised_1000"): ["data.num_labeled=20"],
             ("experiment", "imdb_pseudo_label"): ["data.num_labeled=20"],
-            ("experiment", "imdb_fixmatch"): ["data.num_labeled=20"]}
+            ("experiment", "imdb_fixmatch"): ["data.num_labeled=20"],
+            ("method", "language_model"): ["data=imdb", "model=lstm", "model.bidirectional=false",
+                                           "method.task.cutoffs=[10]"]}
 
 
 def options(group: str) -> list[str]:

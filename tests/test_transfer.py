@@ -4,6 +4,7 @@ stay put, and clear refusals of checkpoints that do not fit."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from conftest import FAST, TINY_DATA, compose_train
 from dlexp import checkpoint, config, transfer
 from dlexp.errors import CheckpointError, ConfigError
 from dlexp.models.cnn import CNN
+from dlexp.models.rnn import RNNClassifier
+from dlexp.schedulers import Horizon, onecycle
 from dlexp.train import train
 
 CNN_SMALL = ["model=cnn", "model.blocks=[{filters: 8, batchnorm: true}]", "model.dense=[16]",
@@ -141,3 +144,31 @@ def test_bad_transfer_settings_fail_before_training(tmp_path: Path, tiny_mnist: 
         transfer.read_source({"mode": "freeze"}, "dlexp.models.cnn.CNN")
     with pytest.raises(ConfigError, match="`head`"):
         transfer.split(torch.nn.Linear(2, 2))
+
+
+def test_lr_decay_gives_each_lower_layer_group_a_smaller_lr() -> None:
+    net = RNNClassifier(40, embedding_dim=8, hidden_size=8, num_layers=2, bidirectional=False)
+    groups = transfer.layer_groups(net)
+    assert [len(g) for g in groups] == [1, 4, 4, 2]  # embedding, two LSTM layers, head
+    factory = transfer.discriminative(partial(torch.optim.Adam, lr=0.01), net, 2.0)
+    net.embedding.weight.requires_grad_(False)  # a frozen parameter stays out
+    opt = factory([p for p in net.parameters() if p.requires_grad])
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.005, 0.0025]
+    assert opt.param_groups[0]["params"][0] is net.head.weight
+    assert transfer.discriminative(torch.optim.Adam, net, None) is torch.optim.Adam
+    with pytest.raises(ConfigError, match="lr_decay must be a number >= 1"):
+        transfer.discriminative(partial(torch.optim.Adam, lr=0.01), net, 0.5)
+
+
+def test_a_source_with_another_tokenizer_is_refused() -> None:
+    with pytest.raises(CheckpointError, match="another tokenizer"):
+        transfer._check_inputs({"tokenizer": '{"a": 1}'}, {"tokenizer": '{"a": 2}'}, "lm.ckpt")
+    transfer._check_inputs({"tokenizer": "same"}, {"tokenizer": "same"}, "lm.ckpt")
+
+
+def test_onecycle_keeps_the_lr_decay_ratios() -> None:
+    net = RNNClassifier(40, embedding_dim=8, hidden_size=8, bidirectional=False)
+    opt = transfer.discriminative(partial(torch.optim.Adam, lr=0.01), net, 2.0)(
+        list(net.parameters()))
+    scheduler = onecycle(opt, Horizon(total_steps=10, max_epochs=1), max_lr=0.04)
+    assert [g["max_lr"] for g in scheduler.optimizer.param_groups] == [0.04, 0.02, 0.01]

@@ -93,7 +93,10 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extr
                ) -> ClassificationTask:
     """The method's LightningModule (``method.task``) around ``net``, with the optimizer,
     scheduler, loss and regularization groups; a bad lr or momentum fails here, before fit."""
-    optimizer = instantiate(cfg.optimizer)
+    from dlexp import transfer  # here: transfer -> checkpoint -> builders
+
+    optimizer = transfer.discriminative(instantiate(cfg.optimizer), net,
+                                        (cfg.get("transfer") or {}).get("lr_decay"))
     scheduler = instantiate(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
     _try_optimizer(net, optimizer, scheduler)
     task_cls = instantiate(cfg.method.task, _partial_=True, _convert_="all")

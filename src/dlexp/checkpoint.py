@@ -117,6 +117,10 @@ def rebuild_task(ckpt: dict, path: str | Path, datamodule: Any | None = None
     """The trained network in a :class:`~dlexp.task.ClassificationTask`, in eval mode, from the
     checkpoint alone. With a datamodule, the loss too (class weights need its counts)."""
     extras_ = ckpt["dlexp"]
+    if extras_.get("stage") == "language_model":
+        raise CheckpointError(f"{path} is a language model (method=language_model): it has no "
+                              "trained classifier to evaluate, predict or export; fine-tune one "
+                              f"from it with transfer=finetune transfer.source={path}")
     net = build_net(extras_["config"]["model"], extras_["data"], load_vectors=False)
     loss = build_loss(extras_["config"]["loss"], datamodule) if datamodule is not None else None
     task = ClassificationTask(net, optimizer=torch.optim.SGD,

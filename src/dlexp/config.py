@@ -26,7 +26,7 @@ from dlexp.errors import ConfigError
 log = logging.getLogger("dlexp.config")
 
 # the metrics the task logs, which checkpointing and sweeps may select on
-METRICS = ["val/acc", "val/loss", "val/f1", "train/acc", "train/f1", "train/loss_epoch"]
+METRICS = ["val/acc", "val/loss", "val/f1", "val/ppl", "train/acc", "train/f1", "train/loss_epoch"]
 MODELS_FOR = {"image": "model=cnn, mlp or resnet18", "text": "model=lstm, gru or rnn"}
 DATA_FOR = {"image": "data=mnist, image_folder or arrays",
             "text": "data=imdb, text_table or text_folder"}
@@ -47,6 +47,7 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     check_precision(cfg)
     check_without_validation(cfg, sweeping)
     check_transfer(cfg)
+    check_method(cfg)
 
 
 def primary_config(name: str = "train") -> DictConfig:
@@ -299,6 +300,30 @@ def check_without_validation(cfg: DictConfig, sweeping: bool = False) -> None:
 
 def watches_val(monitor: Any) -> bool:
     return isinstance(monitor, str) and monitor.startswith("val/")
+
+
+def check_method(cfg: DictConfig) -> None:
+    """A method that serves its own data (``method.data``: language_model) has no test stage;
+    the language model trains a text network's encoder, forward only."""
+    if cfg.method.name == "language_model":
+        if getattr(target_class(cfg.model, "model"), "modality", None) != "text":
+            raise ConfigError("method=language_model pretrains a text model: use data=imdb (or "
+                              "your texts) with model=lstm, gru or rnn")
+        bidirectional = bool(cfg.model.get("bidirectional"))
+        if bidirectional and cfg.model.get("num_layers", 1) > 1:
+            raise ConfigError("method=language_model trains each direction of a one-layer "
+                              "encoder as its own language model; a stacked bidirectional "
+                              "one's upper layers read both directions: set "
+                              "model.num_layers=1 or model.bidirectional=false")
+        if bool(cfg.method.data.get("backward")) != bidirectional:
+            given = str(bool(cfg.method.data.get("backward"))).lower()
+            raise ConfigError(f"method.data.backward={given} but model.bidirectional="
+                              f"{str(bidirectional).lower()}: a backward language model "
+                              "trains the backward cells; leave method.data.backward to read "
+                              "model.bidirectional")
+    if cfg.method.get("data") and cfg.test:
+        raise ConfigError(f"method={cfg.method.name} has no test stage (the test split stays "
+                          "unseen until a classifier is tested): set test=false")
 
 
 def check_transfer(cfg: DictConfig) -> None:

@@ -48,7 +48,10 @@ def onecycle(optimizer: Optimizer, horizon: Horizon, max_lr: float = 0.01,
              pct_start: float = 0.25):
     if not 0 < pct_start < 1:  # torch accepts 0 and 1, then divides by zero mid-run
         raise ValueError(f"scheduler.builder.pct_start must be in (0, 1), got {pct_start}")
-    return lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(horizon.total_steps, 1),
+    # parameter groups at their own lrs (transfer.lr_decay) keep their ratios to the first's
+    first = optimizer.param_groups[0]["lr"]
+    peaks = [max_lr * g["lr"] / first for g in optimizer.param_groups] if first else max_lr
+    return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=max(horizon.total_steps, 1),
                                    pct_start=pct_start)
 
 

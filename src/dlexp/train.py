@@ -48,6 +48,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     source = transfer.read_source(cfg.transfer, cfg.model._target_)
 
     datamodule = instantiate(cfg.data)
+    if cfg.method.get("data"):  # a method that reads the data its own way (language_model)
+        datamodule = instantiate(cfg.method.data, base=datamodule, _convert_="all")
     data_info = datamodule.describe()
     net = build_net(cfg.model, data_info)
     fit_callbacks = transfer.apply(net, cfg.transfer, source, data_info)

@@ -4,7 +4,11 @@ feature extractor, initialisation) plus gradual unfreezing.
 Convention: ``net.head`` is the head (the last linear layer, sized by the task's classes);
 every other child module of the network is the backbone (CNN: ``features`` and ``classifier``;
 MLP: ``features``; ResNet18: ``features``). The head is always trained; the source's head is
-only kept on request, as a new task's classes mean something else.
+only kept on request, as a new task's classes mean something else. The text classifier
+(``models/rnn.py``) follows it too: embedding and recurrent layers are the backbone, and a
+``method=language_model`` checkpoint is a source like any other (its next-token head is no part
+of the network). ``lr_decay`` gives each lower layer group a smaller learning rate (ULMFiT's
+discriminative fine-tuning).
 """
 
 from __future__ import annotations
@@ -102,6 +106,13 @@ def _check_inputs(source: dict, target: dict, path: str) -> None:
         raise CheckpointError(f"transfer.source {path} was trained on inputs normalised with "
                               f"mean/std {scale[0]}, this run uses {scale[1]}: set the same "
                               f"data.normalize as the source run")
+    # token ids mean words only under their tokenizer: an embedding row is a word's vector
+    tokenizers = [d.get("tokenizer") for d in (source, target)]
+    if None not in tokenizers and tokenizers[0] != tokenizers[1]:
+        raise CheckpointError(f"transfer.source {path} was trained with another tokenizer than "
+                              "this run's: use the source run's data.tokenizer settings, "
+                              "data.seed and data.val_size (the tokenizer is fitted on the "
+                              "training split), so both fit the same vocabulary")
 
 
 def _is_head(key: str) -> bool:
@@ -115,6 +126,44 @@ def _name(target: str) -> str:
 def _summary(keys: list[str]) -> str:
     tops = sorted({k.split(".", 1)[0] for k in keys})
     return "+".join(tops) if tops else "none"
+
+
+def layer_groups(net: nn.Module) -> list[list[nn.Parameter]]:
+    """The network's parameters by layer, input first, head last: each child module is a group
+    (the items of a ``ModuleList`` each their own: the RNN's layers), those without parameters
+    left out."""
+    modules: list[nn.Module] = []
+    for name, child in net.named_children():
+        if name != "head":
+            modules += list(child) if isinstance(child, nn.ModuleList) else [child]
+    if isinstance(getattr(net, "head", None), nn.Module):
+        modules.append(net.head)
+    return [ps for ps in (list(m.parameters()) for m in modules) if ps]
+
+
+def discriminative(optimizer: Callable[..., torch.optim.Optimizer], net: nn.Module,
+                   decay: float | None) -> Callable[..., torch.optim.Optimizer]:
+    """The optimizer factory with one parameter group per layer group of ``net``: the head at
+    ``optimizer.lr``, each group below it at the one above's lr divided by ``decay`` (ULMFiT:
+    2.6). ``decay`` None: the factory as it is."""
+    if decay is None:
+        return optimizer
+    if not isinstance(decay, int | float) or decay < 1:
+        raise ConfigError(f"transfer.lr_decay must be a number >= 1 (or null), got {decay!r}")
+    base = getattr(optimizer, "keywords", {}).get("lr")
+    if not isinstance(base, int | float):
+        raise ConfigError("transfer.lr_decay needs an optimizer with an lr setting")
+    groups = layer_groups(net)
+
+    def build(params: list[nn.Parameter], **kwargs: object) -> torch.optim.Optimizer:
+        wanted = {id(p) for p in params}
+        grouped = [{"params": [p for p in group if id(p) in wanted], "lr": base / decay**depth}
+                   for depth, group in enumerate(reversed(groups))]
+        placed = {id(p) for group in groups for p in group}
+        grouped.append({"params": [p for p in params if id(p) not in placed], "lr": base})
+        return optimizer([g for g in grouped if g["params"]], **kwargs)
+
+    return build
 
 
 def freeze(modules: list[nn.Module]) -> None:
@@ -181,6 +230,7 @@ def apply(net: nn.Module, options: dict, source: tuple[str, dict] | None,
     if mode == "none":
         return []
     options.pop("source", None)
+    options.pop("lr_decay", None)  # read by the optimizer's building (builders.build_task)
     keep_head = options.pop("keep_head", False)
     head, backbone = split(net, options.pop("train_also", None) or ())
     if source is not None:

@@ -42,7 +42,7 @@ def test_padding_mask() -> None:
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("pooling", ["last", "max", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "concat"])
 @pytest.mark.parametrize("packed", [False, True])
 def test_output_does_not_change_with_the_amount_of_padding(cell: str, pooling: str,
                                                            packed: bool) -> None:
@@ -53,6 +53,35 @@ def test_output_does_not_change_with_the_amount_of_padding(cell: str, pooling: s
         padded = net(*_batch(lengths, extra_padding=9))
     assert tight.shape == (4, 2)
     torch.testing.assert_close(padded, tight, atol=1e-5, rtol=1e-5)
+
+
+def test_concat_pooling_is_last_max_and_mean_side_by_side() -> None:
+    net = _net(pooling="concat", bidirectional=True)
+    ids, lengths = _batch([5, 2, 7], extra_padding=4)
+    x = torch.randn(3, ids.shape[1], 12)
+    pooled = net._pool(x, lengths)
+    assert net.head.in_features == 36 and pooled.shape == (3, 36)
+    for i, pooling in enumerate(("last", "max", "mean")):
+        torch.testing.assert_close(pooled[:, 12 * i:12 * (i + 1)], net._pool_as(pooling, x, lengths))
+
+
+def test_run_stream_carries_the_state_across_slices() -> None:
+    net = _net(cell="lstm", bidirectional=False, num_layers=2)
+    ids = torch.randint(2, VOCAB, (3, 10))
+    with torch.no_grad():
+        whole, _ = net.run_stream(ids)
+        first, state = net.run_stream(ids[:, :4])
+        second, _ = net.run_stream(ids[:, 4:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole)
+    with pytest.raises(ValueError, match="bidirectional=false or num_layers=1"):
+        _net(bidirectional=True, num_layers=2).run_stream(ids)
+    with pytest.raises(ValueError, match="no direction 1"):
+        net.run_stream(ids, direction=1)
+    bi = _net(bidirectional=True)
+    with torch.no_grad():
+        backward, _ = bi.run_stream(ids, direction=1)
+        cell = bi.layers[0][1](bi.embedding(ids))[0]
+    torch.testing.assert_close(backward, cell)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -9,7 +9,10 @@ weights (a checkpoint trained packed also runs unpacked):
   at valid steps therefore do not depend on the padding, with no packing cost.
 - ``packed=True``: ``pack_padded_sequence`` around each cell, PyTorch's classic route.
 
-Pooling (``last``, ``max``, ``mean``) masks the padding out.
+Pooling (``last``, ``max``, ``mean``, or ``concat``: the three side by side, ULMFiT's concat
+pooling) masks the padding out. :meth:`RNNClassifier.run_stream` runs the embedding and the
+forward cells over a token stream with a carried state: the language-model stage
+(``method=language_model``) pretrains them that way.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from dlexp.models.layers import check_dropout, dense_block
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
-POOLINGS = ("last", "max", "mean")
+POOLINGS = ("last", "max", "mean", "concat")
+State = list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]  # one per layer
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -75,6 +79,7 @@ class RNNClassifier(nn.Module):
         check_dropout(dropout)
         check_dropout(embedding_dropout, "embedding_dropout")
         self.pad_idx, self.pooling, self.packed = pad_idx, pooling, packed
+        self.bidirectional = bidirectional
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_idx)
         self.embedding.weight.requires_grad_(not freeze_embedding)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
@@ -85,6 +90,8 @@ class RNNClassifier(nn.Module):
             self.layers.append(nn.ModuleList(
                 CELLS[cell](width, hidden_size, batch_first=True) for _ in range(directions)))
             width = hidden_size * directions
+        if pooling == "concat":
+            width *= 3
         self.dropout = nn.Dropout(dropout)
         head: list[nn.Module] = []
         for size in dense:
@@ -103,6 +110,27 @@ class RNNClassifier(nn.Module):
                            for d, rnn in enumerate(directions)], dim=-1)
         return self.head(self.classifier(self.dropout(self._pool(x, lengths))))
 
+    def run_stream(self, ids: torch.Tensor, state: State | None = None, direction: int = 0
+                   ) -> tuple[torch.Tensor, State]:
+        """Embedding and the ``direction``'s cells (0: forward, 1: backward, fed a reversed
+        stream) over ids [B, T] with no padding (a slice of a token stream), starting from
+        ``state`` (None: zeros): outputs [B, T, H] and the new state, for the next slice. A
+        direction has a next-token reading on its own only when no layer mixes both: one
+        direction, or one bidirectional layer."""
+        if self.bidirectional and len(self.layers) > 1:
+            raise ValueError("a stacked bidirectional network's upper layers read both "
+                             "directions: run_stream needs bidirectional=false or num_layers=1")
+        if direction >= len(self.layers[0]):
+            raise ValueError(f"this network has no direction {direction}")
+        x = self.embedding_dropout(self.embedding(ids))
+        new: State = []
+        for i, cells in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)
+            x, h = cells[direction](x, None if state is None else state[i])
+            new.append(h)
+        return self.dropout(x), new
+
     def _run(self, rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor,
              backward: bool) -> torch.Tensor:
         if backward:
@@ -118,7 +146,12 @@ class RNNClassifier(nn.Module):
 
     def _pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[B, T, H] -> [B, H] over the real tokens only."""
-        if self.pooling == "last":
+        if self.pooling == "concat":
+            return torch.cat([self._pool_as(p, x, lengths) for p in ("last", "max", "mean")], -1)
+        return self._pool_as(self.pooling, x, lengths)
+
+    def _pool_as(self, pooling: str, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if pooling == "last":
             # forward half: the output at the last real token; backward half: at step 0,
             # where the reversed pass has read the whole sequence
             half = x.shape[-1] // len(self.layers[-1])
@@ -126,6 +159,6 @@ class RNNClassifier(nn.Module):
                               .expand(-1, 1, x.shape[-1])).squeeze(1)
             return torch.cat([at_end[:, :half], x[:, 0, half:]], dim=-1)
         mask = padding_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1)
-        if self.pooling == "max":
+        if pooling == "max":
             return x.masked_fill(~mask, torch.finfo(x.dtype).min).amax(1)
         return (x * mask).sum(1) / lengths.to(x.device, x.dtype).unsqueeze(1)
