@@ -18,7 +18,8 @@ process:
 - module: ``ImageFolderDataModule`` built on a fresh cache dir (scan + decode into the uint8
   memory map) and one pass over its batches (the first epoch); a second pass (a cached epoch);
   a new module built on the warm cache and one pass (a later run); peak RSS of the process
-  after these (``ru_maxrss``, before the anchor runs; the decode workers' own is apart);
+  after these (``ru_maxrss``, before the anchor runs; also the peak before them, the imports'
+  share, and the largest scan/decode worker's own);
 - anchor: ``torchvision.datasets.ImageFolder`` (PIL decode, ``Resize`` to the same size,
   ``PILToTensor``: uint8) and ``DataLoader(num_workers=--workers)``, two full passes.
 
@@ -187,6 +188,10 @@ def anchor_pass(loader: torch.utils.data.DataLoader) -> int:
     return count
 
 
+def _peak_rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
+
+
 def _timed(fn) -> tuple[object, float]:
     start = time.perf_counter()
     value = fn()
@@ -196,6 +201,7 @@ def _timed(fn) -> tuple[object, float]:
 def run(root: Path, workers: int = 2, batch_size: int = 64, size: tuple[int, int] | None = None,
         channels: int | None = None, work_dir: Path | None = None) -> dict:
     """Every measurement on ``root``, as one record (see the module's docstring)."""
+    rss_start = _peak_rss_mb(resource.RUSAGE_SELF)  # the imports' share of the peak
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         tmp_dir = Path(tmp)
         progress(f"reading {root} once ({read_all(root) / 2**20:.1f} MiB)")
@@ -217,8 +223,8 @@ def run(root: Path, workers: int = 2, batch_size: int = 64, size: tuple[int, int
                                                             batch_size, workers))
         later, later_pass = _timed(partial(module_pass, later_dm))
         del later_dm
-        rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        rss_self = _peak_rss_mb(resource.RUSAGE_SELF)
+        rss_children = _peak_rss_mb(resource.RUSAGE_CHILDREN)
     progress(f"anchor: torchvision ImageFolder + DataLoader (num_workers={workers}), 2 passes")
     loader = anchor_loader(root, size, channels, batch_size, workers)
     anchor_n, anchor_s = _timed(lambda: anchor_pass(loader))
@@ -237,7 +243,8 @@ def run(root: Path, workers: int = 2, batch_size: int = 64, size: tuple[int, int
         "ratio": {"first_epoch": rates["first_epoch"] / rates["anchor"],
                   "cached_epoch": rates["cached_epoch"] / rates["anchor"],
                   "later_run": rates["later_run"] / rates["anchor"]},
-        "peak_rss_mb": {"module_process": rss_self, "decode_workers": rss_children},
+        "peak_rss_mb": {"module_process": rss_self, "before_module": rss_start,
+                        "workers": rss_children},
     }
 
 
@@ -258,7 +265,8 @@ def table(record: dict) -> str:
     lines += [f"| {name} | {rate:.0f} | {s:.2f} | {r:.2f} |" for name, rate, s, r in rows]
     rss = record["peak_rss_mb"]
     lines.append(f"scan: {sec['scan_cold']:.2f} s cold, {sec['scan_warm']:.2f} s warm; peak RSS "
-                 f"{rss['module_process']:.0f} MB (decode workers {rss['decode_workers']:.0f} MB)")
+                 f"{rss['module_process']:.0f} MB ({rss['before_module']:.0f} MB before the "
+                 f"module path; its workers {rss['workers']:.0f} MB)")
     return "\n".join(lines)
 
 
