@@ -72,7 +72,8 @@ def make_folder(out: Path, source: str, n: int, data_dir: Path | None = None,
 
     if source == "mnist":
         images, labels = _mnist(data_dir or Path(os.environ.get("DLEXP_DATA_DIR", "data")), n)
-        pictures = ((Image.fromarray(x), str(y), "png") for x, y in zip(images, labels, strict=True))
+        pictures = ((Image.fromarray(x), str(y), "png")
+                    for x, y in zip(images, labels, strict=True))
     else:
         pictures = _rgb(n, seed)
     count = 0
@@ -203,49 +204,47 @@ def run(root: Path, workers: int = 2, batch_size: int = 64, size: tuple[int, int
     """Every measurement on ``root``, as one record (see the module's docstring)."""
     rss_start = _peak_rss_mb(resource.RUSAGE_SELF)  # the imports' share of the peak
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        tmp_dir = Path(tmp)
         progress(f"reading {root} once ({read_all(root) / 2**20:.1f} MiB)")
         progress("scan: cold, then warm")
-        manifest, scan_cold = timed_scan(root, tmp_dir / "scan", workers)
-        _, scan_warm = timed_scan(root, tmp_dir / "scan", workers)
+        manifest, scan_cold = timed_scan(root, Path(tmp) / "scan", workers)
+        _, scan_warm = timed_scan(root, Path(tmp) / "scan", workers)
         size, channels = image_spec(manifest, size, channels)
-        n = len(manifest)
-        progress(f"module: first epoch ({n} images to {channels}x{size[0]}x{size[1]})")
-        cache = tmp_dir / "cache"
-        dm, build = _timed(lambda: build_module(root, cache, size, channels, batch_size,
-                                                workers))
-        first, first_pass = _timed(partial(module_pass, dm))
-        progress("module: cached epoch")
-        cached, cached_s = _timed(partial(module_pass, dm))
-        del dm
-        progress("module: a later run on the warm cache")
-        later_dm, later_build = _timed(lambda: build_module(root, cache, size, channels,
-                                                            batch_size, workers))
-        later, later_pass = _timed(partial(module_pass, later_dm))
-        del later_dm
-        rss_self = _peak_rss_mb(resource.RUSAGE_SELF)
-        rss_children = _peak_rss_mb(resource.RUSAGE_CHILDREN)
+        progress(f"module: {len(manifest)} images to {channels}x{size[0]}x{size[1]}")
+        build = partial(build_module, root, Path(tmp) / "cache", size, channels, batch_size,
+                        workers)
+        seconds, counts = module_timings(build)
+        rss = {"module_process": _peak_rss_mb(resource.RUSAGE_SELF), "before_module": rss_start,
+               "workers": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
     progress(f"anchor: torchvision ImageFolder + DataLoader (num_workers={workers}), 2 passes")
     loader = anchor_loader(root, size, channels, batch_size, workers)
-    anchor_n, anchor_s = _timed(lambda: anchor_pass(loader))
-    anchor2_n, anchor2_s = _timed(lambda: anchor_pass(loader))
-    rates = {"anchor": anchor_n / anchor_s, "anchor_second": anchor2_n / anchor2_s,
-             "first_epoch": first / (build + first_pass), "cached_epoch": cached / cached_s,
-             "later_run": later / (later_build + later_pass)}
-    return {
-        "images": n, "image_shape": [channels, *size], "workers": workers,
-        "batch_size": batch_size,
-        "seconds": {"scan_cold": scan_cold, "scan_warm": scan_warm, "first_build": build,
-                    "first_pass": first_pass, "cached_pass": cached_s,
-                    "later_build": later_build, "later_pass": later_pass,
-                    "anchor": anchor_s, "anchor_second": anchor2_s},
-        "images_per_s": rates,
-        "ratio": {"first_epoch": rates["first_epoch"] / rates["anchor"],
-                  "cached_epoch": rates["cached_epoch"] / rates["anchor"],
-                  "later_run": rates["later_run"] / rates["anchor"]},
-        "peak_rss_mb": {"module_process": rss_self, "before_module": rss_start,
-                        "workers": rss_children},
-    }
+    for name in ("anchor", "anchor_second"):
+        counts[name], seconds[name] = _timed(partial(anchor_pass, loader))
+    seconds.update(scan_cold=scan_cold, scan_warm=scan_warm)
+    rates = {"anchor": counts["anchor"] / seconds["anchor"],
+             "anchor_second": counts["anchor_second"] / seconds["anchor_second"],
+             "first_epoch": counts["first"] / (seconds["first_build"] + seconds["first_pass"]),
+             "cached_epoch": counts["cached"] / seconds["cached_pass"],
+             "later_run": counts["later"] / (seconds["later_build"] + seconds["later_pass"])}
+    return {"images": len(manifest), "image_shape": [channels, *size], "workers": workers,
+            "batch_size": batch_size, "seconds": seconds, "images_per_s": rates,
+            "ratio": {k: rates[k] / rates["anchor"]
+                      for k in ("first_epoch", "cached_epoch", "later_run")},
+            "peak_rss_mb": rss}
+
+
+def module_timings(build) -> tuple[dict[str, float], dict[str, int]]:
+    """(seconds, images) of the module's first epoch (a fresh cache dir: build, then a pass),
+    a cached pass, and a later run (a new module on the warm cache, then a pass)."""
+    seconds, counts = {}, {}
+    dm, seconds["first_build"] = _timed(build)
+    counts["first"], seconds["first_pass"] = _timed(partial(module_pass, dm))
+    progress("module: cached epoch")
+    counts["cached"], seconds["cached_pass"] = _timed(partial(module_pass, dm))
+    del dm  # its memory map closes before the later run opens its own
+    progress("module: a later run on the warm cache")
+    dm, seconds["later_build"] = _timed(build)
+    counts["later"], seconds["later_pass"] = _timed(partial(module_pass, dm))
+    return seconds, counts
 
 
 def table(record: dict) -> str:
