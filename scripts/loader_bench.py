@@ -304,6 +304,9 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.root is None:
         raise DataError("give the image folder to time (or --make DIR to write one)")
+    if args.workers < 0 or args.batch_size < 1:
+        raise DataError(f"--workers must be >= 0 and --batch-size >= 1, got {args.workers} "
+                        f"and {args.batch_size}")
     record = run(args.root, args.workers, args.batch_size, args.size, args.channels,
                  args.work_dir)
     record["meta"] = {"root": str(args.root), "python": platform.python_version(),
@@ -311,6 +314,7 @@ def _main(args: argparse.Namespace) -> int:
                       "threads": torch.get_num_threads(), "machine": platform.machine()}
     print(table(record))
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 

@@ -51,7 +51,7 @@ def test_mnist_make_writes_digits_from_the_idx_files(tmp_path: Path, tiny_mnist:
     assert Image.open(files[0]).size == (28, 28)
 
 
-def test_bad_make_requests_get_one_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_requests_get_one_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert bench.main(["--make", str(tmp_path / "m"), "--data-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: no train-images-idx3-ubyte")
     (tmp_path / "full").mkdir()
@@ -60,6 +60,8 @@ def test_bad_make_requests_get_one_error(tmp_path: Path, capsys: pytest.CaptureF
     assert "is not empty" in capsys.readouterr().err
     assert bench.main([]) == 2
     assert "give the image folder" in capsys.readouterr().err
+    assert bench.main([str(tmp_path), "--batch-size", "0"]) == 2
+    assert "--batch-size >= 1, got 2 and 0" in capsys.readouterr().err
 
 
 def test_both_loaders_are_timed_on_the_same_images(tiny_folder: Path, tmp_path: Path) -> None:
