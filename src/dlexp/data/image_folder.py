@@ -40,6 +40,7 @@ from dlexp.inputs import RESIZE, WIDE_MODES, _check_size, _first_line, picture
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when load_picture's output changes: old decoded caches are rebuilt
+STAT_ELEMENTS = 1 << 23  # pixel values per chunk of the statistics (as float64: 64 MB)
 GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
 DEFAULT_SIZE = (128, 128)
 OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
@@ -415,7 +416,8 @@ class ImageFolderDataModule(TensorDataModule):
             return [0.0] * c, [255.0 if self.normalize == "unit" else 1.0] * c
         total, squares, count = torch.zeros(c, dtype=torch.float64), \
             torch.zeros(c, dtype=torch.float64), 0
-        for chunk in rows.sort().values.split(4096):
+        per_chunk = max(1, STAT_ELEMENTS // max(1, self.images[0].numel()))  # bounded memory
+        for chunk in rows.sort().values.split(per_chunk):
             x = self.images.index_select(0, chunk).double()
             total += x.sum(dim=(0, 2, 3))
             squares += x.square().sum(dim=(0, 2, 3))
