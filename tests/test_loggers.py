@@ -10,6 +10,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,7 +169,12 @@ def test_wandb_offline_writes_the_run_with_its_config(tmp_path: Path, tiny_mnist
     assert (offline / "files" / "output.log").is_file()
     (records,) = offline.glob("run-*.wandb")
     # the run as it started: an offline run keeps the config given to wandb.init
-    (started,) = [r.run for r in wandb_records(records) if r.WhichOneof("record_type") == "run"]
+    # wandb's service process may still be flushing the file when the run returns
+    deadline = time.monotonic() + 30
+    while not (runs := [r.run for r in wandb_records(records)
+                        if r.WhichOneof("record_type") == "run"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    (started,) = runs
     assert started.display_name == STAMP and started.project == "train"
     config = {item.key: json.loads(item.value_json) for item in started.config.update}
     assert config["choice/model"] == "mlp" and config["model/hidden"] == "[16]"
