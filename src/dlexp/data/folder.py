@@ -10,7 +10,6 @@ duplicate files across splits (leakage), and the class counts."""
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dlexp.data import splits
+from dlexp.data import splits, table
 from dlexp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,6 @@ JUNK_FOLDERS = {"__macosx", "@eadir", "$recycle.bin"}  # archive and NAS debris
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test"}
 PARTS = ("train", "val", "test")
-TABLES = (".csv", ".tsv", ".jsonl", ".parquet")
 SHOWN = 10  # files named in a message
 IMBALANCE = 3.0  # largest / smallest training class above this gets a warning
 CACHE_VERSION = 1
@@ -266,51 +264,12 @@ def from_table(path: str | Path, path_column: str = "path", label_column: str = 
 
 
 def read_table(path: Path) -> tuple[list[dict], list[str]]:
-    """(rows as dicts, column names) of a CSV, TSV, JSONL or Parquet file."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-                rows = list(reader)
-                return rows, list(reader.fieldnames or [])
-        if suffix == ".jsonl":
-            return _read_jsonl(path)
-        if suffix == ".parquet":
-            return _read_parquet(path)
-    except (UnicodeDecodeError, csv.Error, OSError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-    raise DataError(f"data.table: {path} is not a table dlexp reads; use one of "
-                    f"{', '.join(TABLES)}")
-
-
-def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
-    rows: list[dict] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {n} is not JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: line {n} is not a JSON object ({{\"path\": ..., "
-                                "\"label\": ...}})")
-            rows.append(row)
-    return rows, list(dict.fromkeys(k for row in rows for k in row))
-
-
-def _read_parquet(path: Path) -> tuple[list[dict], list[str]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"reading {path} (Parquet) needs pyarrow: pip install pyarrow") from None
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # ArrowInvalid and friends: not a Parquet file
-        raise DataError(f"cannot read {path} as Parquet: {e}") from None
-    return table.to_pylist(), list(table.column_names)
+    """(rows as dicts, column names) of a CSV, TSV, JSONL or Parquet file, as
+    :func:`dlexp.data.table.read_table` reads it."""
+    columns = table.read_table(path)
+    n = len(next(iter(columns.values()), []))
+    return [{name: values[i] for name, values in columns.items()} for i in range(n)], \
+        list(columns)
 
 
 def _label(value: object) -> str | None:
