@@ -212,8 +212,8 @@ def test_scan_cache_reads_only_changed_files(tmp_path: Path,
     assert first.errors[-1] == "empty file (0 bytes)"
     read = []
     real = folder._read_one
-    monkeypatch.setattr(folder, "_read_one", lambda p, s, probe: read.append(p) or
-                        real(p, s, probe))
+    monkeypatch.setattr(folder, "_read_one", lambda p, s, probe, **kw: read.append(p) or
+                        real(p, s, probe, **kw))
     again = scan(root, cache_dir=tmp_path / "cache")
     assert read == [] and again.hashes == first.hashes and again.errors == first.errors
     (root / "a" / "1.png").write_bytes(b"changed")

@@ -1,9 +1,9 @@
 """``data=image_folder data.root=DIR``: your own images, one subfolder per class (or
 ``DIR/train|val|test/<class>/``, or ``data.table=FILE`` with a path and a label column).
 
-Before training, the folder is scanned (:mod:`dlexp.data.folder`), every image is decoded
-once, in parallel worker processes, by the loader predict uses too
-(:func:`dlexp.inputs.load_picture`), and kept resized as uint8 in a memory-mapped file in the
+Before training, the folder is listed (:mod:`dlexp.data.folder`) and every image is read once,
+in parallel worker processes: hashed and probed for the scan, and decoded in the same pass by
+the loader predict uses too (:func:`dlexp.inputs.load_picture`), and kept resized as uint8 in a memory-mapped file in the
 cache dir, keyed by the files (paths, sizes, mtimes) and the image settings: a later run
 decodes nothing, and a folder larger than memory pages in from that file. Bad files end in one
 ``error:`` before training (``on_bad_file=error``) or are left out and listed in the run
@@ -48,6 +48,7 @@ BAD_FILE = ("error", "skip")
 NORMALIZE = ("standard", "unit", "none")
 AUGMENT = (False, True, "affine", "natural")
 EXIF_HEADERS = {"JPEG", "MPO", "TIFF", "WEBP"}  # formats whose EXIF block precedes the pixels
+SAMPLE = 64  # headers read first, on a cold start, to pick the size and channels to decode at
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -77,46 +78,67 @@ def _gray_palette(im: Image.Image) -> bool:
                for i in range(0, len(palette) - 2, 3))
 
 
-def _decode_chunk(out: str, shape: tuple[int, ...], rows: list[tuple[int, str]],
-                  size: tuple[int, int], channels: int, resize: str) -> list[tuple[int, str]]:
-    """Decode ``rows`` ((row, file) pairs) into the memory-mapped ``out``; (row, why) for the
-    files that cannot be decoded. Runs in a worker process (or in this one)."""
+def _decode_chunk(out: str, shape: tuple[int, ...], rows: list[tuple[int, bytes]],
+                  size: tuple[int, int], channels: int, resize: str) -> dict[int, str]:
+    """Decode ``rows`` ((row, the file's bytes) pairs) into the memory-mapped ``out``;
+    {row: why} for the files that cannot be decoded. Runs in a scan worker (or in this
+    process), on the bytes the scan read."""
     images = np.memmap(out, np.uint8, "r+", shape=shape)
-    bad = []
-    for row, path in rows:
+    bad = {}
+    for row, data in rows:
         try:
-            pixels = np.asarray(picture(path, size, channels, resize))  # (H, W) or (H, W, 3)
+            pixels = np.asarray(picture(io.BytesIO(data), size, channels, resize))  # HW(3)
             images[row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
         except ValueError as e:
-            bad.append((row, str(e)))
+            bad[row] = str(e)
         except Exception as e:  # a decoder bug on hostile bytes: still this file's fault
-            bad.append((row, f"cannot read image: {_first_line(e)}"))
+            bad[row] = f"cannot read image: {_first_line(e)}"
     images.flush()
     return bad
 
 
-def decoded_images(manifest: Manifest, cache_dir: Path, size: tuple[int, int], channels: int,
-                   resize: str, workers: int | None = None) -> tuple[np.memmap, dict[int, str]]:
-    """(images uint8 (N, C, H, W), memory-mapped from the cache dir, {row: why} for the files
-    that could not be decoded). Rows follow ``manifest``; files it already knows are bad are
-    not decoded (their rows stay zero and must not be used). Built once per set of files and
-    settings; files unchanged since an earlier build of the same folder are copied from it."""
-    shape = (len(manifest), channels, *size)
-    where = cache_dir / "image_folder"
+def _stems(manifest: Manifest, size: tuple[int, int], channels: int, resize: str
+           ) -> tuple[str, str]:
+    """(the key of the settings, the build's file stem: settings and files)."""
     settings = folder._cache_key(version=CACHE_VERSION, source=str(Path(manifest.source)
                                                                    .resolve()),
                                  size=list(size), channels=channels, resize=resize)
-    stem = f"{settings}-{folder._cache_key(files=manifest.identity())}"
+    return settings, f"{settings}-{folder._cache_key(files=manifest.identity())}"
+
+
+def decoded_images(manifest: Manifest, cache_dir: Path, size: tuple[int, int], channels: int,
+                   resize: str, workers: int | None = None, stale: Sequence[int] = ()
+                   ) -> tuple[np.memmap, dict[int, str]]:
+    """(images uint8 (N, C, H, W), memory-mapped from the cache dir, {row: why} for the files
+    that could not be decoded). Rows follow ``manifest``; files it already knows are bad are
+    not decoded (their rows stay zero and must not be used). Built once per set of files and
+    settings; files unchanged since an earlier build of the same folder are copied from it.
+    ``stale``: rows whose fingerprints the scan cache lacked; they are fingerprinted here, in
+    the pass that decodes them (one read per file), before this returns."""
+    shape = (len(manifest), channels, *size)
+    where = cache_dir / "image_folder"
+    settings, stem = _stems(manifest, size, channels, resize)
     meta_path, data_path = where / f"{stem}.json", where / f"{stem}.u8"
     meta = _read_meta(meta_path, shape, data_path)
-    if meta is None:
-        meta = _build(manifest, where, stem, shape, size, channels, resize, workers)
+    if meta is not None:
+        folder.read_files(manifest, stale, cache_dir, probe, workers)
+    else:
+        meta = _build(manifest, where, stem, shape, size, channels, resize, workers, stale,
+                      cache_dir)
         for old in where.glob(f"{settings}-*.json"):  # older builds of this folder
             if old.stem != stem:
                 for stale in (old, old.with_suffix(".u8")):
                     stale.unlink(missing_ok=True)
     images = np.memmap(data_path, np.uint8, "c", shape=shape)  # "c": writable, never written
     return images, {int(k): v for k, v in meta["bad"].items()}
+
+
+def _forget(manifest: Manifest, cache_dir: Path, size: tuple[int, int], channels: int,
+            resize: str) -> None:
+    """Delete the build of these files at these settings (a guess that proved wrong)."""
+    stem = _stems(manifest, size, channels, resize)[1]
+    for suffix in (".json", ".u8"):
+        (cache_dir / "image_folder" / f"{stem}{suffix}").unlink(missing_ok=True)
 
 
 def _read_meta(path: Path, shape: tuple[int, ...], data: Path) -> dict | None:
@@ -132,7 +154,8 @@ def _read_meta(path: Path, shape: tuple[int, ...], data: Path) -> dict | None:
 
 
 def _build(manifest: Manifest, where: Path, stem: str, shape: tuple[int, ...],
-           size: tuple[int, int], channels: int, resize: str, workers: int | None) -> dict:
+           size: tuple[int, int], channels: int, resize: str, workers: int | None,
+           stale: Sequence[int], cache_dir: Path) -> dict:
     try:
         where.mkdir(parents=True, exist_ok=True)
         tmp = where / f"{stem}.u8.{os.getpid()}.part"
@@ -145,7 +168,10 @@ def _build(manifest: Manifest, where: Path, stem: str, shape: tuple[int, ...],
     if todo:
         log.info("%s: decoding %d images to %dx%dx%d (data.resize=%s), once: %s",
                  manifest.source, len(todo), channels, *size, resize, where)
-    bad.update(_decode_all(manifest, todo, tmp, shape, size, channels, resize, workers))
+    decode = folder.OnRead(todo, functools.partial(_decode_chunk, str(tmp), shape, size=size,
+                                                   channels=channels, resize=resize))
+    folder.read_files(manifest, stale, cache_dir, probe, workers, decode)
+    bad.update(decode.bad)
     tmp.replace(where / f"{stem}.u8")
     rels = {i: manifest.rel(i) for i in bad}
     meta = {"shape": list(shape), "bad": bad, "files": manifest.identity(),
@@ -187,16 +213,6 @@ def _copy_previous(manifest: Manifest, where: Path, stem: str, shape: tuple[int,
     log.info("%s: %d decoded images reused from the last build", manifest.source,
              len(manifest) - len(rest))
     return bad, rest
-
-
-def _decode_all(manifest: Manifest, todo: list[int], out: Path, shape: tuple[int, ...],
-                size: tuple[int, int], channels: int, resize: str,
-                workers: int | None) -> dict[int, str]:
-    """Decode rows ``todo`` in ``workers`` processes (0: in this one), with a progress bar."""
-    paths = manifest.paths
-    decode = functools.partial(_decode_chunk, str(out), shape, size=size, channels=channels,
-                               resize=resize)
-    return dict(folder.in_workers(decode, [(i, paths[i]) for i in todo], workers, "decode"))
 
 
 # ------------------------------------------------------------------------------ loading
@@ -276,12 +292,10 @@ class ImageFolderDataModule(TensorDataModule):
         scanned = self._scan(root, table, base, extensions, path_column, label_column,
                              split_column)
         if not test_only:  # all of it test data (dlexp-eval): no training split to check
-            folder.check_classes(scanned)  # before decoding anything
+            folder.check_classes(scanned)  # before reading anything
         elif len(scanned) == 0:
             raise DataError(f"{scanned.source}: no image files found")
-        self.image_size, self.channels = self._image_spec(scanned, channels)
-        images, undecodable = decoded_images(scanned, self.cache_dir, self.image_size,
-                                             self.channels, resize, workers)
+        images, undecodable = self._read_images(scanned, channels)
         self.images = torch.from_numpy(images)
         row_of = {r: i for i, r in enumerate(scanned.rels)}
         why = {scanned.rels[i]: e for i, e in folder.bad_files(scanned).items()}
@@ -305,9 +319,36 @@ class ImageFolderDataModule(TensorDataModule):
                              "or data.table=FILE (a path and a label column)")
         if table is not None:
             return folder.from_table(_resolve(table, base), path_column, label_column,
-                                     split_column, self.cache_dir, probe, self.workers)
-        return folder.scan(_resolve(root, base), list(extensions), self.cache_dir, probe,
-                           self.workers)
+                                     split_column, read=False)
+        return folder.scan(_resolve(root, base), list(extensions), read=False)
+
+    def _read_images(self, manifest: Manifest, channels: int | None
+                     ) -> tuple[np.memmap, dict[int, str]]:
+        """Fingerprint and decode every image (what the caches hold is not read again), and
+        set ``image_size`` and ``channels``. A cold start reads each file once: hashed,
+        probed and decoded in one pass, at the size and channels a sample of the headers
+        suggests when they are not set; should the whole folder disagree (a lone odd image the
+        sample missed), the images are decoded again at the right ones."""
+        stale = folder.cached_fingerprints(manifest, self.cache_dir, probe)
+        sampled: list[int] = []
+        if stale and (self.requested_size is None or channels is None):
+            sampled = stale[::max(1, len(stale) // SAMPLE)][:SAMPLE]  # spread over the classes
+            folder.read_files(manifest, sampled, None, probe)
+        rest = sorted(set(stale) - set(sampled))
+        guess = self._image_spec(manifest, channels, quiet=bool(rest))
+        images, bad = decoded_images(manifest, self.cache_dir, *guess, self.resize,
+                                     self.workers, rest)
+        if sampled and not rest:
+            folder.save_fingerprints(manifest, self.cache_dir, probe)
+        self.image_size, self.channels = self._image_spec(manifest, channels, quiet=not rest)
+        if (self.image_size, self.channels) != guess:
+            log.info("%s: the sampled headers suggested %d channels of %dx%d, the folder "
+                     "holds otherwise: decoding again", manifest.source, guess[1], *guess[0])
+            del images
+            _forget(manifest, self.cache_dir, *guess, self.resize)
+            images, bad = decoded_images(manifest, self.cache_dir, self.image_size,
+                                         self.channels, self.resize, self.workers)
+        return images, bad
 
     def _with_split_lists(self, manifest: Manifest, split_file: str | None) -> Manifest:
         """The split written by an earlier run: ``data.split_file``, else this run
@@ -341,10 +382,11 @@ class ImageFolderDataModule(TensorDataModule):
                 folder.check_classes(manifest)
         return manifest
 
-    def _image_spec(self, manifest: Manifest, channels: int | None) -> tuple[tuple[int, int],
-                                                                               int]:
-        """``image_size`` and ``channels`` as set, else what the images hold: their size
-        when they all share one (up to 256 a side, else 128x128); gray when all are."""
+    def _image_spec(self, manifest: Manifest, channels: int | None, quiet: bool = False
+                    ) -> tuple[tuple[int, int], int]:
+        """``image_size`` and ``channels`` as set, else what the images (those probed so far)
+        hold: their size when they all share one (up to 256 a side, else 128x128); gray when
+        all are."""
         infos = [info for info in manifest.info if info]
         if channels is None:
             channels = 1 if infos and all(info["gray"] for info in infos) else 3
@@ -353,7 +395,7 @@ class ImageFolderDataModule(TensorDataModule):
             sizes = Counter(tuple(info["size"]) for info in infos)
             own = next(iter(sizes)) if len(sizes) == 1 else None
             size = own if own and max(own) <= OWN_SIZE_MAX else DEFAULT_SIZE
-            log.info("%s: images of %dx%d (H x W)%s, %d channel%s; data.image_size=[H,W] and "
+            log.log(logging.DEBUG if quiet else logging.INFO, "%s: images of %dx%d (H x W)%s, %d channel%s; data.image_size=[H,W] and "
                      "data.channels change them", manifest.source, *size,
                      " (their own size)" if size == own else
                      f" ({len(sizes)} sizes found)", channels, "s" if channels > 1 else "")
