@@ -260,7 +260,7 @@ def from_table(path: str | Path, path_column: str = "path", label_column: str = 
         labels.append(label)
         if split_column is not None:
             given.append(_split_value(row.get(split_column), path, n, split_column))
-    stats = [_stat(os.path.join(base, r)) for r in rels]
+    stats = [size_and_mtime(os.path.join(base, r)) for r in rels]
     manifest = Manifest(base=base, source=str(path), rels=rels, labels=labels,
                         given=given or None, sizes=[s[0] for s in stats],
                         mtimes=[s[1] for s in stats])
@@ -293,7 +293,8 @@ def _split_value(value: object, path: Path, row: int, column: str) -> str:
     return part
 
 
-def _stat(path: str) -> tuple[int, int]:
+def size_and_mtime(path: str) -> tuple[int, int]:
+    """(size, mtime ns) of a file; (-1, 0) when it is gone."""
     try:
         s = os.stat(path)
         return s.st_size, s.st_mtime_ns
