@@ -326,12 +326,13 @@ class ImageFolderDataModule(TensorDataModule):
                      ) -> tuple[np.memmap, dict[int, str]]:
         """Fingerprint and decode every image (what the caches hold is not read again), and
         set ``image_size`` and ``channels``. A cold start reads each file once: hashed,
-        probed and decoded in one pass, at the size and channels a sample of the headers
-        suggests when they are not set; should the whole folder disagree (a lone odd image the
-        sample missed), the images are decoded again at the right ones."""
+        probed and decoded in one pass, at the size and channels that the cached headers, or
+        on a cold start a sample of them (read twice), suggest when they are not set; should the
+        whole folder disagree (a lone odd image the sample missed), the images are decoded
+        again at the right ones."""
         stale = folder.cached_fingerprints(manifest, self.cache_dir, probe)
         sampled: list[int] = []
-        if stale and (self.requested_size is None or channels is None):
+        if len(stale) == len(manifest) and (self.requested_size is None or channels is None):
             sampled = stale[::max(1, len(stale) // SAMPLE)][:SAMPLE]  # spread over the classes
             folder.read_files(manifest, sampled, None, probe)
         rest = sorted(set(stale) - set(sampled))
