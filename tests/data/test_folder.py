@@ -280,4 +280,4 @@ def test_on_read_gets_each_files_bytes_in_the_one_read(tmp_path: Path,
 
 def _lengths(pairs: list[tuple[int, bytes]]) -> dict[int, str]:
     """An OnRead function: every file 'fails' with its length, to see what it was given."""
-    return {row: f"{len(data)} bytes" for row, data in pairs}
+    return {row: (None, f"{len(data)} bytes") for row, data in pairs}

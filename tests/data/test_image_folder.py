@@ -291,3 +291,26 @@ def test_bad_files_stop_a_cold_start_before_training_and_duplicates_warn(
                                                       .read_bytes())
     module(rgb_folder, tmp_path / "fresh", workers=2)
     assert "have the same content as a file in another split" in caplog.text
+
+
+def test_the_decode_finds_what_the_probe_finds(tmp_path: Path) -> None:
+    """The single-read path reads each header once, in the decode: the scan cache must hold
+    what :func:`probe` would have said (a later run picks the size and channels from it)."""
+    root = folder_of(tmp_path / "d", {"a": 3}, mode="L")
+    folder_of(root, {"b": 3}, mode="P", ext=".png")
+    folder_of(root, {"c": 3}, ext=".jpg", size=(6, 10))
+    tall = Image.new("RGB", (64, 32), (250, 250, 250))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown 32 wide, 64 high
+    tall.save(root / "c" / "turned.jpg", exif=exif)
+    (root / "c" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    dm = module(root, tmp_path, image_size=[8, 8], channels=3, on_bad_file="skip")
+    scanned = image_folder.folder.scan(root, read=False)
+    image_folder.folder.cached_fingerprints(scanned, tmp_path / "cache", image_folder.probe)
+    for path, info, error in zip(scanned.paths, scanned.info, scanned.errors, strict=True):
+        try:
+            assert info == image_folder.probe(Path(path).read_bytes()) and error is None
+        except ValueError as e:
+            assert info is None and error == str(e) and "BytesIO" not in error
+    assert "c/broken.jpg" not in dm.manifest.rels
+    assert scanned.info[scanned.rels.index("c/turned.jpg")]["size"] == [64, 32]

@@ -308,13 +308,15 @@ class OnRead:
     """Work a data module does on files' bytes while the scan holds them, so that a cold start
     reads each file once (``image_folder`` decodes there). ``rows``: the files it needs, read
     even when their fingerprints are cached (not those the scan found bad); ``fn`` runs in a
-    worker on a chunk's (row, bytes) pairs and returns {row: why} for the files it could not
-    use, gathered in ``bad``. It must be picklable (a ``functools.partial`` of a module-level
+    worker on a chunk's (row, bytes) pairs and returns {row: (info, why)}: why (or None) for
+    the files it could not use, gathered in ``bad``; with ``probes``, info is what the probe
+    would say of the file, and a file without info is one the scan calls bad (why). It must be picklable (a ``functools.partial`` of a module-level
     function) where workers are not forked."""
 
     rows: Iterable[int]
-    fn: Callable[[list[tuple[int, bytes]]], dict[int, str]]
+    fn: Callable[[list[tuple[int, bytes]]], dict[int, tuple[dict | None, str | None]]]
     bad: dict[int, str] = field(default_factory=dict)
+    probes: bool = False  # fn's info replaces the probe's for its rows (one parse of a file)
 
 
 def fingerprint(manifest: Manifest, cache_dir: Path | None, probe: Probe | None = None,
@@ -374,7 +376,8 @@ def read_files(manifest: Manifest, rows: Sequence[int], cache_dir: Path | None,
     paths = manifest.paths
     jobs = [(i, paths[i], manifest.sizes[i], i in stale, i in wanted) for i in todo]
     work = functools.partial(_read_some, probe=probe,
-                             use=on_read.fn if on_read is not None else None)
+                             use=on_read.fn if on_read is not None else None,
+                             use_probes=on_read is not None and on_read.probes)
     for i, result, unusable in in_workers(work, jobs, workers, "scan"):
         if result is not None:
             manifest.hashes[i], manifest.errors[i], manifest.info[i] = result
@@ -423,18 +426,27 @@ def save_fingerprints(manifest: Manifest, cache_dir: Path | None, probe: Probe |
 
 
 def _read_some(jobs: list[tuple[int, str, int, bool, bool]], probe: Probe | None,
-               use: Callable[[list[tuple[int, bytes]]], dict[int, str]] | None) -> list:
+               use: Callable | None, use_probes: bool = False) -> list:
     """(row, fingerprint or None, why ``use`` could not use it or None) per job (row, path,
     size, fingerprint it, hand its bytes to ``use``): one read of each file."""
-    out, pairs = [], []
+    out, pairs, deferred = [], [], set()
     for row, path, size, fresh, wanted in jobs:
-        data, result = _read_one(path, size, probe if fresh else None, hashed=fresh)
+        defer = fresh and wanted and use_probes  # use probes it as it parses it
+        data, result = _read_one(path, size, None if defer else probe, hashed=fresh)
         out.append([row, result if fresh else None, None])
         if wanted and data is not None and result[1] is None:
             pairs.append((row, data))
-    bad = use(pairs) if use is not None and pairs else {}
+            if defer:
+                deferred.add(row)
+    found = use(pairs) if use is not None and pairs else {}
     for item in out:
-        item[2] = bad.get(item[0])
+        info, why = found.get(item[0], (None, None))
+        if item[0] not in deferred:
+            item[2] = why
+        elif info is None:  # its header is bad: the scan's finding, cached
+            item[1] = (item[1][0], why or "cannot read", None)
+        else:
+            item[1], item[2] = (item[1][0], None, info), why
     return [tuple(item) for item in out]
 
 

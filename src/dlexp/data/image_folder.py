@@ -57,12 +57,22 @@ def probe(data: bytes) -> dict:
     whether it is grayscale. ValueError when it is not an image dlexp can read."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            # a PNG's getexif() decodes the whole image to look for a late eXIf chunk
-            turned = im.format in EXIF_HEADERS and im.getexif().get(0x0112) in (5, 6, 7, 8)
-            gray = im.mode in GRAY_MODES or (im.mode in ("P", "PA") and _gray_palette(im))
+            return header_info(im)
     except Image.DecompressionBombError:
         raise ValueError("image too large") from None
+    except ValueError:
+        raise
+    except Exception as e:  # untrusted bytes: whatever the decoders raise means "unreadable"
+        raise ValueError(f"cannot read image: {_first_line(e)}") from None
+
+
+def header_info(im: Image.Image) -> dict:
+    """:func:`probe`'s findings on an opened, not yet decoded image."""
+    try:
+        w, h = im.size
+        # a PNG's getexif() decodes the whole image to look for a late eXIf chunk
+        turned = im.format in EXIF_HEADERS and im.getexif().get(0x0112) in (5, 6, 7, 8)
+        gray = im.mode in GRAY_MODES or (im.mode in ("P", "PA") and _gray_palette(im))
     except Exception as e:  # untrusted bytes: whatever the decoders raise means "unreadable"
         raise ValueError(f"cannot read image: {_first_line(e)}") from None
     _check_size((w, h))
@@ -79,22 +89,26 @@ def _gray_palette(im: Image.Image) -> bool:
 
 
 def _decode_chunk(out: str, shape: tuple[int, ...], rows: list[tuple[int, bytes]],
-                  size: tuple[int, int], channels: int, resize: str) -> dict[int, str]:
+                  size: tuple[int, int], channels: int, resize: str
+                  ) -> dict[int, tuple[dict | None, str | None]]:
     """Decode ``rows`` ((row, the file's bytes) pairs) into the memory-mapped ``out``;
-    {row: why} for the files that cannot be decoded. Runs in a scan worker (or in this
-    process), on the bytes the scan read."""
+    {row: (what :func:`probe` says of it, why it cannot be decoded or None)}, from the one
+    parse of each file. Runs in a scan worker (or in this process) on the bytes it read."""
     images = np.memmap(out, np.uint8, "r+", shape=shape)
-    bad = {}
+    found = {}
     for row, data in rows:
+        info: dict = {}
         try:
-            pixels = np.asarray(picture(io.BytesIO(data), size, channels, resize))  # HW(3)
+            pixels = np.asarray(picture(io.BytesIO(data), size, channels, resize,
+                                        lambda im, into=info: into.update(header_info(im))))
             images[row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+            found[row] = (info, None)
         except ValueError as e:
-            bad[row] = str(e)
+            found[row] = (info or None, str(e))
         except Exception as e:  # a decoder bug on hostile bytes: still this file's fault
-            bad[row] = f"cannot read image: {_first_line(e)}"
+            found[row] = (info or None, f"cannot read image: {_first_line(e)}")
     images.flush()
-    return bad
+    return found
 
 
 def _stems(manifest: Manifest, size: tuple[int, int], channels: int, resize: str
@@ -169,7 +183,8 @@ def _build(manifest: Manifest, where: Path, stem: str, shape: tuple[int, ...],
         log.info("%s: decoding %d images to %dx%dx%d (data.resize=%s), once: %s",
                  manifest.source, len(todo), channels, *size, resize, where)
     decode = folder.OnRead(todo, functools.partial(_decode_chunk, str(tmp), shape, size=size,
-                                                   channels=channels, resize=resize))
+                                                   channels=channels, resize=resize),
+                           probes=True)
     folder.read_files(manifest, stale, cache_dir, probe, workers, decode)
     bad.update(decode.bad)
     tmp.replace(where / f"{stem}.u8")
