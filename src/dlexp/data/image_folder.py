@@ -40,7 +40,7 @@ from dlexp.inputs import RESIZE, WIDE_MODES, _check_size, _first_line, picture
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when load_picture's output changes: old decoded caches are rebuilt
-STAT_ELEMENTS = 1 << 23  # pixel values per chunk of the statistics (as float64: 64 MB)
+STAT_ELEMENTS = 1 << 23  # pixel values per chunk of the statistics (uint8: 8 MB)
 GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
 DEFAULT_SIZE = (128, 128)
 OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
@@ -107,7 +107,7 @@ def _decode_chunk(out: str, shape: tuple[int, ...], rows: list[tuple[int, bytes]
             found[row] = (info or None, str(e))
         except Exception as e:  # a decoder bug on hostile bytes: still this file's fault
             found[row] = (info or None, f"cannot read image: {_first_line(e)}")
-    images.flush()
+    # no flush: an msync of the whole map per chunk; the page cache is shared with the reader
     return found
 
 
@@ -472,16 +472,16 @@ class ImageFolderDataModule(TensorDataModule):
         c = self.channels
         if self.normalize != "standard":
             return [0.0] * c, [255.0 if self.normalize == "unit" else 1.0] * c
-        total, squares, count = torch.zeros(c, dtype=torch.float64), \
-            torch.zeros(c, dtype=torch.float64), 0
+        counts = torch.zeros(c, 256, dtype=torch.float64)  # how often each uint8 value is
         per_chunk = max(1, STAT_ELEMENTS // max(1, self.images[0].numel()))  # bounded memory
         for chunk in rows.sort().values.split(per_chunk):
-            x = self.images.index_select(0, chunk).double()
-            total += x.sum(dim=(0, 2, 3))
-            squares += x.square().sum(dim=(0, 2, 3))
-            count += x.numel() // c
-        mean = total / max(count, 1)
-        std = (squares / max(count, 1) - mean.square()).clamp(min=0).sqrt()
+            x = self.images.index_select(0, chunk)
+            for k in range(c):
+                counts[k] += torch.bincount(x[:, k].flatten(), minlength=256).double()
+        values = torch.arange(256, dtype=torch.float64)
+        total = counts.sum(1).clamp(min=1)
+        mean = counts @ values / total
+        std = (counts @ values.square() / total - mean.square()).clamp(min=0).sqrt()
         return mean.tolist(), torch.where(std > 1e-6, std, 1.0).tolist()
 
     # ---------------------------------------------------------------- batches
