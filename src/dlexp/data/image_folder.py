@@ -242,7 +242,16 @@ class RowBatchLoader(TensorBatchLoader):
 
     def make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows, labels = super().make_batch(idx)
-        return self.images.index_select(0, rows), labels
+        return gather(self.images, rows), labels
+
+
+def gather(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``images[rows]``. From the memory map by numpy's indexing: torch's threaded
+    ``index_select`` faults the map's pages in from several threads at once, many times
+    slower the first time the pages are read."""
+    if images.device.type != "cpu":
+        return images.index_select(0, rows)
+    return torch.from_numpy(images.numpy()[rows.numpy()])
 
 
 class ImageFolderDataModule(TensorDataModule):
@@ -475,7 +484,7 @@ class ImageFolderDataModule(TensorDataModule):
         counts = torch.zeros(c, 256, dtype=torch.float64)  # how often each uint8 value is
         per_chunk = max(1, STAT_ELEMENTS // max(1, self.images[0].numel()))  # bounded memory
         for chunk in rows.sort().values.split(per_chunk):
-            x = self.images.index_select(0, chunk)
+            x = gather(self.images, chunk)
             for k in range(c):
                 counts[k] += torch.bincount(x[:, k].flatten(), minlength=256).double()
         values = torch.arange(256, dtype=torch.float64)
