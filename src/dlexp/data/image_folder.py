@@ -256,6 +256,7 @@ class ImageFolderDataModule(TensorDataModule):
         max_shift: float = 0.1,
         max_degrees: float = 10.0,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
         on_device: bool | str = "auto",
         workers: int | None = None,
         cache_dir: str | None = None,
@@ -263,7 +264,7 @@ class ImageFolderDataModule(TensorDataModule):
         run_dir: str | None = None,
         test_only: bool = False,
     ) -> None:
-        super().__init__(unlabeled_ratio)
+        super().__init__(unlabeled_ratio, sampler)
         check_batch_sizes(batch_size, eval_batch_size)
         for key, value, choices in (("resize", resize, RESIZE), ("on_bad_file", on_bad_file,
                                     BAD_FILE), ("normalize", normalize, NORMALIZE),
