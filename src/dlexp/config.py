@@ -341,9 +341,14 @@ def check_transfer(cfg: DictConfig) -> None:
 
 def check_sampler(cfg: DictConfig) -> None:
     """Balanced batches and a class-weighted loss both undo the imbalance: together they
-    over-correct it, favouring the small classes."""
-    if cfg.data.get("sampler") == "balanced" and cfg.loss.get("class_weights") is not None:
-        raise ConfigError("data.sampler=balanced already evens out the classes per batch; "
+    over-correct it, favouring the small classes. A language model reads no classes."""
+    if cfg.data.get("sampler") != "balanced":
+        return
+    if cfg.method.get("data"):
+        raise ConfigError(f"data.sampler=balanced draws classes, but method={cfg.method.name} "
+                          "serves its own unlabeled data: set data.sampler=null")
+    if cfg.loss.get("class_weights") is not None:
+        raise ConfigError("data.sampler=balanced already evens out the classes in each epoch; "
                           f"loss.class_weights={cfg.loss.class_weights} would weight them again: "
                           "use one of them (loss=cross_entropy with the sampler)")
 

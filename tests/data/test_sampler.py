@@ -160,5 +160,9 @@ def test_a_bad_choice_and_a_weighted_loss_beside_it_are_refused(tiny_mnist: Path
     with pytest.raises(ConfigError, match="data.sampler=balanced already evens out the classes"):
         config.check_sampler(cfg)
     config.check_sampler(compose_train(["data.sampler=balanced"], tmp_path))
+    cfg = compose_train(["data=imdb", "model=lstm", "method=language_model",
+                         "data.sampler=balanced"], tmp_path)
+    with pytest.raises(ConfigError, match="method=language_model serves its own unlabeled"):
+        config.check_sampler(cfg)
     for data in ("image_folder", "text_table", "text_folder", "arrays", "imdb"):
         assert compose_train([f"data={data}"], tmp_path).data.sampler is None

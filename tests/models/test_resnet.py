@@ -167,3 +167,27 @@ def test_weights_and_a_transfer_source_together_are_refused(saved: Path, tmp_pat
         config.check_transfer(cfg)
     with pytest.raises(ValueError, match="disagree: drop model.pretrained"):
         ResNet18(weights=str(saved), pretrained=True)
+
+
+@pytest.mark.integration  # a whole (tiny) run
+def test_a_run_from_a_weights_file_rebuilds_from_its_checkpoint_alone(
+        reference: dict, saved: Path, tmp_path: Path, tiny_mnist: Path) -> None:
+    from conftest import FAST, TINY_DATA
+
+    from dlexp import checkpoint
+    from dlexp.train import train
+
+    cfg = compose_train([*FAST, *TINY_DATA, "model=resnet18", f"model.weights={saved}",
+                         "transfer=feature_extractor", "trainer.max_epochs=1",
+                         "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+                         "test=false", "logger=none"], tmp_path / "run", tiny_mnist)
+    result = train(cfg)
+    assert result["status"] == "ok", result.get("error")
+    saved.unlink()  # eval and predict need the checkpoint only
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    task = checkpoint.rebuild_task(checkpoint.load(path), path)
+    # feature_extractor froze the backbone: still the file's weights, head trained
+    torch.testing.assert_close(task.net.features[3][0].conv1.weight,
+                               reference["layer1.0.conv1.weight"])
+    torch.testing.assert_close(task.net.features[0].weight,
+                               reference["conv1.weight"][:, :, 2:5, 2:5].sum(1, keepdim=True))
