@@ -34,7 +34,7 @@ def saved(reference: dict, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty hub cache and no network: torch.hub's download raises as it would offline."""
     home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
@@ -129,21 +129,21 @@ def test_a_bad_weights_file_is_one_line(case: str, message: str, reference: dict
     assert "\n" not in str(raised.value)
 
 
-def test_imagenet_offline_and_uncached_says_where_to_put_the_file(offline: Path,
+def test_imagenet_offline_and_uncached_says_where_to_put_the_file(offline_hub: Path,
                                                                   tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         _check(["model.weights=imagenet"], tmp_path)
     message = str(raised.value)
     assert "\n" not in message and message.startswith("model.weights=imagenet: ")
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
-    assert f"{offline / 'hub' / 'checkpoints'}/" in message and "model.weights=PATH" in message
+    assert f"{offline_hub / 'hub' / 'checkpoints'}/" in message and "model.weights=PATH" in message
     with pytest.raises(ConfigError, match="could not be fetched"):  # the old name, the same
         _check(["model.pretrained=true"], tmp_path)
 
 
-def test_imagenet_from_the_hub_cache_needs_no_network(offline: Path, reference: dict,
+def test_imagenet_from_the_hub_cache_needs_no_network(offline_hub: Path, reference: dict,
                                                       tmp_path: Path) -> None:
-    cache = offline / "hub" / "checkpoints"
+    cache = offline_hub / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(reference, cache / CACHED_NAME)
     _check(["model.weights=imagenet"], tmp_path)
