@@ -3,6 +3,7 @@ alone (and class attributes), so a bad setting fails in a second, before data is
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import functools
@@ -179,6 +180,7 @@ def _signature_schema(target: str) -> type | None:
 
 
 PLAIN = (int, float, bool, str)
+CONTAINERS = (list, tuple, collections.abc.Sequence)
 
 
 def _checkable(hint: Any) -> Any:
@@ -193,7 +195,8 @@ def _checkable(hint: Any) -> Any:
     plain = members & set(PLAIN)
     if plain == {int, float}:
         plain = {float}
-    if len(plain) != 1 or any(typing.get_origin(m) is typing.Literal for m in members):
+    if len(plain) != 1 or any(typing.get_origin(m) in (typing.Literal, *CONTAINERS)
+                              for m in members):  # str | list[str]: a list is fine too
         return Any
     (kind,) = plain
     return kind | None if optional else kind

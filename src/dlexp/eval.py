@@ -101,8 +101,9 @@ def data_config(cfg: DictConfig, saved: dict, overrides: list[str], group: str |
                 del node[leaf]
         else:
             OmegaConf.update(base, key, OmegaConf.select(composed, key), merge=False)
-    if "root" in base and "root" not in given and (_sets("data_dir", overrides)
-                                                   or not os.path.exists(str(base.root))):
+    if "root" in base and "root" not in given and not base.get("table") and (
+            _sets("data_dir", overrides)
+            or not os.path.exists(str(base.root))):  # an image table has no root
         base.root = cfg.data_dir  # the data moved (another machine), or the user says where
     if cfg.get("eval_batch_size"):
         base.eval_batch_size = cfg.eval_batch_size
