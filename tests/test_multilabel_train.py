@@ -18,6 +18,7 @@ from test_image_folder_train import evaluate_checkpoint
 
 import dlexp
 from dlexp import checkpoint
+from dlexp.export import export
 from dlexp.predict import main as predict_main
 from dlexp.train import train
 
@@ -102,6 +103,9 @@ def test_image_table_with_label_sets(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (tmp_path / "eval" / "figures" / "confusion_matrix.png").is_file()
     split = (tmp_path / "run" / "split")
     assert sum(len((split / f"{p}.txt").read_text().split()) for p in ("train", "val", "test")) == 60
+    onnx = export(metrics["best_ckpt"], "onnx", tmp_path / "model.onnx")  # checks its logits
+    sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert onnx.is_file() and sidecar["multilabel"] and sidecar["threshold"] == 0.4
 
 
 def test_text_table_with_label_columns_learns(tmp_path: Path) -> None:
