@@ -103,6 +103,16 @@ def test_image_table_with_label_sets(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (tmp_path / "eval" / "figures" / "confusion_matrix.png").is_file()
     split = (tmp_path / "run" / "split")
     assert sum(len((split / f"{p}.txt").read_text().split()) for p in ("train", "val", "test")) == 60
+    # a new table lacking a label is tested on the checkpoint's labels
+    new = tmp_path / "photos" / "new.csv"
+    new.write_text("path,tags\n0.png,red\n1.png,green\n2.png,\n")
+    (tmp_path / "eval_new").mkdir()
+    on_new = evaluate_checkpoint(metrics["best_ckpt"], tmp_path / "eval_new",
+                                 f"+data.table={new}")
+    assert 0 <= on_new["test/map"] <= 1
+    rows = (tmp_path / "eval_new" / "predictions.csv").read_text().splitlines()
+    assert rows[0].endswith("p_blue,p_green,p_red") and rows[1].startswith("0,red,")
+    assert len(rows) == 4
     onnx = export(metrics["best_ckpt"], "onnx", tmp_path / "model.onnx")  # checks its logits
     sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
     assert onnx.is_file() and sidecar["multilabel"] and sidecar["threshold"] == 0.4

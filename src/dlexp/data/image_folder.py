@@ -415,7 +415,20 @@ class ImageFolderDataModule(TensorDataModule):
                             f"(C x H x W) but the checkpoint's model takes "
                             f"{'x'.join(map(str, trained))}: set data.channels and "
                             "data.image_size as in training")
+        if self.multilabel and self.test_only and info.get("multilabel"):
+            self._use_labels([str(c) for c in info["class_names"]])
         self.mean, self.std = list(info["mean"]), list(info["std"])
+
+    def _use_labels(self, names: list[str]) -> None:
+        """A new multi-label table under test takes the checkpoint's labels (in its order):
+        it may lack some of them, but not hold others."""
+        unknown = [n for n in self.class_names if n not in names]
+        if unknown:
+            raise DataError(f"{self.manifest.source}: labels {', '.join(map(repr, unknown))} "
+                            f"are not the checkpoint's ({', '.join(names)})")
+        self.manifest.label_names = self.class_names = names
+        self.num_classes = len(names)
+        self._all_test()
 
     def _statistics(self, rows: torch.Tensor) -> tuple[list[float], list[float]]:
         """Per channel, of the training images (read in chunks: the images may not fit in
