@@ -114,9 +114,10 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extr
     _try_optimizer(net, optimizer, scheduler)
     task_cls = instantiate(cfg.method.task, _partial_=True, _convert_="all")
     labels = multilabel_options(checkpoint_extras.get("data") or {})
-    if labels and task_cls.func is not ClassificationTask:
-        raise ConfigError(f"method={cfg.method.get('name', task_cls.func.__name__)} is "
-                          "single-label; multi-label data trains with method=supervised")
+    method = cfg.method.get("name", "supervised")
+    if labels and method != "supervised":  # pseudo-labels and consistency are argmax-based
+        raise ConfigError(f"method={method} is single-label; multi-label data trains with "
+                          "method=supervised")
     try:
         return task_cls(
             net=net,
