@@ -18,6 +18,7 @@ from test_image_folder_train import evaluate_checkpoint
 
 import dlexp
 from dlexp import checkpoint
+from dlexp.errors import DataError
 from dlexp.export import export
 from dlexp.predict import main as predict_main
 from dlexp.train import train
@@ -141,6 +142,16 @@ def test_text_table_with_label_sets_and_folds(tmp_path: Path,
     assert {"val/f1", "val/map", "test/map"} <= set(metrics)
     assert checkpoint.load(metrics["best_ckpt"])["dlexp"]["data"]["class_names"] == \
         sorted(TOPICS)
+    new = tmp_path / "new.csv"  # a new table of some of the labels: all of it is tested
+    new.write_text("text,label\nrain storm wind,weather\nguitar song and goal,music;sport\n")
+    (tmp_path / "eval").mkdir()
+    evaluated = evaluate_checkpoint(metrics["best_ckpt"], tmp_path / "eval",
+                                    f"+data.path={new}")
+    rows = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[2].startswith("1,music;sport,") and "test/f1" in evaluated
+    new.write_text("text,label\nrain storm wind,weather;snow\n")
+    with pytest.raises(DataError, match="'snow' are not the checkpoint's"):
+        evaluate_checkpoint(metrics["best_ckpt"], tmp_path / "eval", f"+data.path={new}")
     out = tmp_path / "pred.csv"
     predict_main([metrics["best_ckpt"], "--text", "rain and storm", "--csv", str(out)])
     header, row = out.read_text().splitlines()
