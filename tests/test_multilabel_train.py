@@ -164,6 +164,7 @@ def test_text_table_with_label_sets_and_folds(tmp_path: Path,
     (["loss=cross_entropy"], "use loss=bce"),
     (["loss=bce", "method=fixmatch", "data.num_labeled=20"], "single-label"),
     (["loss=bce", "method=pseudo_label"], "method=pseudo_label is single-label"),
+    (["loss=bce", "data.sampler=balanced"], "this data is multi-label"),
 ])
 def test_multilabel_refusals(tmp_path: Path, overrides: list[str], message: str) -> None:
     table = topic_table(tmp_path / "topics.csv", columns=False)

@@ -51,16 +51,23 @@ def build_callbacks(cfg: DictConfig, has_logger: bool, validate: bool) -> list[L
                      and str(c.monitor).startswith("val/"))]
 
 
-def build_net(model_cfg: DictConfig | dict, data_info: dict, load_vectors: bool = True
+# what a network starts from, when it is not its own initialisation: word vectors (read here)
+# and ResNet-18's model.weights (read by the network; ``pretrained`` is its old name)
+STARTING_POINTS = {"weights": None, "pretrained": False}
+
+
+def build_net(model_cfg: DictConfig | dict, data_info: dict, load_pretrained: bool = True
               ) -> nn.Module:
     """The network, told what the data dictates (input shape or vocabulary, classes).
-    ``model.vectors`` (a word-vectors file) initialises a text model's embedding; a network
-    rebuilt from a checkpoint skips that (``load_vectors=False``): its weights are saved."""
+    ``model.vectors`` (a word-vectors file) initialises a text model's embedding and
+    ``model.weights`` a ResNet's; a network rebuilt from a checkpoint skips both
+    (``load_pretrained=False``): its trained weights are saved."""
     node = OmegaConf.create(model_cfg) if not isinstance(model_cfg, DictConfig) else model_cfg
     vectors = node.get("vectors")
     node = OmegaConf.masked_copy(node, [k for k in node if k != "vectors"])
-    net = instantiate(node, _convert_="all", **data_info["net_kwargs"])
-    if vectors and load_vectors:
+    skipped = {} if load_pretrained else {k: v for k, v in STARTING_POINTS.items() if k in node}
+    net = instantiate(node, _convert_="all", **data_info["net_kwargs"], **skipped)
+    if vectors and load_pretrained:
         _load_vectors(net, vectors, data_info)
     return net
 

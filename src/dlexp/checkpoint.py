@@ -121,7 +121,7 @@ def rebuild_task(ckpt: dict, path: str | Path, datamodule: Any | None = None
         raise CheckpointError(f"{path} is a language model (method=language_model): it has no "
                               "trained classifier to evaluate, predict or export; fine-tune one "
                               f"from it with transfer=finetune transfer.source={path}")
-    net = build_net(extras_["config"]["model"], extras_["data"], load_vectors=False)
+    net = build_net(extras_["config"]["model"], extras_["data"], load_pretrained=False)
     labels = multilabel_options(extras_["data"])
     loss = build_loss(extras_["config"]["loss"], datamodule, bool(labels)) \
         if datamodule is not None else None

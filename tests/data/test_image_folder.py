@@ -233,3 +233,12 @@ def test_natural_augment_keeps_shape_and_range() -> None:
     assert not torch.equal(out, x)
     gray = natural_augment(x[:, :1], torch.Generator().manual_seed(0))
     assert gray.shape == (6, 1, 10, 12)
+
+
+def test_imagenet_normalisation_is_what_torchvision_weights_expect(rgb_folder: Path,
+                                                                   tmp_path: Path) -> None:
+    info = module(rgb_folder, tmp_path, normalize="imagenet").describe()
+    assert info["mean"] == pytest.approx([0.485 * 255, 0.456 * 255, 0.406 * 255])
+    assert info["std"] == pytest.approx([0.229 * 255, 0.224 * 255, 0.225 * 255])
+    gray = module(rgb_folder, tmp_path / "gray", normalize="imagenet", channels=1).describe()
+    assert gray["mean"] == pytest.approx([(0.485 + 0.456 + 0.406) / 3 * 255])

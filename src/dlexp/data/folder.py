@@ -670,6 +670,6 @@ def log_counts(manifest: Manifest, parts: dict[str, torch.Tensor]) -> None:
     if train and min(train) > 0 and max(train) / min(train) > IMBALANCE:
         big, small = int(np.argmax(train)), int(np.argmin(train))
         log.warning("%s: imbalanced classes: %r has %d training files, %r has %d (%.0fx); "
-                    "weight the loss by class with loss=weighted_cross_entropy (weights from "
-                    "the training split)", manifest.source, names[big], train[big],
+                    "weight the loss by class with loss=weighted_cross_entropy, or draw the "
+                    "classes equally often with data.sampler=balanced", manifest.source, names[big], train[big],
                     names[small], train[small], train[big] / train[small])

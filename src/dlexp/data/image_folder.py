@@ -46,7 +46,10 @@ GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
 DEFAULT_SIZE = (128, 128)
 OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
 BAD_FILE = ("error", "skip")
-NORMALIZE = ("standard", "unit", "none")
+NORMALIZE = ("standard", "unit", "none", "imagenet")
+# what torchvision's ImageNet weights were trained on (x/255 - mean) / std, in 0..255 units;
+# a gray image gets the channels' average (ResNet-18 sums its RGB kernels for gray)
+IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 AUGMENT = (False, True, "affine", "natural")
 EXIF_HEADERS = {"JPEG", "MPO", "TIFF", "WEBP"}  # formats whose EXIF block precedes the pixels
 
@@ -200,6 +203,12 @@ def _decode_all(manifest: Manifest, todo: list[int], out: Path, shape: tuple[int
     return dict(folder.in_workers(decode, [(i, paths[i]) for i in todo], workers, "decode"))
 
 
+def _imagenet_statistics(channels: int) -> tuple[list[float], list[float]]:
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return [sum(IMAGENET_MEAN) / 3] * channels, [sum(IMAGENET_STD) / 3] * channels
+
+
 # ------------------------------------------------------------------------------ loading
 class RowBatchLoader(TensorBatchLoader):
     """Batches of (images, labels) gathered from one images tensor by row numbers: the parts
@@ -250,6 +259,7 @@ class ImageFolderDataModule(TensorDataModule):
         max_shift: float = 0.1,
         max_degrees: float = 10.0,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
         on_device: bool | str = "auto",
         workers: int | None = None,
         cache_dir: str | None = None,
@@ -257,7 +267,7 @@ class ImageFolderDataModule(TensorDataModule):
         run_dir: str | None = None,
         test_only: bool = False,
     ) -> None:
-        super().__init__(unlabeled_ratio)
+        super().__init__(unlabeled_ratio, sampler)
         check_batch_sizes(batch_size, eval_batch_size)
         for key, value, choices in (("resize", resize, RESIZE), ("on_bad_file", on_bad_file,
                                     BAD_FILE), ("normalize", normalize, NORMALIZE),
@@ -434,6 +444,8 @@ class ImageFolderDataModule(TensorDataModule):
         """Per channel, of the training images (read in chunks: the images may not fit in
         memory); a constant channel gets std 1."""
         c = self.channels
+        if self.normalize == "imagenet":
+            return _imagenet_statistics(c)
         if self.normalize != "standard":
             return [0.0] * c, [255.0 if self.normalize == "unit" else 1.0] * c
         total, squares, count = torch.zeros(c, dtype=torch.float64), \

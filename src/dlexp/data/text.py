@@ -260,9 +260,11 @@ class TextDataModule(TokenizedDataModule):
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
         test_only: bool = False,
+        sampler: str | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, num_labeled, tokenizer, max_len,
-                         truncate, bucket, bucket_chunk, pin_memory, unlabeled_ratio)
+                         truncate, bucket, bucket_chunk, pin_memory, unlabeled_ratio,
+                         sampler=sampler)
         self.test_only = test_only
         self._trained: dict | None = None  # a checkpoint's data description (use_pipeline)
         check_choice("on_bad_file", on_bad_file, ON_BAD_FILE)
@@ -487,7 +489,8 @@ class TextDataModule(TokenizedDataModule):
                  shown, len(part["val"]), len(part["test"]))
         if not self.multilabel and max(counts) >= IMBALANCE * max(min(counts), 1):
             log.warning("%s: the classes are imbalanced (%s): consider "
-                        "loss=weighted_cross_entropy (weights from the training split)",
+                        "loss=weighted_cross_entropy (weights from the training split) or "
+                        "data.sampler=balanced (classes drawn equally often)",
                         corpus.source, shown)
         seen = {texts[i].strip() for i in part["train"].tolist()}
         leaked = [self._entry(corpus, labeled[i]) for p in ("val", "test") for i in part[p].tolist()
@@ -571,11 +574,13 @@ class TextTableDataModule(TextDataModule):
         cache_dir: str | None = None,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
         test_only: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, val_size, test_size, folds, fold, seed,
                          num_labeled, on_bad_file, tokenizer, max_len, truncate, bucket,
-                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only)
+                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only,
+                         sampler=sampler)
         found = resolve(path, root)
         if found.suffix.lower() not in SUFFIXES:
             raise DataError(f"data.path={path}: not a table dlexp reads; use one of "
@@ -625,11 +630,13 @@ class TextFolderDataModule(TextDataModule):
         cache_dir: str | None = None,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
         test_only: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, val_size, test_size, folds, fold, seed,
                          num_labeled, on_bad_file, tokenizer, max_len, truncate, bucket,
-                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only)
+                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only,
+                         sampler=sampler)
         folder = Path(root).expanduser()
         if not folder.is_dir():
             raise DataError(f"data.root: no such folder {folder}")

@@ -54,8 +54,8 @@ class TokenizedDataModule(PooledDataModule):
     def __init__(self, batch_size: int, eval_batch_size: int, seed: int,
                  num_labeled: int | None, tokenizer: dict | None, max_len: int | None,
                  truncate: str, bucket: bool, bucket_chunk: int, pin_memory: bool,
-                 unlabeled_ratio: float | None) -> None:
-        super().__init__(unlabeled_ratio)
+                 unlabeled_ratio: float | None, sampler: str | None = None) -> None:
+        super().__init__(unlabeled_ratio, sampler)
         check_batch_sizes(batch_size, eval_batch_size)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_labeled, self.pin_memory = seed, num_labeled, pin_memory
