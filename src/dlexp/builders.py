@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dlexp.errors import ConfigError
-from dlexp.losses import class_weights
+from dlexp.losses import class_weights, positive_weights
 from dlexp.models.word_vectors import load_word_vectors
 from dlexp.schedulers import Horizon
 from dlexp.task import ClassificationTask
@@ -87,10 +87,23 @@ def _load_vectors(net: nn.Module, path: str, data_info: dict) -> None:
                           "file (word v1 v2 ...) for this language?")
 
 
-def build_loss(loss_cfg: DictConfig | dict, datamodule: Any) -> nn.Module:
-    """The loss; ``class_weights=balanced`` is computed from the training split's counts."""
+def build_loss(loss_cfg: DictConfig | dict, datamodule: Any, multilabel: bool = False
+               ) -> nn.Module:
+    """The loss; ``class_weights=balanced`` is computed from the training split's counts,
+    ``pos_weight=balanced`` (``loss=bce``) from its multi-hot targets. Multi-label data takes
+    ``loss=bce`` only, and ``loss=bce`` takes multi-label data only."""
     node = dict(OmegaConf.to_container(loss_cfg, resolve=True)
                 if isinstance(loss_cfg, DictConfig) else loss_cfg)
+    is_bce = bool(getattr(target_class(node, "loss"), "multilabel", False))
+    if multilabel != is_bce:
+        raise ConfigError("the data is multi-label (data.label_sep, or a list of "
+                          "data.label_column): use loss=bce" if multilabel else
+                          "loss=bce is for multi-label data (data.label_sep=',' or a list of "
+                          "0/1 columns in data.label_column); use loss=cross_entropy")
+    if is_bce:
+        spec = node.pop("pos_weight", None)
+        targets = datamodule.train_targets() if spec == "balanced" else None
+        return instantiate(node, pos_weight=positive_weights(spec, targets))
     spec = node.pop("class_weights", None)
     counts = datamodule.class_counts() if spec == "balanced" else None
     return instantiate(node, weight=class_weights(spec, counts))
@@ -107,20 +120,35 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extr
     scheduler = instantiate(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
     _try_optimizer(net, optimizer, scheduler)
     task_cls = instantiate(cfg.method.task, _partial_=True, _convert_="all")
+    labels = multilabel_options(checkpoint_extras.get("data") or {})
+    method = cfg.method.get("name", "supervised")
+    if labels and method != "supervised":  # pseudo-labels and consistency are argmax-based
+        raise ConfigError(f"method={method} is single-label; multi-label data trains with "
+                          "method=supervised")
     try:
         return task_cls(
             net=net,
             optimizer=optimizer,
             num_classes=datamodule.num_classes,
-            loss=build_loss(cfg.loss, datamodule),
+            loss=build_loss(cfg.loss, datamodule, bool(labels)),
             regularization=instantiate(cfg.regularization),
             scheduler=scheduler,
             scheduler_interval=cfg.scheduler.interval,
             scheduler_monitor=cfg.scheduler.monitor,
             checkpoint_extras=checkpoint_extras,
+            **labels,
         )
     except ValueError as e:  # a method option out of range: the message names it
         raise ConfigError(str(e)) from None
+
+
+def multilabel_options(data_info: dict) -> dict:
+    """The task's multi-label arguments from the data's description (``describe()``, which
+    the checkpoint keeps, so the training threshold is predict's default); {} when
+    single-label."""
+    if not data_info.get("multilabel"):
+        return {}
+    return {"multilabel": True, "threshold": float(data_info.get("threshold", 0.5))}
 
 
 def _try_optimizer(net: nn.Module, optimizer: Any, scheduler: Any) -> None:

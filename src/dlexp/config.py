@@ -3,6 +3,7 @@ alone (and class attributes), so a bad setting fails in a second, before data is
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import functools
@@ -181,6 +182,7 @@ def _signature_schema(target: str) -> type | None:
 
 
 PLAIN = (int, float, bool, str)
+CONTAINERS = (list, tuple, collections.abc.Sequence)
 
 
 def _checkable(hint: Any) -> Any:
@@ -195,7 +197,8 @@ def _checkable(hint: Any) -> Any:
     plain = members & set(PLAIN)
     if plain == {int, float}:
         plain = {float}
-    if len(plain) != 1 or any(typing.get_origin(m) is typing.Literal for m in members):
+    if len(plain) != 1 or any(typing.get_origin(m) in (typing.Literal, *CONTAINERS)
+                              for m in members):  # str | list[str]: a list is fine too
         return Any
     (kind,) = plain
     return kind | None if optional else kind
@@ -342,12 +345,17 @@ def check_transfer(cfg: DictConfig) -> None:
 
 def check_sampler(cfg: DictConfig) -> None:
     """Balanced batches and a class-weighted loss both undo the imbalance: together they
-    over-correct it, favouring the small classes. A language model reads no classes."""
+    over-correct it, favouring the small classes. A language model reads no classes; label
+    sets (multi-label data) have no one class to balance."""
     if cfg.data.get("sampler") != "balanced":
         return
     if cfg.method.get("data"):
         raise ConfigError(f"data.sampler=balanced draws classes, but method={cfg.method.name} "
                           "serves its own unlabeled data: set data.sampler=null")
+    if cfg.data.get("label_sep") is not None or OmegaConf.is_list(cfg.data.get("label_column")):
+        raise ConfigError("data.sampler=balanced draws one class per example, but this data is "
+                          "multi-label: set data.sampler=null (loss.pos_weight=balanced weighs "
+                          "rare labels up)")
     if cfg.loss.get("class_weights") is not None:
         raise ConfigError("data.sampler=balanced already evens out the classes in each epoch; "
                           f"loss.class_weights={cfg.loss.class_weights} would weight them again: "

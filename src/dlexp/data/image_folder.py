@@ -33,6 +33,7 @@ from dlexp.data.folder import IMAGE_EXTENSIONS, Manifest
 from dlexp.data.imdb import default_cache_dir
 from dlexp.data.mnist import TensorDataModule
 from dlexp.data.pooled import check_batch_sizes, check_choice
+from dlexp.data.table import is_multilabel
 from dlexp.data.tensor_loader import TensorBatchLoader
 from dlexp.errors import DataError
 from dlexp.inputs import RESIZE, WIDE_MODES, _check_size, _first_line, picture
@@ -235,7 +236,9 @@ class ImageFolderDataModule(TensorDataModule):
         root: str | None = None,
         table: str | None = None,
         path_column: str = "path",
-        label_column: str = "label",
+        label_column: str | Sequence[str] = "label",
+        label_sep: str | None = None,
+        threshold: float = 0.5,
         split_column: str | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         image_size: Sequence[int] | None = None,  # or one number (square)
@@ -283,8 +286,10 @@ class ImageFolderDataModule(TensorDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(base)
         self.run_dir = Path(run_dir) if run_dir else None
         self.test_only = test_only
+        self.label_sep, self.threshold = label_sep, threshold
         scanned = self._scan(root, table, base, extensions, path_column, label_column,
                              split_column)
+        self.multilabel = scanned.multilabel
         if not test_only:  # all of it test data (dlexp-eval): no training split to check
             folder.check_classes(scanned)  # before decoding anything
         elif len(scanned) == 0:
@@ -315,7 +320,11 @@ class ImageFolderDataModule(TensorDataModule):
                              "or data.table=FILE (a path and a label column)")
         if table is not None:
             return folder.from_table(_resolve(table, base), path_column, label_column,
-                                     split_column, self.cache_dir, probe, self.workers)
+                                     split_column, self.cache_dir, probe, self.workers,
+                                     self.label_sep)
+        if is_multilabel(label_column, self.label_sep):
+            raise ValueError("data.label_sep and a list of data.label_column are for tables: "
+                             "give data.table=FILE (folders are single-label)")
         return folder.scan(_resolve(root, base), list(extensions), self.cache_dir, probe,
                            self.workers)
 
@@ -416,7 +425,20 @@ class ImageFolderDataModule(TensorDataModule):
                             f"(C x H x W) but the checkpoint's model takes "
                             f"{'x'.join(map(str, trained))}: set data.channels and "
                             "data.image_size as in training")
+        if self.multilabel and self.test_only and info.get("multilabel"):
+            self._use_labels([str(c) for c in info["class_names"]])
         self.mean, self.std = list(info["mean"]), list(info["std"])
+
+    def _use_labels(self, names: list[str]) -> None:
+        """A new multi-label table under test takes the checkpoint's labels (in its order):
+        it may lack some of them, but not hold others."""
+        unknown = [n for n in self.class_names if n not in names]
+        if unknown:
+            raise DataError(f"{self.manifest.source}: labels {', '.join(map(repr, unknown))} "
+                            f"are not the checkpoint's ({', '.join(names)})")
+        self.manifest.label_names = self.class_names = names
+        self.num_classes = len(names)
+        self._all_test()
 
     def _statistics(self, rows: torch.Tensor) -> tuple[list[float], list[float]]:
         """Per channel, of the training images (read in chunks: the images may not fit in
@@ -476,7 +498,8 @@ class ImageFolderDataModule(TensorDataModule):
                 "num_classes": self.num_classes, "image_size": list(self.image_size),
                 "channels": self.channels, "resize": self.resize, "input_shape": shape,
                 "dtype": "uint8", "net_kwargs": {"in_shape": shape,
-                                                 "num_classes": self.num_classes}}
+                                                 "num_classes": self.num_classes},
+                "multilabel": self.multilabel, "threshold": self.threshold}
 
 
 def _checked_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:

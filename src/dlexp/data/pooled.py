@@ -79,6 +79,12 @@ class PooledDataModule(L.LightningDataModule):
         self.setup()
         return torch.bincount(self.train_set[1], minlength=self.num_classes)
 
+    def train_targets(self) -> torch.Tensor:
+        """The labeled training split's targets: class indices, or multi-hot rows (N, C)
+        for multi-label data (BCE's ``pos_weight=balanced``)."""
+        self.setup()
+        return self.train_set[1]
+
     def set_pseudo_labels(self, indices: torch.Tensor, labels: torch.Tensor) -> None:
         """Train on these pool samples too (positions in ``unlabeled_dataloader()`` order), with
         these labels; replaces earlier pseudo-labels, empty tensors clear them. Takes effect at
