@@ -128,7 +128,7 @@ class Table:
 
 
 TABLES: dict[str, Table] = {
-    "setup": Table("README.md", ["setup", "setup_py312"], ["wall_s"]),
+    "setup": Table("docs/benchmarks.md", ["setup", "setup_py312"], ["wall_s"]),
     "headline": Table("README.md", ["mnist_cnn", "mnist_cnn_best", "imdb_lstm",
                                     "mnist_fixmatch_best", "mnist_mlp_course",
                                     "mnist_cnn_course"]),

@@ -26,6 +26,8 @@ PARTNERS = {("data", "imdb"): ["model=lstm"], ("data", "arrays"): ["data.path=ar
             ("data", "text_folder"): ["model=lstm", "data.root=${paths.data_dir}/aclImdb",
                                       "data.cache_dir=${paths.data_dir}/cache"],
             ("data", "image_folder"): ["data.root=images"],
+            ("loss", "bce"): ["data=text_table", "model=lstm", "data.path=texts.csv",
+                              "data.cache_dir=${paths.data_dir}/cache", "data.label_sep=','"],
             ("model", "lstm"): ["data=imdb"],
             ("model", "gru"): ["data=imdb"], ("model", "rnn"): ["data=imdb"],
             ("experiment", "imdb_supervised_1000"): ["data.num_labeled=20"],

@@ -1,6 +1,7 @@
 """Exact resume: a training process killed with SIGKILL in the middle of an epoch, resumed from
 its last.ckpt, ends with the same weights, bit for bit, as the run that was never interrupted:
-dropout masks, augmentations, data order, the unlabeled stream and the EMA all continue."""
+dropout masks, augmentations, data order (balanced draws too), the unlabeled stream and the EMA
+all continue."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.integration
 EPOCHS = 4
 SETUPS = {
     "mlp_dropout": ["model=mlp", "model.hidden=[32]", "model.dropout=0.2"],
+    "balanced": ["model=mlp", "model.hidden=[32]", "data.imbalance=0.2", "data.sampler=balanced"],
     "cnn_augment": ["model=cnn", "model.blocks=[{filters: 4}]", "model.dense=[16]",
                     "model.dropout=0.2", "data.augment=true"],
     "lstm_imdb": ["data=imdb", "model=lstm", "model.embedding_dim=8", "model.hidden_size=8",
@@ -102,7 +104,7 @@ def test_sigkill_then_resume_ends_bit_identical(setup: str, tmp_path: Path, tiny
     assert resumed_rows == straight_rows
 
 
-@pytest.mark.parametrize("setup", ["mlp_dropout", "lstm_imdb"])
+@pytest.mark.parametrize("setup", ["mlp_dropout", "lstm_imdb", "balanced"])
 def test_a_mid_epoch_checkpoint_resumes_where_the_epoch_stopped(
         setup: str, tmp_path: Path, tiny_mnist: Path, tiny_imdb: Path) -> None:
     """As after a Slurm requeue: the loaders' place in the epoch travels in the checkpoint."""

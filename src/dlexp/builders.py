@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dlexp.errors import ConfigError
-from dlexp.losses import class_weights
+from dlexp.losses import class_weights, positive_weights
 from dlexp.models.word_vectors import load_word_vectors
 from dlexp.schedulers import Horizon
 from dlexp.task import ClassificationTask
@@ -51,16 +51,23 @@ def build_callbacks(cfg: DictConfig, has_logger: bool, validate: bool) -> list[L
                      and str(c.monitor).startswith("val/"))]
 
 
-def build_net(model_cfg: DictConfig | dict, data_info: dict, load_vectors: bool = True
+# what a network starts from, when it is not its own initialisation: word vectors (read here)
+# and ResNet-18's model.weights (read by the network; ``pretrained`` is its old name)
+STARTING_POINTS = {"weights": None, "pretrained": False}
+
+
+def build_net(model_cfg: DictConfig | dict, data_info: dict, load_pretrained: bool = True
               ) -> nn.Module:
     """The network, told what the data dictates (input shape or vocabulary, classes).
-    ``model.vectors`` (a word-vectors file) initialises a text model's embedding; a network
-    rebuilt from a checkpoint skips that (``load_vectors=False``): its weights are saved."""
+    ``model.vectors`` (a word-vectors file) initialises a text model's embedding and
+    ``model.weights`` a ResNet's; a network rebuilt from a checkpoint skips both
+    (``load_pretrained=False``): its trained weights are saved."""
     node = OmegaConf.create(model_cfg) if not isinstance(model_cfg, DictConfig) else model_cfg
     vectors = node.get("vectors")
     node = OmegaConf.masked_copy(node, [k for k in node if k != "vectors"])
-    net = instantiate(node, _convert_="all", **data_info["net_kwargs"])
-    if vectors and load_vectors:
+    skipped = {} if load_pretrained else {k: v for k, v in STARTING_POINTS.items() if k in node}
+    net = instantiate(node, _convert_="all", **data_info["net_kwargs"], **skipped)
+    if vectors and load_pretrained:
         _load_vectors(net, vectors, data_info)
     return net
 
@@ -80,10 +87,23 @@ def _load_vectors(net: nn.Module, path: str, data_info: dict) -> None:
                           "file (word v1 v2 ...) for this language?")
 
 
-def build_loss(loss_cfg: DictConfig | dict, datamodule: Any) -> nn.Module:
-    """The loss; ``class_weights=balanced`` is computed from the training split's counts."""
+def build_loss(loss_cfg: DictConfig | dict, datamodule: Any, multilabel: bool = False
+               ) -> nn.Module:
+    """The loss; ``class_weights=balanced`` is computed from the training split's counts,
+    ``pos_weight=balanced`` (``loss=bce``) from its multi-hot targets. Multi-label data takes
+    ``loss=bce`` only, and ``loss=bce`` takes multi-label data only."""
     node = dict(OmegaConf.to_container(loss_cfg, resolve=True)
                 if isinstance(loss_cfg, DictConfig) else loss_cfg)
+    is_bce = bool(getattr(target_class(node, "loss"), "multilabel", False))
+    if multilabel != is_bce:
+        raise ConfigError("the data is multi-label (data.label_sep, or a list of "
+                          "data.label_column): use loss=bce" if multilabel else
+                          "loss=bce is for multi-label data (data.label_sep=',' or a list of "
+                          "0/1 columns in data.label_column); use loss=cross_entropy")
+    if is_bce:
+        spec = node.pop("pos_weight", None)
+        targets = datamodule.train_targets() if spec == "balanced" else None
+        return instantiate(node, pos_weight=positive_weights(spec, targets))
     spec = node.pop("class_weights", None)
     counts = datamodule.class_counts() if spec == "balanced" else None
     return instantiate(node, weight=class_weights(spec, counts))
@@ -100,20 +120,35 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extr
     scheduler = instantiate(cfg.scheduler.builder) if cfg.scheduler.get("builder") else None
     _try_optimizer(net, optimizer, scheduler)
     task_cls = instantiate(cfg.method.task, _partial_=True, _convert_="all")
+    labels = multilabel_options(checkpoint_extras.get("data") or {})
+    method = cfg.method.get("name", "supervised")
+    if labels and method != "supervised":  # pseudo-labels and consistency are argmax-based
+        raise ConfigError(f"method={method} is single-label; multi-label data trains with "
+                          "method=supervised")
     try:
         return task_cls(
             net=net,
             optimizer=optimizer,
             num_classes=datamodule.num_classes,
-            loss=build_loss(cfg.loss, datamodule),
+            loss=build_loss(cfg.loss, datamodule, bool(labels)),
             regularization=instantiate(cfg.regularization),
             scheduler=scheduler,
             scheduler_interval=cfg.scheduler.interval,
             scheduler_monitor=cfg.scheduler.monitor,
             checkpoint_extras=checkpoint_extras,
+            **labels,
         )
     except ValueError as e:  # a method option out of range: the message names it
         raise ConfigError(str(e)) from None
+
+
+def multilabel_options(data_info: dict) -> dict:
+    """The task's multi-label arguments from the data's description (``describe()``, which
+    the checkpoint keeps, so the training threshold is predict's default); {} when
+    single-label."""
+    if not data_info.get("multilabel"):
+        return {}
+    return {"multilabel": True, "threshold": float(data_info.get("threshold", 0.5))}
 
 
 def _try_optimizer(net: nn.Module, optimizer: Any, scheduler: Any) -> None:

@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dlexp.builders import build_loss, build_net
+from dlexp.builders import build_loss, build_net, multilabel_options
 from dlexp.errors import CheckpointError
 from dlexp.task import ClassificationTask
 
@@ -121,11 +121,13 @@ def rebuild_task(ckpt: dict, path: str | Path, datamodule: Any | None = None
         raise CheckpointError(f"{path} is a language model (method=language_model): it has no "
                               "trained classifier to evaluate, predict or export; fine-tune one "
                               f"from it with transfer=finetune transfer.source={path}")
-    net = build_net(extras_["config"]["model"], extras_["data"], load_vectors=False)
-    loss = build_loss(extras_["config"]["loss"], datamodule) if datamodule is not None else None
+    net = build_net(extras_["config"]["model"], extras_["data"], load_pretrained=False)
+    labels = multilabel_options(extras_["data"])
+    loss = build_loss(extras_["config"]["loss"], datamodule, bool(labels)) \
+        if datamodule is not None else None
     task = ClassificationTask(net, optimizer=torch.optim.SGD,
                               num_classes=extras_["data"]["num_classes"], loss=loss,
-                              checkpoint_extras=extras_)
+                              checkpoint_extras=extras_, **labels)
     check_fits(task, shapes(ckpt), path)
     task.load_state_dict(ckpt["state_dict"], strict=False)
     return task.eval()

@@ -3,6 +3,7 @@ alone (and class attributes), so a bad setting fails in a second, before data is
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import functools
@@ -47,7 +48,9 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     check_precision(cfg)
     check_without_validation(cfg, sweeping)
     check_transfer(cfg)
+    check_sampler(cfg)
     check_method(cfg)
+    check_weights(cfg)
 
 
 def primary_config(name: str = "train") -> DictConfig:
@@ -179,6 +182,7 @@ def _signature_schema(target: str) -> type | None:
 
 
 PLAIN = (int, float, bool, str)
+CONTAINERS = (list, tuple, collections.abc.Sequence)
 
 
 def _checkable(hint: Any) -> Any:
@@ -193,7 +197,8 @@ def _checkable(hint: Any) -> Any:
     plain = members & set(PLAIN)
     if plain == {int, float}:
         plain = {float}
-    if len(plain) != 1 or any(typing.get_origin(m) is typing.Literal for m in members):
+    if len(plain) != 1 or any(typing.get_origin(m) in (typing.Literal, *CONTAINERS)
+                              for m in members):  # str | list[str]: a list is fine too
         return Any
     (kind,) = plain
     return kind | None if optional else kind
@@ -260,7 +265,8 @@ def check_precision(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.precision={precision}: oneDNN has no bf16 LSTM on this CPU "
                           f"({hardware.cpu_info().cpu_class}), so the first step would fail; "
                           "use trainer.precision=auto (float32 here) or 32-true")
-    warning = hardware.slow_bf16_warning(precision, accelerator)
+    warning = hardware.slow_bf16_warning(precision, accelerator,
+                                         hardware.is_recurrent(cfg.model))
     if warning:
         log.warning(warning)
 
@@ -331,3 +337,39 @@ def check_transfer(cfg: DictConfig) -> None:
     if node and node.mode == "gradual" and "onecycle" in str(cfg.scheduler.get("builder")).lower():
         raise ConfigError("transfer=gradual adds the backbone to the optimizer mid-run, which "
                           "scheduler=onecycle cannot follow; use scheduler=none, step or cosine")
+    start = cfg.model.get("weights") or (cfg.model.get("pretrained") and "imagenet")
+    if node and node.mode != "none" and node.get("source") and start:
+        raise ConfigError(f"model.weights={start} and transfer.source both set the backbone "
+                          "(the source's replaces the other): drop one of them")
+
+
+def check_sampler(cfg: DictConfig) -> None:
+    """Balanced batches and a class-weighted loss both undo the imbalance: together they
+    over-correct it, favouring the small classes. A language model reads no classes; label
+    sets (multi-label data) have no one class to balance."""
+    if cfg.data.get("sampler") != "balanced":
+        return
+    if cfg.method.get("data"):
+        raise ConfigError(f"data.sampler=balanced draws classes, but method={cfg.method.name} "
+                          "serves its own unlabeled data: set data.sampler=null")
+    if cfg.data.get("label_sep") is not None or OmegaConf.is_list(cfg.data.get("label_column")):
+        raise ConfigError("data.sampler=balanced draws one class per example, but this data is "
+                          "multi-label: set data.sampler=null (loss.pos_weight=balanced weighs "
+                          "rare labels up)")
+    if cfg.loss.get("class_weights") is not None:
+        raise ConfigError("data.sampler=balanced already evens out the classes in each epoch; "
+                          f"loss.class_weights={cfg.loss.class_weights} would weight them again: "
+                          "use one of them (loss=cross_entropy with the sampler)")
+
+
+def check_weights(cfg: DictConfig) -> None:
+    """A network's starting weights (``model.weights`` of model=resnet18): read, or fetched,
+    now, so a missing file or an offline ImageNet download fails before any data is read."""
+    check = getattr(target_class(cfg.model, "model"), "check_weights", None)
+    if check is None:
+        return
+    given = {k: cfg.model[k] for k in ("weights", "pretrained") if k in cfg.model}
+    try:
+        check(**given)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -10,6 +10,7 @@ data whose classes are not the checkpoint's is refused."""
 from __future__ import annotations
 
 import csv
+import functools
 import inspect
 import logging
 import os
@@ -63,13 +64,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     adopt_pipeline(datamodule, ckpt["dlexp"]["data"], data_cfg)
     task = checkpoint.rebuild_task(ckpt, path, datamodule)
     trainer = build_trainer(cfg.trainer, [EvaluationFigures(str(out_dir / "figures"))], [],
+                            model_cfg=ckpt["dlexp"]["config"]["model"],
                             default_root_dir=str(out_dir))
     results = trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if cfg.get("predictions"):
         probs = torch.cat(trainer.predict(task, datamodule=datamodule))
-        write_predictions(out_dir / "predictions.csv", probs, datamodule.test_set[1],
-                          datamodule.class_names)
+        write = functools.partial(write_label_predictions, threshold=task.threshold) \
+            if task.multilabel else write_predictions
+        write(out_dir / "predictions.csv", probs, datamodule.test_set[1],
+              datamodule.class_names)
     return {"status": "ok", "ckpt_path": path, **metrics,
             "wall_s": round(time.perf_counter() - start, 2)}
 
@@ -98,8 +102,9 @@ def data_config(cfg: DictConfig, saved: dict, overrides: list[str], group: str |
                 del node[leaf]
         else:
             OmegaConf.update(base, key, OmegaConf.select(composed, key), merge=False)
-    if "root" in base and "root" not in given and (_sets("data_dir", overrides)
-                                                   or not os.path.exists(str(base.root))):
+    if "root" in base and "root" not in given and not base.get("table") and (
+            _sets("data_dir", overrides)
+            or not os.path.exists(str(base.root))):  # an image table has no root
         base.root = cfg.data_dir  # the data moved (another machine), or the user says where
     if cfg.get("eval_batch_size"):
         base.eval_batch_size = cfg.eval_batch_size
@@ -216,6 +221,22 @@ def write_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor,
                                                confidence.tolist(), probs.tolist(), strict=True)):
             writer.writerow([i, class_names[y], class_names[p], f"{c:.4f}", int(y == p),
                              *(f"{v:.4f}" for v in row)])
+
+
+def write_label_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor,
+                            class_names: list[str], threshold: float) -> None:
+    """Multi-label :func:`write_predictions`: the true and predicted label sets
+    (``;``-joined; predicted: probability over ``threshold``), whether they match exactly,
+    and every label's probability."""
+    def names(row: torch.Tensor) -> str:
+        return ";".join(n for n, on in zip(class_names, row.tolist(), strict=True) if on)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "labels", "predicted", "exact", *(f"p_{n}" for n in class_names)])
+        for i, (y, p) in enumerate(zip(labels > 0.5, probs, strict=True)):
+            pred = p > threshold
+            writer.writerow([i, names(y), names(pred), int(bool((pred == y).all())),
+                             *(f"{v:.4f}" for v in p.tolist())])
 
 
 def positional_ckpt(argv: list[str]) -> list[str]:

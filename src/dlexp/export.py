@@ -147,6 +147,10 @@ def description(info: dict, fmt: str, out: Path) -> dict:
     """What a user needs to feed the exported graph without dlexp."""
     desc = {"format": fmt, "outputs": {"logits": ["batch", info["num_classes"]]},
             "class_names": info["class_names"]}
+    if info.get("multilabel"):  # the same network; only the reading of its outputs differs
+        desc |= {"multilabel": True, "threshold": info.get("threshold", 0.5),
+                 "postprocess": "probabilities = sigmoid(logits) per label; the labels are "
+                                "the class_names whose probability is over threshold"}
     if info.get("name") == "arrays":  # data=arrays and dlexp.fit: images or features
         shape = info["net_kwargs"]["in_shape"]
         return desc | {

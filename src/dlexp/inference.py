@@ -8,6 +8,10 @@ the input pipeline its training used, ready for images or reviews from Python::
     model.predict("photos/")              # {file: class name} for every image under the folder
     model.predict(["a.png", "b.png"])     # class names (a text model: reviews, or .txt files)
 
+A multi-label model (trained on ``data.label_sep`` or 0/1 label columns) gives a sigmoid
+probability per label, and ``predict`` a list of the label names whose probability is over
+``model.threshold`` (the training's ``data.threshold`` unless set) for each input.
+
 ``dlexp-predict`` and ``dlexp-demo`` are built on it, so the three cannot disagree.
 (``ClassificationTask.load_from_checkpoint`` cannot work: the network is built from the
 checkpoint's ``dlexp`` section, not from saved hyperparameters.)
@@ -57,6 +61,8 @@ class Predictor:
     ``task`` (the :class:`~dlexp.task.ClassificationTask`) and ``net`` (its network) are in eval
     mode on the CPU; ``class_names`` names the output columns; ``modality`` is ``"image"`` or
     ``"text"``; ``data`` is the checkpoint's data description (normalisation, tokenizer, ...).
+    ``multilabel``: the outputs are independent label probabilities; ``threshold`` (settable)
+    is the one over which :meth:`predict` names a label.
     """
 
     def __init__(self, ckpt: dict, path: str | Path) -> None:
@@ -64,6 +70,8 @@ class Predictor:
         self.data: dict = ckpt["dlexp"]["data"]
         self.modality: str = self.data["modality"]
         self.class_names: list[str] = [str(c) for c in self.data["class_names"]]
+        self.multilabel: bool = bool(self.data.get("multilabel"))
+        self.threshold: float = float(self.data.get("threshold", 0.5))
         self.task: ClassificationTask = checkpoint.rebuild_task(ckpt, path)
         self.net: nn.Module = self.task.net
         self._tokenizer = from_json(self.data["tokenizer"]) if self.modality == "text" else None
@@ -78,7 +86,7 @@ class Predictor:
         images or arrays. ValueError naming the first image that cannot be used."""
         return self.classify_images(self._each(self.prepare_image, images, "image"))
 
-    def predict(self, x: Any) -> torch.Tensor | list[str] | str | dict[str, str]:
+    def predict(self, x: Any) -> torch.Tensor | list | str | dict:
         """Arrays: class probabilities [N, classes] for a batch in the training arrays' layout,
         like Keras' ``model.predict(x_test)``: (N, 28, 28) digits for MNIST, the training
         arrays' layout for ``data=arrays`` and ``dlexp.fit`` models.
@@ -86,7 +94,8 @@ class Predictor:
         Anything else: class names. A file (for a text model: a review, or a ``.txt`` file)
         gives its class name; a list of them (or of PIL images), one name each (ValueError
         naming the first that cannot be used); a folder, ``{file: class name}`` for every input
-        file under it (:meth:`files`), those that cannot be read left out with one warning."""
+        file under it (:meth:`files`), those that cannot be read left out with one warning.
+        A multi-label model gives a list of label names in place of each class name."""
         if isinstance(x, str | Path) and os.path.isdir(x):
             return self._folder_names(Path(x))
         if isinstance(x, str | Path):
@@ -103,6 +112,18 @@ class Predictor:
         """Class probabilities [N, classes] for review texts. ValueError naming the first
         text that cannot be used (blank, not valid Unicode)."""
         return self.classify_texts(self._each(self.prepare_text, texts, "text"))
+
+    def over_threshold(self, ranked: Ranked, threshold: float | None = None) -> Ranked:
+        """The (label, probability) pairs of a multi-label model's ranked output whose
+        probability is over ``threshold`` (default :attr:`threshold`), most probable first."""
+        cut = self.threshold if threshold is None else threshold
+        return [(c, p) for c, p in ranked if p > cut]
+
+    def _answer(self, ranked: Ranked) -> str | list[str]:
+        """The class name, or a multi-label model's label names over the threshold."""
+        if self.multilabel:
+            return [c for c, _ in self.over_threshold(ranked)]
+        return ranked[0][0]
 
     def rank(self, probs: torch.Tensor) -> list[list[tuple[str, float]]]:
         """Per row of ``probs``, (class name, probability) pairs, most probable first."""
@@ -158,7 +179,7 @@ class Predictor:
                 raise
             return None, str(e)
 
-    def _names(self, sources: list[Any]) -> list[str]:
+    def _names(self, sources: list[Any]) -> list:
         sources = [self._as_source(s) for s in sources]
         names = []
         for i, (ranked, error) in enumerate(self.classify_each(sources)):
@@ -167,7 +188,7 @@ class Predictor:
                 name = str(sources[i]) if isinstance(sources[i], str | Path) and is_file \
                     else f"input {i}"
                 raise ValueError(f"{name}: {error}")
-            names.append(ranked[0][0])
+            names.append(self._answer(ranked))
         return names
 
     def _as_source(self, source: Any) -> Any:
@@ -176,14 +197,14 @@ class Predictor:
             return Path(source)
         return source
 
-    def _folder_names(self, folder: Path) -> dict[str, str]:
+    def _folder_names(self, folder: Path) -> dict[str, Any]:
         files = self.files(folder)
         if not files:
             raise ValueError(f"{folder}: no input files in it ({', '.join(self.suffixes)})")
         names, bad = {}, []
         for path, (ranked, error) in zip(files, self.classify_each(files), strict=True):
             if error is None:
-                names[str(path)] = ranked[0][0]
+                names[str(path)] = self._answer(ranked)
             else:
                 bad.append(f"{path} ({error})")
         if bad and not names:
@@ -226,7 +247,8 @@ class Predictor:
         if inputs is None:
             return torch.zeros(0, len(self.class_names))
         with torch.inference_mode():
-            return self.task(inputs).float().softmax(-1)
+            logits = self.task(inputs).float()
+            return logits.sigmoid() if self.multilabel else logits.softmax(-1)
 
     def _expect(self, modality: str) -> None:
         if self.modality != modality:

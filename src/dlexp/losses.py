@@ -1,5 +1,6 @@
-"""The ``loss`` group: cross-entropy (with label smoothing and class weights) or the course's
-MSE on softmax outputs against one-hot targets."""
+"""The ``loss`` group: cross-entropy (with label smoothing and class weights), the course's
+MSE on softmax outputs against one-hot targets, or, for multi-label data, binary
+cross-entropy on each output (:class:`BinaryCrossEntropy`, ``loss=bce``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,24 @@ def class_weights(spec: str | Sequence[float] | None, counts: torch.Tensor | Non
         return counts.sum() / (len(counts) * counts)
     if isinstance(spec, str):
         raise ValueError(f"loss.class_weights must be 'balanced', a list or null, got {spec!r}")
+    return torch.tensor(list(spec), dtype=torch.float)
+
+
+def positive_weights(spec: str | Sequence[float] | None, targets: torch.Tensor | None
+                     ) -> torch.Tensor | None:
+    """BCE's ``pos_weight`` per label: ``balanced`` is negatives / positives of the training
+    targets (N, C) (PyTorch's suggestion), a list is used as given, ``None`` is unweighted."""
+    if spec is None:
+        return None
+    if spec == "balanced":
+        if targets is None:
+            raise ValueError("loss.pos_weight=balanced needs the training targets")
+        if not len(targets):  # a checkpoint evaluated on new data: no training split here
+            return None
+        positives = targets.float().sum(0)
+        return (len(targets) - positives) / positives.clamp(min=1)
+    if isinstance(spec, str):
+        raise ValueError(f"loss.pos_weight must be 'balanced', a list or null, got {spec!r}")
     return torch.tensor(list(spec), dtype=torch.float)
 
 
@@ -73,3 +92,19 @@ class SoftmaxMSE(ClassificationLoss):
             return per_sample.mean()
         w = self.weight[target]
         return (per_sample * w).sum() / (len(w) if self.weight_mean == "samples" else w.sum())
+
+
+class BinaryCrossEntropy(nn.Module):
+    """Multi-label: a sigmoid per output against multi-hot float targets (N, C), averaged
+    over outputs and samples (``BCEWithLogitsLoss``); ``pos_weight`` (a buffer, per label)
+    weighs the positives of rare labels up."""
+
+    multilabel = True  # what builders check against the data
+
+    def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), target.float(),
+                                                  pos_weight=self.pos_weight)

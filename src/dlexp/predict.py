@@ -5,7 +5,9 @@ for every input file under it (images, or ``.txt`` files for text models), class
 batches; ``--csv OUT`` writes the results as a table. Each good input gets its line even when
 others are bad: a bad input given by name gets an ``error: INPUT: ...`` line on stderr and the
 exit status 1; the unreadable files of a folder are named in one warning at the end. The exit
-status is also 1 when nothing could be classified."""
+status is also 1 when nothing could be classified. A multi-label model prints, per input,
+the labels whose probability is over ``--threshold`` (default: the training's
+``data.threshold``, from the checkpoint)."""
 
 from __future__ import annotations
 
@@ -70,19 +72,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--csv", metavar="OUT", help="write path, class, probability (and "
                         "the top-k) per input to this CSV file instead of printing them")
+    parser.add_argument("--threshold", type=float,
+                        help="multi-label model: name the labels with a probability over this "
+                             "(default: the checkpoint's data.threshold)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="inputs per forward pass")
     args = parser.parse_intermixed_args(argv)  # texts before and after --text
     try:
         model = load(args.checkpoint)
+        _use_threshold(model, args.threshold)
         items = _image_items(args, model) if model.modality != "text" else _text_items(args, model)
         table = _open_csv(args.csv)
     except Exception as exc:
         _exit_on(exc)
     with table as write_row, _progress(len(items)) as advance:
         if write_row is not None:
-            write_row(_csv_header("path" if model.modality != "text" else "input",
-                                  max(1, min(args.top_k, len(model.class_names)))))
+            key = "path" if model.modality != "text" else "input"
+            write_row(_labels_header(key, model) if model.multilabel else
+                      _csv_header(key, max(1, min(args.top_k, len(model.class_names)))))
         done = _report(model, items, args, write_row, advance)
     walked = [f"{i.name} ({i.error})" for i in items if i.walked and i.error is not None]
     if walked:
@@ -108,7 +115,10 @@ def _report(model: Predictor, items: list[Item], args: argparse.Namespace,
         if item.error is None:
             top, item.error = next(ranked)
         if write_row is not None:
-            write_row(_csv_row(item.shown, top or [], k, item.error))
+            write_row(_labels_row(item.shown, top, model, item.error) if model.multilabel
+                      else _csv_row(item.shown, top or [], k, item.error))
+        elif item.error is None and model.multilabel:
+            _print_labels(key, item.shown, model.over_threshold(top), model.threshold, args)
         elif item.error is None:
             _print_result(key, item.shown, top, args)
         if item.error is not None and not item.walked:
@@ -116,6 +126,18 @@ def _report(model: Predictor, items: list[Item], args: argparse.Namespace,
         done += item.error is None
         advance()
     return done
+
+
+def _use_threshold(model: Predictor, threshold: float | None) -> None:
+    """``--threshold`` for a multi-label model; refused for a single-label one (--top-k)."""
+    if threshold is None:
+        return
+    if not model.multilabel:
+        raise ValueError("--threshold is for multi-label models; this one picks one class per "
+                         "input (use --top-k to see more)")
+    if not 0 < threshold < 1:
+        raise ValueError(f"--threshold must be in (0, 1), got {threshold}")
+    model.threshold = threshold
 
 
 def _exit_on(exc: Exception) -> NoReturn:
@@ -173,6 +195,30 @@ def _csv_row(shown: str, top: Ranked, k: int, error: str | None) -> list:
 def _csv_header(key: str, k: int) -> list[str]:
     more = [name for i in range(2, k + 1) for name in (f"class_{i}", f"probability_{i}")]
     return [key, "class", "probability", *more, "error"]
+
+
+def _labels_header(key: str, model: Predictor) -> list[str]:
+    return [key, "labels", *(f"p_{name}" for name in model.class_names), "error"]
+
+
+def _labels_row(shown: str, top: Ranked, model: Predictor, error: str | None) -> list:
+    """A multi-label row: the labels over the threshold (``;``-joined), every probability."""
+    probs = dict(top)
+    labels = ";".join(c for c, _ in model.over_threshold(top))
+    return [shown, labels, *(f"{probs[c]:.4f}" if probs else "" for c in model.class_names),
+            error or ""]
+
+
+def _print_labels(key: str, shown: str, over: Ranked, threshold: float,
+                  args: argparse.Namespace) -> None:
+    if args.json:
+        _emit(json.dumps({key: shown, "labels": [{"label": c, "probability": p}
+                                                  for c, p in over],
+                          "threshold": threshold}), sys.stdout)
+    else:
+        found = "  ".join(f"{c} ({p:.3f})" for c, p in over) or \
+            f"(no label over {threshold:g})"
+        _emit(f"{shown}: {found}", sys.stdout)
 
 
 def _print_result(key: str, shown: str, top: list[tuple[str, float]],

@@ -1,4 +1,6 @@
-"""Supervised classification: any network, any loss, penalties, optimizer and scheduler."""
+"""Supervised classification: any network, any loss, penalties, optimizer and scheduler.
+Single-label (softmax, class indices) or, with ``multilabel=True``, multi-label (a sigmoid per
+output, multi-hot float targets, F1 at ``threshold`` and mean average precision)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,15 @@ from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
+    MultilabelAveragePrecision,
+    MultilabelConfusionMatrix,
+    MultilabelExactMatch,
+    MultilabelF1Score,
 )
 
 from dlexp import rng
 from dlexp.errors import CheckpointError, Diverged
-from dlexp.losses import CrossEntropy
+from dlexp.losses import BinaryCrossEntropy, CrossEntropy
 from dlexp.regularization import WeightPenalty
 from dlexp.schedulers import Horizon
 
@@ -38,6 +44,17 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
     return MetricCollection({
         "acc": MulticlassAccuracy(num_classes, average="micro"),
         "f1": MulticlassF1Score(num_classes, average="macro"),
+    }, prefix=prefix)
+
+
+def _multilabel_metrics(num_labels: int, threshold: float, prefix: str) -> MetricCollection:
+    """``acc`` is the exact-match (subset) accuracy: every label of a sample right. (Hamming
+    accuracy, the share of right labels, is near 1 for sparse labels whatever the model
+    does, which would leave early stopping and ``val/acc`` records nothing to see.)"""
+    return MetricCollection({
+        "acc": MultilabelExactMatch(num_labels, threshold=threshold),
+        "f1": MultilabelF1Score(num_labels, threshold=threshold, average="macro"),
+        "map": MultilabelAveragePrecision(num_labels, average="macro"),
     }, prefix=prefix)
 
 
@@ -75,8 +92,47 @@ class TrainStats(Metric):
                 "train/penalty": self.sums[1] / n}
 
 
+class MultilabelTrainStats(Metric):
+    """:class:`TrainStats` for multi-label batches: per label true/false positives and false
+    negatives at ``threshold`` (``train/f1``: their macro F1, as torchmetrics computes it) and
+    exact matches (``train/acc``)."""
+
+    full_state_update = False
+
+    def __init__(self, num_labels: int, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.add_state("counts", torch.zeros(3, num_labels, dtype=torch.long),
+                       dist_reduce_fx="sum")  # tp, fp, fn
+        self.add_state("sums", torch.zeros(4, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor,
+               penalty: torch.Tensor | None = None) -> None:
+        pred, truth = logits.float().sigmoid() > self.threshold, target > 0.5
+        self.counts[0].add_((pred & truth).sum(0))
+        self.counts[1].add_((pred & ~truth).sum(0))
+        self.counts[2].add_((~pred & truth).sum(0))
+        n = len(target)
+        self.sums[0].add_(loss.detach(), alpha=n)
+        if penalty is not None:
+            self.sums[1].add_(penalty.detach(), alpha=n)
+        self.sums[2].add_((pred == truth).all(-1).sum())
+        self.sums[3].add_(n)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        tp, fp, fn = self.counts.double()
+        n = self.sums[3].clamp(min=1)
+        f1 = 2 * tp / (2 * tp + fp + fn).clamp(min=1)  # a label never seen nor predicted: 0
+        return {"train/loss_epoch": self.sums[0] / n, "train/acc": self.sums[2] / n,
+                "train/f1": f1.mean(), "train/penalty": self.sums[1] / n}
+
+
 class ClassificationTask(L.LightningModule):
-    """Trains ``net`` on (inputs, labels) batches; logs ``{train,val,test}/{loss,acc,f1}``."""
+    """Trains ``net`` on (inputs, labels) batches; logs ``{train,val,test}/{loss,acc,f1}``.
+    Multi-label (``multilabel=True``): targets are multi-hot floats (N, C), the default loss
+    is :class:`~dlexp.losses.BinaryCrossEntropy`, ``acc`` is the exact-match accuracy, ``f1``
+    the macro F1 over labels at ``threshold``, and ``{val,test}/map`` the macro mean average
+    precision."""
 
     def __init__(
         self,
@@ -89,20 +145,32 @@ class ClassificationTask(L.LightningModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
         checkpoint_extras: dict | None = None,
+        multilabel: bool = False,
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
+        if not 0 < threshold < 1:
+            raise ValueError(f"data.threshold must be in (0, 1), got {threshold}")
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
-        self.criterion = loss if loss is not None else CrossEntropy()
+        self.multilabel, self.threshold = multilabel, threshold
+        self.criterion = loss if loss is not None else \
+            BinaryCrossEntropy() if multilabel else CrossEntropy()
         self.penalty = regularization if regularization is not None and regularization.active \
             else None
         self.num_classes = num_classes
         self.checkpoint_extras = checkpoint_extras or {}
-        self.train_stats = TrainStats(num_classes)
-        self.val_metrics = _metrics(num_classes, "val/")
-        self.test_metrics = _metrics(num_classes, "test/")
-        self.test_confmat = MulticlassConfusionMatrix(num_classes)
+        if multilabel:
+            self.train_stats: Metric = MultilabelTrainStats(num_classes, threshold)
+            self.val_metrics = _multilabel_metrics(num_classes, threshold, "val/")
+            self.test_metrics = _multilabel_metrics(num_classes, threshold, "test/")
+            self.test_confmat: Metric = MultilabelConfusionMatrix(num_classes, threshold)
+        else:
+            self.train_stats = TrainStats(num_classes)
+            self.val_metrics = _metrics(num_classes, "val/")
+            self.test_metrics = _metrics(num_classes, "test/")
+            self.test_confmat = MulticlassConfusionMatrix(num_classes)
         self.misclassified: list[tuple[Any, int, int]] = []
         self._first_loss: float | None = None
         self._rng_to_restore: dict | None = None
@@ -168,7 +236,10 @@ class ClassificationTask(L.LightningModule):
         logits = self(x)
         loss = self.criterion(logits, y)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(logits, y)
+        if self.multilabel:  # probabilities: torchmetrics guesses logits per batch otherwise
+            metrics.update(logits.float().sigmoid(), y.long())
+        else:
+            metrics.update(logits, y)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True,
                  batch_size=len(y))
         self.log_dict(metrics, prog_bar=stage == "val")
@@ -179,6 +250,9 @@ class ClassificationTask(L.LightningModule):
 
     def test_step(self, batch: tuple, batch_idx: int) -> None:
         logits = self._eval_step(batch, "test")
+        if self.multilabel:  # per-label confusion; no "misclassified" grid for label sets
+            self.test_confmat.update(logits.float().sigmoid(), batch[-1].long())
+            return
         y, preds = batch[-1], logits.argmax(-1)
         self.test_confmat.update(preds, y)
         self._keep_misclassified(batch[0], preds, y)
@@ -203,8 +277,10 @@ class ClassificationTask(L.LightningModule):
         self.misclassified = []
 
     def predict_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
-        """Batches are ``(inputs, labels)`` as in the other stages; labels are ignored."""
-        return self(batch[0]).float().softmax(-1)
+        """Batches are ``(inputs, labels)`` as in the other stages; labels are ignored.
+        Class probabilities (a sigmoid per label for multi-label tasks)."""
+        logits = self(batch[0]).float()
+        return logits.sigmoid() if self.multilabel else logits.softmax(-1)
 
     # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> Any:

@@ -237,7 +237,7 @@ def apply(net: nn.Module, options: dict, source: tuple[str, dict] | None,
         load_source(net, source[1], source[0], keep_head, data_info)
     elif not getattr(net, "pretrained", False):
         raise ConfigError(f"transfer={mode} needs transfer.source=<a .ckpt from python train.py> "
-                          "(or a network built with pretrained weights)")
+                          "(or model=resnet18 with model.weights=imagenet or a .pth file)")
     if mode == "feature_extractor":
         freeze(backbone)
         return [FrozenBackbone(backbone)]

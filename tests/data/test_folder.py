@@ -199,6 +199,7 @@ def test_imbalance_warning_names_the_weighted_loss(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.INFO):
         folder.log_counts(m, {"train": torch.arange(50)})
     assert "a 40, b 10" in caplog.text and "loss=weighted_cross_entropy" in caplog.text
+    assert "data.sampler=balanced" in caplog.text
     caplog.clear()
     folder.log_counts(manifest(["a"] * 30 + ["b"] * 10), {"train": torch.arange(40)})
     assert "imbalanced" not in caplog.text

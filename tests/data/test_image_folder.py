@@ -314,3 +314,12 @@ def test_the_decode_finds_what_the_probe_finds(tmp_path: Path) -> None:
             assert info is None and error == str(e) and "BytesIO" not in error
     assert "c/broken.jpg" not in dm.manifest.rels
     assert scanned.info[scanned.rels.index("c/turned.jpg")]["size"] == [64, 32]
+
+
+def test_imagenet_normalisation_is_what_torchvision_weights_expect(rgb_folder: Path,
+                                                                   tmp_path: Path) -> None:
+    info = module(rgb_folder, tmp_path, normalize="imagenet").describe()
+    assert info["mean"] == pytest.approx([0.485 * 255, 0.456 * 255, 0.406 * 255])
+    assert info["std"] == pytest.approx([0.229 * 255, 0.224 * 255, 0.225 * 255])
+    gray = module(rgb_folder, tmp_path / "gray", normalize="imagenet", channels=1).describe()
+    assert gray["mean"] == pytest.approx([(0.485 + 0.456 + 0.406) / 3 * 255])

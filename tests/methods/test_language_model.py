@@ -157,7 +157,7 @@ def test_the_encoder_loads_into_a_classifier_unchanged(pretrained: dict, tiny_im
     path = pretrained["best_ckpt"]
     ckpt = checkpoint.load(path)
     model = {**ckpt["dlexp"]["config"]["model"], "pooling": "concat"}
-    net = build_net(model, ckpt["dlexp"]["data"], load_vectors=False)
+    net = build_net(model, ckpt["dlexp"]["data"], load_pretrained=False)
     transfer.apply(net, {"mode": "finetune"}, (path, ckpt), ckpt["dlexp"]["data"])
     saved = ckpt["state_dict"]
     encoder = [k for k in net.state_dict() if not k.startswith("head.")]

@@ -1,5 +1,6 @@
 """At test end: a confusion-matrix image and a grid of misclassified test inputs, written to
-TensorBoard and as PNG files in the run directory."""
+TensorBoard and as PNG files in the run directory. A multi-label task gets a per-label
+confusion figure instead (no grid: a label set is rarely all right or all wrong)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,31 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
     ax.set_yticks(range(n), names, fontsize=size)
     ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix"
            + ("" if numbered else f" ({n} classes, shaded by row)"))
+    fig.tight_layout()
+    return fig
+
+
+LABEL_COLUMNS = ("true neg.", "false pos.", "false neg.", "true pos.")
+
+
+def label_confusion_figure(matrices: np.ndarray, label_names: list[str]) -> plt.Figure:
+    """Multi-label: one row per label, its test counts of true negatives, false positives,
+    false negatives and true positives (``matrices``: torchmetrics' (C, 2, 2)), shaded by the
+    fraction of the label's row."""
+    counts = matrices.reshape(len(matrices), 4)  # [[tn, fp], [fn, tp]] row by row
+    n = len(label_names)
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.35 * min(n, 60)), dpi=100)
+    norm = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    if n <= 60:
+        for i in range(n):
+            for j in range(4):
+                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(4), LABEL_COLUMNS, fontsize=8)
+    ax.set_yticks(range(n), [short_name(str(c)) for c in label_names],
+                  fontsize=8 if n <= 60 else 4)
+    ax.set(title="test confusion per label")
     fig.tight_layout()
     return fig
 
@@ -171,7 +197,8 @@ class EvaluationFigures(L.Callback):
         wrong = pl_module.misclassified
         texts = [e for e in wrong if e[0].dim() == 1]
         images = [e for e in wrong if e[0].dim() > 1]
-        figures = {"test/confusion_matrix": confusion_figure(matrix, names)}
+        figures = {"test/confusion_matrix": label_confusion_figure(matrix, names)
+                   if matrix.ndim == 3 else confusion_figure(matrix, names)}
         if images:
             figures["test/misclassified"] = misclassified_figure(images, names)
         net = getattr(pl_module, "net", None)

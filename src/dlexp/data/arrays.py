@@ -161,9 +161,10 @@ class ArraysDataModule(TensorDataModule):
         max_degrees: float = 10.0,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
         on_device: bool | str = "auto",
     ) -> None:
-        super().__init__(unlabeled_ratio)
+        super().__init__(unlabeled_ratio, sampler)
         check_batch_sizes(batch_size, eval_batch_size)
         check_choice("normalize", normalize, NORMALIZE)
         check_choice("on_device", on_device, ("auto", True, False))

@@ -69,6 +69,8 @@ class Manifest:
     errors: list[str | None] = field(default_factory=list)
     info: list[dict | None] = field(default_factory=list)
     from_lists: bool = False  # ``given`` read from split lists: an empty list is an empty part
+    # multi-label tables: the label names, and ``labels`` holds each file's label set (tuples)
+    label_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.rels)
@@ -81,9 +83,18 @@ class Manifest:
     @property
     def classes(self) -> list[str]:
         """Every label, sorted: by value when all are whole numbers, else alphabetically."""
+        if self.label_names is not None:
+            return self.label_names
         return sorted_labels(set(self.labels) | set(self.empty_classes))
 
+    @property
+    def multilabel(self) -> bool:
+        return self.label_names is not None
+
     def targets(self) -> torch.Tensor:
+        """Class indices (N,), or multi-hot float rows (N, C) for a multi-label table."""
+        if self.label_names is not None:
+            return table.multi_hot(self.labels, self.label_names)
         lookup = {name: i for i, name in enumerate(self.classes)}
         return torch.tensor([lookup[label] for label in self.labels], dtype=torch.long)
 
@@ -229,30 +240,38 @@ def _names(items: Sequence[str], shown: int = SHOWN) -> str:
 
 
 # ------------------------------------------------------------------------------ tables
-def from_table(path: str | Path, path_column: str = "path", label_column: str = "label",
-               split_column: str | None = None, cache_dir: Path | None = None,
-               probe: Probe | None = None, workers: int | None = None,
+def from_table(path: str | Path, path_column: str = "path",
+               label_column: str | Sequence[str] = "label", split_column: str | None = None,
+               cache_dir: Path | None = None, probe: Probe | None = None,
+               workers: int | None = None, label_sep: str | None = None,
                read: bool = True) -> Manifest:
     """The files a table names: a path column (relative to the table's folder, or absolute),
     a label column and, when named or present as ``split``, a split column (train, val,
-    test). CSV, TSV, JSONL (one object per line) or Parquet (needs pyarrow). ``read`` as
-    :func:`scan`'s."""
+    test). CSV, TSV, JSONL (one object per line) or Parquet (needs pyarrow). Multi-label
+    (:func:`dlexp.data.table.is_multilabel`): ``label_sep`` splits the label cells into label
+    sets, or ``label_column`` lists one 0/1 column per label. ``read`` as :func:`scan`'s."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"data.table: no such file {path}")
     rows, columns = read_table(path)
     if split_column is None and "split" in columns:
         split_column = "split"
-    for key, name in (("path_column", path_column), ("label_column", label_column),
+    multilabel = table.is_multilabel(label_column, label_sep)
+    for key, name in (("path_column", path_column),
+                      ("label_column", None if multilabel else label_column),
                       ("split_column", split_column)):
         if name is not None and name not in columns:
             raise DataError(f"{path}: no column {name!r} (data.{key}); the columns are "
                             f"{', '.join(map(repr, columns))}")
+    first = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
+    sets = _label_sets(rows, columns, label_column, label_sep, str(path), first) \
+        if multilabel else None
     base = path.parent.resolve()
     rels, labels, given = [], [], []
-    for n, row in enumerate(rows, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
-        file, label = row.get(path_column), _label(row.get(label_column))
-        if file in (None, "") or label is None:
+    for n, row in enumerate(rows, start=first):
+        file = row.get(path_column)
+        label = sets[n - first] if sets is not None else _label(row.get(label_column))
+        if file in (None, "") or (label is None and sets is None):
             missing = path_column if file in (None, "") else label_column
             raise DataError(f"{path}: row {n} has no {missing!r}; every row needs a file and "
                             "a label (drop unlabeled rows from the table)")
@@ -263,8 +282,33 @@ def from_table(path: str | Path, path_column: str = "path", label_column: str = 
     stats = [size_and_mtime(os.path.join(base, r)) for r in rels]
     manifest = Manifest(base=base, source=str(path), rels=rels, labels=labels,
                         given=given or None, sizes=[s[0] for s in stats],
-                        mtimes=[s[1] for s in stats])
+                        mtimes=[s[1] for s in stats],
+                        label_names=_label_names(sets, label_column) if multilabel else None)
     return fingerprint(manifest, cache_dir, probe, workers) if read else manifest
+
+
+def _label_sets(rows: list[dict], columns: list[str], label_column: str | Sequence[str],
+                label_sep: str | None, source: str, first: int) -> list[tuple[str, ...]]:
+    """Each row's labels: its label cell split at ``label_sep``, or the 0/1 columns that
+    ``label_column`` lists which hold 1."""
+    cells = {c: [row.get(c) for row in rows] for c in columns}
+    if label_sep is not None and isinstance(label_column, str):
+        if label_column not in cells:
+            raise DataError(f"{source}: no column {label_column!r} (data.label_column); the "
+                            f"columns are {', '.join(map(repr, columns))}")
+        return table.split_label_cells(cells[label_column], label_sep)
+    if label_sep is not None:
+        raise DataError("data.label_sep splits one label column: give data.label_column one "
+                        "name, or a list of 0/1 columns without data.label_sep")
+    names = table.label_columns(cells, label_column, source)
+    return table.indicator_label_sets(cells, names, source, first)
+
+
+def _label_names(sets: list[tuple[str, ...]], label_column: str | Sequence[str]) -> list[str]:
+    """The label columns as listed, or the labels the cells hold, sorted."""
+    if not isinstance(label_column, str):
+        return [str(c) for c in label_column]
+    return table.sorted_names(label for labels in sets for label in labels)
 
 
 def read_table(path: Path) -> tuple[list[dict], list[str]]:
@@ -565,6 +609,9 @@ def check_classes(manifest: Manifest) -> None:
                f"{_names(manifest.ignored, 3)}" if manifest.ignored else ""
         raise DataError(f"{manifest.source}: no data files found: put them in one subfolder "
                         f"per class (<root>/<class>/<file>){hint}")
+    if manifest.multilabel:
+        check_labels(manifest)
+        return
     given = manifest.given or ["train"] * len(manifest)
     train = Counter(lab for lab, part in zip(manifest.labels, given, strict=True)
                     if part == "train")
@@ -585,6 +632,22 @@ def check_classes(manifest: Manifest) -> None:
             raise DataError(f"{manifest.source}: class {unseen[0]!r} is in {part} but not in "
                             "train: the model could never predict it; add training files of "
                             f"it, or remove it from {part}")
+
+
+def check_labels(manifest: Manifest) -> None:
+    """Multi-label: at least 2 labels; each label on at least 2 files (one for training, one
+    that a drawn split may hold out) and on a training file when the split is given."""
+    names = manifest.classes
+    table.check_label_names(names, manifest.source)
+    y = manifest.targets()
+    given = manifest.given
+    train = y if given is None else y[[i for i, g in enumerate(given) if g == "train"]]
+    few = [n for n, c in zip(names, train.sum(0).tolist(), strict=True) if c < 2]
+    if few and given is None:
+        raise DataError(f"{manifest.source}: label{'s' if len(few) > 1 else ''} "
+                        f"{', '.join(map(repr, few[:SHOWN]))} {'are' if len(few) > 1 else 'is'} "
+                        "on fewer than 2 files: add files, or remove the label")
+    table.check_train_labels(train, names, manifest.source)
 
 
 # ------------------------------------------------------------------------------ splits
@@ -624,6 +687,8 @@ def split(manifest: Manifest, val_size: int | float, test_size: int | float, see
             kept, out = splits.stratified_split(y[rest], n_out, seed)
         rest, parts[part] = rest[kept], rest[out]
     parts["train"] = rest
+    if manifest.multilabel:
+        table.check_train_labels(y[rest], manifest.classes, manifest.source)
     return parts
 
 
@@ -709,15 +774,18 @@ def log_counts(manifest: Manifest, parts: dict[str, torch.Tensor]) -> None:
     imbalanced."""
     names = manifest.classes
     y = manifest.targets()
-    counts = {p: torch.bincount(y[pos], minlength=len(names)).tolist()
+    counts = {p: (y[pos].sum(0).long() if manifest.multilabel else
+                  torch.bincount(y[pos], minlength=len(names))).tolist()
               for p, pos in parts.items() if len(pos)}
     log.info("%s: %d classes; files per class (%s): %s", manifest.source, len(names),
              "/".join(counts), ", ".join(f"{name} {'/'.join(str(c[k]) for c in counts.values())}"
                                           for k, name in enumerate(names)))
     train = counts.get("train")
+    if manifest.multilabel:  # files per label; imbalance is the rule there
+        return
     if train and min(train) > 0 and max(train) / min(train) > IMBALANCE:
         big, small = int(np.argmax(train)), int(np.argmin(train))
         log.warning("%s: imbalanced classes: %r has %d training files, %r has %d (%.0fx); "
-                    "weight the loss by class with loss=weighted_cross_entropy (weights from "
-                    "the training split)", manifest.source, names[big], train[big],
+                    "weight the loss by class with loss=weighted_cross_entropy, or draw the "
+                    "classes equally often with data.sampler=balanced", manifest.source, names[big], train[big],
                     names[small], train[small], train[big] / train[small])

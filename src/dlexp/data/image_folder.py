@@ -33,6 +33,7 @@ from dlexp.data.folder import IMAGE_EXTENSIONS, Manifest
 from dlexp.data.imdb import default_cache_dir
 from dlexp.data.mnist import TensorDataModule
 from dlexp.data.pooled import check_batch_sizes, check_choice
+from dlexp.data.table import is_multilabel
 from dlexp.data.tensor_loader import TensorBatchLoader
 from dlexp.errors import DataError
 from dlexp.inputs import RESIZE, WIDE_MODES, _check_size, _first_line, picture
@@ -45,7 +46,10 @@ GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
 DEFAULT_SIZE = (128, 128)
 OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
 BAD_FILE = ("error", "skip")
-NORMALIZE = ("standard", "unit", "none")
+NORMALIZE = ("standard", "unit", "none", "imagenet")
+# what torchvision's ImageNet weights were trained on (x/255 - mean) / std, in 0..255 units;
+# a gray image gets the channels' average (ResNet-18 sums its RGB kernels for gray)
+IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 AUGMENT = (False, True, "affine", "natural")
 EXIF_HEADERS = {"JPEG", "MPO", "TIFF", "WEBP"}  # formats whose EXIF block precedes the pixels
 SAMPLE = 64  # headers read first, on a cold start, to pick the size and channels to decode at
@@ -230,6 +234,12 @@ def _copy_previous(manifest: Manifest, where: Path, stem: str, shape: tuple[int,
     return bad, rest
 
 
+def _imagenet_statistics(channels: int) -> tuple[list[float], list[float]]:
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return [sum(IMAGENET_MEAN) / 3] * channels, [sum(IMAGENET_STD) / 3] * channels
+
+
 # ------------------------------------------------------------------------------ loading
 class RowBatchLoader(TensorBatchLoader):
     """Batches of (images, labels) gathered from one images tensor by row numbers: the parts
@@ -266,7 +276,9 @@ class ImageFolderDataModule(TensorDataModule):
         root: str | None = None,
         table: str | None = None,
         path_column: str = "path",
-        label_column: str = "label",
+        label_column: str | Sequence[str] = "label",
+        label_sep: str | None = None,
+        threshold: float = 0.5,
         split_column: str | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         image_size: Sequence[int] | None = None,  # or one number (square)
@@ -287,6 +299,7 @@ class ImageFolderDataModule(TensorDataModule):
         max_shift: float = 0.1,
         max_degrees: float = 10.0,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
         on_device: bool | str = "auto",
         workers: int | None = None,
         cache_dir: str | None = None,
@@ -294,7 +307,7 @@ class ImageFolderDataModule(TensorDataModule):
         run_dir: str | None = None,
         test_only: bool = False,
     ) -> None:
-        super().__init__(unlabeled_ratio)
+        super().__init__(unlabeled_ratio, sampler)
         check_batch_sizes(batch_size, eval_batch_size)
         for key, value, choices in (("resize", resize, RESIZE), ("on_bad_file", on_bad_file,
                                     BAD_FILE), ("normalize", normalize, NORMALIZE),
@@ -313,8 +326,10 @@ class ImageFolderDataModule(TensorDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir(base)
         self.run_dir = Path(run_dir) if run_dir else None
         self.test_only = test_only
+        self.label_sep, self.threshold = label_sep, threshold
         scanned = self._scan(root, table, base, extensions, path_column, label_column,
                              split_column)
+        self.multilabel = scanned.multilabel
         if not test_only:  # all of it test data (dlexp-eval): no training split to check
             folder.check_classes(scanned)  # before reading anything
         elif len(scanned) == 0:
@@ -343,7 +358,10 @@ class ImageFolderDataModule(TensorDataModule):
                              "or data.table=FILE (a path and a label column)")
         if table is not None:
             return folder.from_table(_resolve(table, base), path_column, label_column,
-                                     split_column, read=False)
+                                     split_column, label_sep=self.label_sep, read=False)
+        if is_multilabel(label_column, self.label_sep):
+            raise ValueError("data.label_sep and a list of data.label_column are for tables: "
+                             "give data.table=FILE (folders are single-label)")
         return folder.scan(_resolve(root, base), list(extensions), read=False)
 
     def _read_images(self, manifest: Manifest, channels: int | None
@@ -473,12 +491,27 @@ class ImageFolderDataModule(TensorDataModule):
                             f"(C x H x W) but the checkpoint's model takes "
                             f"{'x'.join(map(str, trained))}: set data.channels and "
                             "data.image_size as in training")
+        if self.multilabel and self.test_only and info.get("multilabel"):
+            self._use_labels([str(c) for c in info["class_names"]])
         self.mean, self.std = list(info["mean"]), list(info["std"])
+
+    def _use_labels(self, names: list[str]) -> None:
+        """A new multi-label table under test takes the checkpoint's labels (in its order):
+        it may lack some of them, but not hold others."""
+        unknown = [n for n in self.class_names if n not in names]
+        if unknown:
+            raise DataError(f"{self.manifest.source}: labels {', '.join(map(repr, unknown))} "
+                            f"are not the checkpoint's ({', '.join(names)})")
+        self.manifest.label_names = self.class_names = names
+        self.num_classes = len(names)
+        self._all_test()
 
     def _statistics(self, rows: torch.Tensor) -> tuple[list[float], list[float]]:
         """Per channel, of the training images (read in chunks: the images may not fit in
         memory); a constant channel gets std 1."""
         c = self.channels
+        if self.normalize == "imagenet":
+            return _imagenet_statistics(c)
         if self.normalize != "standard":
             return [0.0] * c, [255.0 if self.normalize == "unit" else 1.0] * c
         counts = torch.zeros(c, 256, dtype=torch.float64)  # how often each uint8 value is
@@ -531,7 +564,8 @@ class ImageFolderDataModule(TensorDataModule):
                 "num_classes": self.num_classes, "image_size": list(self.image_size),
                 "channels": self.channels, "resize": self.resize, "input_shape": shape,
                 "dtype": "uint8", "net_kwargs": {"in_shape": shape,
-                                                 "num_classes": self.num_classes}}
+                                                 "num_classes": self.num_classes},
+                "multilabel": self.multilabel, "threshold": self.threshold}
 
 
 def _checked_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:

@@ -157,9 +157,11 @@ class IMDBDataModule(TokenizedDataModule):
         extract: bool = False,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, num_labeled, tokenizer, max_len,
-                         truncate, bucket, bucket_chunk, pin_memory, unlabeled_ratio)
+                         truncate, bucket, bucket_chunk, pin_memory, unlabeled_ratio,
+                         sampler=sampler)
         self.root = Path(root or default_root()).expanduser()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir \
             else default_cache_dir(self.root)

@@ -1,6 +1,7 @@
 """What every dlexp datamodule shares: a labeled training split and an unlabeled pool
 (``num_labeled``), pseudo-labels that join the labeled set (``method=pseudo_label``), and the
-two-stream training loader that ``method=fixmatch`` reads (``unlabeled_ratio``)."""
+two-stream training loader that ``method=fixmatch`` reads (``unlabeled_ratio``), and
+class-balanced training epochs (``sampler``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 
 from dlexp.data import splits
+from dlexp.data.tensor_loader import balanced_weights
 from dlexp.errors import DataError
 
 Part = tuple[Any, torch.Tensor]  # inputs (a tensor, or a TokenStore) and labels
+SAMPLERS = (None, "balanced")  # data.sampler: the training epoch's draw
 
 
 def check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
@@ -26,7 +29,8 @@ def check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
 def check_choice(key: str, value: Any, choices: Any) -> None:
     """``data.<key>`` is one of ``choices`` (a dict's keys or a sequence), checked at build."""
     if value not in choices:
-        named = (str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        named = ("null" if c is None else str(c).lower() if isinstance(c, bool) else str(c)
+                 for c in choices)
         raise ValueError(f"data.{key} must be one of {', '.join(named)}, got {value!r}")
 
 
@@ -37,11 +41,12 @@ class PooledDataModule(L.LightningDataModule):
 
     num_classes: int
 
-    def __init__(self, unlabeled_ratio: float | None = None) -> None:
+    def __init__(self, unlabeled_ratio: float | None = None, sampler: str | None = None) -> None:
         super().__init__()
         if unlabeled_ratio is not None and unlabeled_ratio <= 0:
             raise ValueError(f"data.unlabeled_ratio must be > 0, got {unlabeled_ratio}")
-        self.unlabeled_ratio = unlabeled_ratio
+        check_choice("sampler", sampler, SAMPLERS)
+        self.unlabeled_ratio, self.sampler = unlabeled_ratio, sampler
         self.pseudo_labels: tuple[torch.Tensor, torch.Tensor] | None = None
         self._ready = False
 
@@ -74,6 +79,12 @@ class PooledDataModule(L.LightningDataModule):
         self.setup()
         return torch.bincount(self.train_set[1], minlength=self.num_classes)
 
+    def train_targets(self) -> torch.Tensor:
+        """The labeled training split's targets: class indices, or multi-hot rows (N, C)
+        for multi-label data (BCE's ``pos_weight=balanced``)."""
+        self.setup()
+        return self.train_set[1]
+
     def set_pseudo_labels(self, indices: torch.Tensor, labels: torch.Tensor) -> None:
         """Train on these pool samples too (positions in ``unlabeled_dataloader()`` order), with
         these labels; replaces earlier pseudo-labels, empty tensors clear them. Takes effect at
@@ -86,11 +97,14 @@ class PooledDataModule(L.LightningDataModule):
     def train_dataloader(self) -> Any:
         """The labeled set (plus any pseudo-labelled samples); with ``unlabeled_ratio`` also the
         unlabeled pool, ``ratio`` times the batch size, as ``{"labeled", "unlabeled"}`` batches
-        that cycle the labeled set until the pool is done."""
+        that cycle the labeled set until the pool is done. ``sampler=balanced``: the labeled
+        epoch draws each class equally often (the loader's seeded, resumable order)."""
         part = self.train_set
         if self.pseudo_labels is not None:
             part = self._with_pool_rows(part, *self.pseudo_labels)
         labeled = self._loader(part, train=True)
+        if self.sampler == "balanced":
+            labeled.sampler.weights = balanced_weights(part[1])
         if self.unlabeled_ratio is None:
             return labeled
         size = max(1, round(self.unlabeled_ratio * self.batch_size))

@@ -1,7 +1,11 @@
-"""Index arithmetic for splits: seeded validation split, stratified subsets, imbalance."""
+"""Index arithmetic for splits: seeded validation split, stratified subsets, imbalance.
+Labels are class indices (N,), or multi-hot rows (N, C) for multi-label data, which the
+stratified split and the k-fold split stratify by iterative stratification
+(:func:`iterative_split`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -33,7 +37,11 @@ def stratified_split(labels: torch.Tensor, n_out: int, seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept, held out) positions into ``labels``, ``n_out`` held out with each class in
     proportion to its size (largest remainders), so a small class is not left out of the
-    held-out part by chance; every class keeps at least one sample."""
+    held-out part by chance; every class keeps at least one sample. Multi-hot labels:
+    :func:`iterative_split` (each label in proportion, rare labels first)."""
+    if labels.dim() == 2:
+        which = iterative_split(labels, [len(labels) - n_out, n_out], seed)
+        return (which == 0).nonzero().squeeze(1), (which == 1).nonzero().squeeze(1)
     classes, counts = labels.unique(return_counts=True)
     quota = counts.double() * n_out / max(len(labels), 1)
     take = quota.floor().long()
@@ -62,6 +70,10 @@ def fold_split(labels: torch.Tensor, folds: int, fold: int, seed: int
                          f"got {fold}")
     if len(labels) < folds:
         raise ValueError(f"data.folds={folds} needs at least {folds} samples, got {len(labels)}")
+    if labels.dim() == 2:  # multi-label: folds as even as the deal's, stratified per label
+        sizes = [len(labels) // folds + (k < len(labels) % folds) for k in range(folds)]
+        held = iterative_split(labels, sizes, seed) == fold
+        return (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
     g = torch.Generator().manual_seed(seed)
     which = torch.empty(len(labels), dtype=torch.long)
     start = 0  # each class continues the deal where the last one ended: folds stay even
@@ -72,6 +84,42 @@ def fold_split(labels: torch.Tensor, folds: int, fold: int, seed: int
         start = (start + len(pos)) % folds
     held = which == fold
     return (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
+
+
+def iterative_split(labels: torch.Tensor, sizes: list[int], seed: int) -> torch.Tensor:
+    """The part (0..len(sizes)-1) of each multi-hot row, part k getting exactly ``sizes[k]``
+    rows, by iterative stratification (Sechidis et al., 2011): the label with the fewest rows
+    left is dealt first, each of its rows to the part that still wants most of that label
+    (ties: the part wanting most rows, then the seeded order), so rare labels are spread, and a
+    label's first rows go to the largest part (training). Rows without labels fill the rest."""
+    y = labels.detach().cpu().numpy() > 0.5
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    share = np.asarray(sizes, dtype=np.float64) / max(n, 1)
+    wants = share[:, None] * y.sum(0)[None, :]  # (parts, labels) still wanted
+    room = np.asarray(sizes, dtype=np.int64).copy()
+    which = np.full(n, -1, dtype=np.int64)
+    left = y.copy()
+    order = rng.permutation(n)
+    while left.any():
+        counts = left.sum(0).astype(np.float64)
+        counts[counts == 0] = np.inf
+        label = int(np.flatnonzero(counts == counts.min())[rng.integers((counts == counts.min())
+                                                                        .sum())])
+        for row in order[left[order, label]]:
+            open_ = room > 0
+            score = np.where(open_, wants[:, label], -np.inf)
+            best = np.flatnonzero(score == score.max())
+            if len(best) > 1:
+                best = best[room[best] == room[best].max()]
+            part = int(best[rng.integers(len(best))])
+            which[row], room[part] = part, room[part] - 1
+            wants[part] -= y[row]
+            left[row] = False
+    for row in order[which[order] == -1]:  # unlabeled rows: wherever room is left
+        part = int(np.argmax(room))
+        which[row], room[part] = part, room[part] - 1
+    return torch.from_numpy(which)
 
 
 def stratified_subset(labels: torch.Tensor, per_class_total: int, seed: int
@@ -100,6 +148,9 @@ def labeled_and_pool(labels: torch.Tensor, train_idx: torch.Tensor, num_labeled:
     subset and the rest, or everything labeled when ``num_labeled`` is None."""
     if num_labeled is None:
         return train_idx, train_idx[:0]
+    if labels.dim() == 2:
+        raise ValueError("data.num_labeled (the semi-supervised methods) needs single-label "
+                         "data; drop it for multi-label data")
     classes = len(labels[train_idx].unique())
     if not classes <= num_labeled <= len(train_idx):
         raise ValueError(f"data.num_labeled must be in [{classes}, {len(train_idx)}] (at least "

@@ -2,15 +2,19 @@
 Lines (``json``), Parquet (``pyarrow``, the ``dlexp[tables]`` extra). Nothing here knows what
 the columns hold, so text tables (a text and a label column) and image tables (a path and a
 label column) read them alike; :func:`find_column` picks a column by name or by the usual
-names, and :func:`as_labels` turns a label column into sortable class values."""
+names, and :func:`as_labels` turns a label column into sortable class values. Multi-label
+tables (a delimiter in the label cells, or one 0/1 column per label) become label sets and
+multi-hot targets (:func:`split_label_cells`, :func:`indicator_label_sets`, :func:`multi_hot`)."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from dlexp.errors import DataError
 
@@ -164,3 +168,102 @@ def _whole(value: Any) -> bool:
         text = value.strip()
         return text.lstrip("+-").isdigit() and text.isascii()
     return False
+
+
+# ------------------------------------------------------------------------------ multi-label
+TRUE_VALUES, FALSE_VALUES = {"1", "true", "yes"}, {"0", "false", "no"}
+LabelSet = tuple[str, ...]  # one row's labels, sorted (empty: no label)
+
+
+def is_multilabel(label_column: Any, label_sep: str | None) -> bool:
+    """Multi-label when a delimiter splits the label cells, or several label columns are
+    named (``data.label_column=[toxic,insult]``)."""
+    return label_sep is not None or not (label_column is None or isinstance(label_column, str))
+
+
+def label_columns(table: Table, given: Any, source: str) -> list[str]:
+    """The named 0/1 label columns (a list, two or more), each checked to be in the table."""
+    names = [str(c) for c in given]
+    if len(names) < 2:
+        raise DataError(f"data.label_column={names}: name 2 or more 0/1 columns (one label "
+                        "each), or one column with data.label_sep")
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise DataError(f"{source} has no column {', '.join(map(repr, missing))} "
+                        f"(data.label_column); its columns: {', '.join(map(repr, table))}")
+    return names
+
+
+def split_label_cells(values: Sequence[Any], sep: str) -> list[LabelSet]:
+    """Each cell split at ``sep`` into its labels (blanks dropped); an empty cell is no label.
+    Whole floats (Parquet's ``3.0``) read as integers, like :func:`as_labels`."""
+    if not isinstance(sep, str) or not sep:
+        raise DataError(f"data.label_sep must be a non-empty string such as ',', got {sep!r}")
+    out = []
+    for v in values:
+        cell = "" if _missing(v) else str(int(v)) if isinstance(v, float) and v.is_integer() \
+            else str(v)
+        out.append(tuple(sorted({p.strip() for p in cell.split(sep) if p.strip()})))
+    return out
+
+
+def indicator_label_sets(table: Table, columns: Sequence[str], source: str,
+                         first_row: int = 0) -> list[LabelSet]:
+    """Per row, the columns holding 1 (or true/yes); 0/false/no is absent. Anything else,
+    blank included, is an error naming the row and column (``first_row``: the first row's
+    number in messages)."""
+    flags = []
+    for name in columns:
+        column = []
+        for row, value in enumerate(table[name], first_row):
+            flag = _flag(value)
+            if flag is None:
+                raise DataError(f"{source} row {row}: column {name!r} holds {value!r}; a label "
+                                "column holds 0 or 1 (or true/false)")
+            column.append(flag)
+        flags.append(column)
+    return [tuple(n for n, f in zip(columns, row, strict=True) if f) for row in zip(*flags, strict=True)]
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    return True if text in TRUE_VALUES else False if text in FALSE_VALUES else None
+
+
+def sorted_names(names: Iterable[str]) -> list[str]:
+    """Label names sorted as classes are: by value when all are whole numbers."""
+    names = sorted(set(names))
+    if names and all(_whole(n) for n in names):
+        return sorted(names, key=int)
+    return names
+
+
+def multi_hot(sets: Sequence[LabelSet], names: Sequence[str]) -> torch.Tensor:
+    """Float targets (N, C): 1 where row n has label c."""
+    index = {name: k for k, name in enumerate(names)}
+    y = torch.zeros(len(sets), len(names))
+    for n, labels in enumerate(sets):
+        y[n, [index[label] for label in labels]] = 1.0
+    return y
+
+
+def check_label_names(names: Sequence[str], source: str) -> None:
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "none"
+        raise DataError(f"{source}: multi-label classification needs at least 2 labels, found "
+                        f"{found}")
+
+
+def check_train_labels(y: torch.Tensor, names: Sequence[str], source: str) -> None:
+    """Refuse a label no training example has: its target is always 0 there, so the model
+    learns never to predict it, and its F1 and average precision are undefined."""
+    absent = [names[k] for k in (y.sum(0) == 0).nonzero().flatten().tolist()]
+    if absent:
+        raise DataError(f"{source}: label{'s' if len(absent) > 1 else ''} "
+                        f"{', '.join(map(repr, absent[:10]))} never occur"
+                        f"{'' if len(absent) > 1 else 's'} in the training split: the model "
+                        "could never predict them; add training examples, or remove the label")

@@ -18,7 +18,11 @@ Batch = tuple[torch.Tensor, ...]
 class EpochSampler:
     """Index order for one epoch: a seeded permutation of ``n`` (or ``arange``), sharded across
     ranks like ``DistributedSampler``. Lightning calls :meth:`set_epoch` before each epoch, so
-    a resumed run sees the same order it would have seen."""
+    a resumed run sees the same order it would have seen. With ``weights`` (one per example,
+    see :func:`balanced_weights`) a shuffled epoch is ``n`` draws with replacement in
+    proportion to them instead, as ``WeightedRandomSampler``, from the same seeded stream."""
+
+    weights: torch.Tensor | None = None
 
     def __init__(self, n: int, shuffle: bool, seed: int = 0, rank: int = 0,
                  world_size: int = 1) -> None:
@@ -34,8 +38,9 @@ class EpochSampler:
 
     def indices(self) -> torch.Tensor:
         if self.shuffle:
-            idx = torch.randperm(self.n, generator=torch.Generator().manual_seed(
-                self.seed * 100_003 + self.epoch))
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            idx = torch.randperm(self.n, generator=g) if self.weights is None else \
+                self._weighted_draws(g)
         else:
             idx = torch.arange(self.n)
         if self.world_size > 1:  # equal shards: pad by wrapping around, as DistributedSampler
@@ -43,6 +48,20 @@ class EpochSampler:
             idx = torch.cat([idx, idx.repeat(-(-pad // max(self.n, 1)))[:pad]])
             idx = idx[self.rank :: self.world_size]
         return idx
+
+    def _weighted_draws(self, g: torch.Generator) -> torch.Tensor:
+        # inverse CDF rather than torch.multinomial, which refuses more than 2**24 examples
+        cdf = self.weights.double().cumsum(0)
+        u = torch.rand(self.n, generator=g, dtype=torch.float64) * cdf[-1]
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=self.n - 1)
+
+
+def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Each example's draw weight for class-balanced epochs: 1 / its class's count, so every
+    class is drawn equally often (``data.sampler=balanced``)."""
+    labels = labels.cpu()
+    counts = torch.bincount(labels).double()
+    return (1.0 / counts)[labels]
 
 
 class ResumableBatches:

@@ -27,6 +27,7 @@ import torch
 
 from dlexp import cluster
 from dlexp.data import splits
+from dlexp.data import table as tables
 from dlexp.data.arrays import resolve
 from dlexp.data.folder import Manifest, fingerprint, size_and_mtime
 from dlexp.data.pooled import check_choice
@@ -86,6 +87,7 @@ class Corpus:
     unlabeled: list[bool] = field(default_factory=list)
     problems: dict[int, str] = field(default_factory=dict)  # entry -> why it is unreadable
     classes: list[str] = field(default_factory=list)  # class folders, even empty ones
+    label_names: list[str] | None = None  # multi-label: the labels; ``labels`` hold tuples
     # a folder's texts are known by their files' hashes and read only when needed (a warm
     # start takes its token ids from the cache); None: the texts themselves are the keys
     keys: list[str | None] | None = None
@@ -119,22 +121,37 @@ class Corpus:
         self.unlabeled.append(unlabeled)
 
 
-def read_text_table(path: Path, text_column: str | None = None, label_column: str | None = None,
-                    split_column: str | None = None) -> Corpus:
+def read_text_table(path: Path, text_column: str | None = None,
+                    label_column: str | Sequence[str] | None = None,
+                    split_column: str | None = None, label_sep: str | None = None) -> Corpus:
     """A table's texts, labels and (optional) given splits; entries are named ``row <i>``,
-    ``i`` counting data rows from 0 (as pandas numbers them)."""
+    ``i`` counting data rows from 0 (as pandas numbers them). Multi-label: ``label_sep``
+    splits the label cells into label sets, or ``label_column`` lists one 0/1 column per
+    label; the labels are then tuples and ``label_names`` the labels."""
     table = read_table(path)
     source = str(path)
     text = find_column(table, text_column, TEXT_COLUMNS, "data.text_column", source)
-    label = find_column(table, label_column, LABEL_COLUMNS, "data.label_column", source)
-    if text == label:
+    if not tables.is_multilabel(label_column, None):
+        label = find_column(table, label_column, LABEL_COLUMNS, "data.label_column", source)
+    else:
+        label = tables.label_columns(table, label_column, source)
+    if text == label if isinstance(label, str) else text in label:
         raise DataError(f"{source}: data.text_column and data.label_column both name {text!r}")
     split = find_column(table, split_column, (), "data.split_column", source) \
         if split_column is not None else next((c for c in table if c.lower() == SPLIT_COLUMN),
                                               None)
     corpus = Corpus(source)
     given = table[split] if split is not None else [None] * num_rows(table)
-    for i, (t, y, s) in enumerate(zip(table[text], table[label], given, strict=True)):
+    labels = table[label] if isinstance(label, str) else None
+    if isinstance(label, list):
+        if label_sep is not None:
+            raise DataError("data.label_sep splits one label column: give data.label_column "
+                            "one name, or a list of 0/1 columns without data.label_sep")
+        labels, corpus.label_names = tables.indicator_label_sets(table, label, source), label
+    elif label_sep is not None:
+        labels = tables.split_label_cells(labels, label_sep)
+        corpus.label_names = tables.sorted_names(n for row in labels for n in row)
+    for i, (t, y, s) in enumerate(zip(table[text], labels, given, strict=True)):
         corpus.add(str(i), None if t is None else str(t), y, _split_name(s, split, i, source))
     return corpus
 
@@ -312,9 +329,11 @@ class TextDataModule(TokenizedDataModule):
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
         test_only: bool = False,
+        sampler: str | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, num_labeled, tokenizer, max_len,
-                         truncate, bucket, bucket_chunk, pin_memory, unlabeled_ratio)
+                         truncate, bucket, bucket_chunk, pin_memory, unlabeled_ratio,
+                         sampler=sampler)
         self.test_only = test_only
         self._trained: dict | None = None  # a checkpoint's data description (use_pipeline)
         check_choice("on_bad_file", on_bad_file, ON_BAD_FILE)
@@ -342,7 +361,8 @@ class TextDataModule(TokenizedDataModule):
                 continue
             if corpus.is_blank(i):
                 bad[i] = "empty text"
-            elif not corpus.unlabeled[i] and as_labels([label]) == [None]:
+            elif corpus.label_names is None and not corpus.unlabeled[i] and \
+                    as_labels([label]) == [None]:  # multi-label: no label is a label set
                 bad[i] = "no label"
         if bad and self.on_bad_file == "error":
             shown = ", ".join(f"{self._entry(corpus, i)} ({why})" for i, why in
@@ -355,6 +375,23 @@ class TextDataModule(TokenizedDataModule):
 
     def _entry(self, corpus: Corpus, i: int) -> str:
         return corpus.names[i]
+
+    def _label_sets(self, corpus: Corpus, labeled: list[int]) -> tuple[list, torch.Tensor]:
+        """Multi-label :meth:`_classes`: the labels and multi-hot targets (N, C); at least 2
+        labels, each on 2 or more texts (one may be drawn out of training) and on a training
+        text of a given split."""
+        names = corpus.label_names or []
+        tables.check_label_names(names, corpus.source)
+        y = tables.multi_hot([corpus.labels[i] for i in labeled], names)
+        given = [corpus.splits[i] for i in labeled]
+        training = y[[k for k, s in enumerate(given) if s in (None, "train")]]
+        few = [n for n, c in zip(names, training.sum(0).tolist(), strict=True) if c < 2]
+        if few:
+            raise DataError(f"{corpus.source}: label {few[0]!r} is on fewer than 2 training "
+                            "texts; each label needs at least 2 (add examples, or remove it)"
+                            + (f"; also {len(few) - 1} more such labels" if len(few) > 1
+                               else ""))
+        return names, y
 
     def _classes(self, corpus: Corpus, labeled: list[int]) -> tuple[list, torch.Tensor]:
         """The sorted class values of the training side (rows not given as val/test, and class
@@ -440,10 +477,13 @@ class TextDataModule(TokenizedDataModule):
         kept = [i for i in range(len(corpus.names)) if i not in bad]
         labeled = [i for i in kept if not corpus.unlabeled[i]]
         unlabeled = [i for i in kept if corpus.unlabeled[i]]
-        classes, y = self._classes(corpus, labeled)
+        self.multilabel = corpus.label_names is not None
+        classes, y = (self._label_sets if self.multilabel else self._classes)(corpus, labeled)
         self.class_names = [str(c) for c in classes]
         self.num_classes = len(classes)
         part = self._split(y, [corpus.splits[i] for i in labeled])
+        if self.multilabel:
+            tables.check_train_labels(y[part["train"]], self.class_names, corpus.source)
         train_idx, pool_idx = splits.labeled_and_pool(y, part["train"], self.num_labeled,
                                                       self.seed)
         texts = corpus.texts_of(labeled + unlabeled)
@@ -461,7 +501,8 @@ class TextDataModule(TokenizedDataModule):
         self.val_set = (store.take(part["val"]), y[part["val"]])
         self.test_set = (store.take(part["test"]), y[part["test"]])
         self.unlabeled_set = (store.take(torch.cat([pool_idx, extra])),
-                              torch.cat([y[pool_idx], torch.full((len(extra),), -1)]))
+                              torch.cat([y[pool_idx], y.new_full((len(extra), *y.shape[1:]),
+                                                                 -1)]))
         self.split_indices = {"train": train_idx, "val": part["val"], "test": part["test"],
                               "unlabeled": pool_idx}
         named = [corpus.names[i] for i in labeled]
@@ -483,7 +524,11 @@ class TextDataModule(TokenizedDataModule):
         bad = self._bad_entries(corpus)
         labeled = [i for i in range(len(corpus.names)) if i not in bad and not corpus.unlabeled[i]]
         names = [str(c) for c in self._trained["class_names"]]
-        values = [str(v) for v in as_labels([corpus.labels[i] for i in labeled])]
+        self.multilabel = corpus.label_names is not None
+        if self.multilabel:  # label sets: each label one of the checkpoint's
+            values = [label for i in labeled for label in corpus.labels[i]]
+        else:
+            values = [str(v) for v in as_labels([corpus.labels[i] for i in labeled])]
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise DataError(f"{corpus.source}: classes {', '.join(map(repr, unknown[:SHOWN]))} "
@@ -491,7 +536,8 @@ class TextDataModule(TokenizedDataModule):
         if not labeled:
             raise DataError(f"{corpus.source}: no labeled texts to test on")
         self.class_names, self.num_classes = names, len(names)
-        y = torch.tensor([names.index(v) for v in values], dtype=torch.long)
+        y = tables.multi_hot([corpus.labels[i] for i in labeled], names) if self.multilabel \
+            else torch.tensor([names.index(v) for v in values], dtype=torch.long)
         self._set_tokenizer(self._trained["tokenizer"])
         store = encode(from_json(self.tokenizer_json), [corpus.texts[i] for i in labeled],
                        what=f"{self.name} texts").truncate(self.max_len, self.truncate)
@@ -505,13 +551,17 @@ class TextDataModule(TokenizedDataModule):
         """Log the class counts; warn about imbalance and about texts of val/test that are
         also training texts (leakage: the score would flatter the model). ``keys`` tell the
         texts apart (:meth:`Corpus.keys_of`)."""
-        counts = torch.bincount(y[part["train"]], minlength=self.num_classes).tolist()
+        counts = (y[part["train"]].sum(0).long() if self.multilabel else
+                  torch.bincount(y[part["train"]], minlength=self.num_classes)).tolist()
         shown = ", ".join(f"{c}: {n}" for c, n in zip(self.class_names, counts, strict=True))
-        log.info("%s: %d classes; training examples per class: %s; val %d, test %d",
-                 corpus.source, self.num_classes, shown, len(part["val"]), len(part["test"]))
-        if max(counts) >= IMBALANCE * max(min(counts), 1):
+        log.info("%s: %d %s; training examples per %s: %s; val %d, test %d",
+                 corpus.source, self.num_classes, *(("labels", "label") if self.multilabel
+                                                    else ("classes", "class")),
+                 shown, len(part["val"]), len(part["test"]))
+        if not self.multilabel and max(counts) >= IMBALANCE * max(min(counts), 1):
             log.warning("%s: the classes are imbalanced (%s): consider "
-                        "loss=weighted_cross_entropy (weights from the training split)",
+                        "loss=weighted_cross_entropy (weights from the training split) or "
+                        "data.sampler=balanced (classes drawn equally often)",
                         corpus.source, shown)
         seen = {keys[i] for i in part["train"].tolist()}
         leaked = [self._entry(corpus, labeled[i]) for p in ("val", "test") for i in part[p].tolist()
@@ -577,7 +627,9 @@ class TextTableDataModule(TextDataModule):
         path: str,
         root: str | None = None,
         text_column: str | None = None,
-        label_column: str | None = None,
+        label_column: str | Sequence[str] | None = None,
+        label_sep: str | None = None,
+        threshold: float = 0.5,
         split_column: str | None = None,
         batch_size: int = 64,
         eval_batch_size: int = 256,
@@ -596,11 +648,13 @@ class TextTableDataModule(TextDataModule):
         cache_dir: str | None = None,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
         test_only: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, val_size, test_size, folds, fold, seed,
                          num_labeled, on_bad_file, tokenizer, max_len, truncate, bucket,
-                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only)
+                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only,
+                         sampler=sampler)
         found = resolve(path, root)
         if found.suffix.lower() not in SUFFIXES:
             raise DataError(f"data.path={path}: not a table dlexp reads; use one of "
@@ -608,12 +662,15 @@ class TextTableDataModule(TextDataModule):
         if not found.is_file():
             raise DataError(f"data.path: no such file {found}")
         self.path = str(found.resolve())
-        self.text_column, self.label_column = text_column, label_column
-        self.split_column = split_column
+        self.text_column, self.split_column = text_column, split_column
+        self.label_column = label_column if label_column is None or \
+            isinstance(label_column, str) else [str(c) for c in label_column]
+        self.label_sep, self.threshold = label_sep, threshold
+        self.multilabel = tables.is_multilabel(self.label_column, label_sep)
 
     def _read(self) -> Corpus:
         return read_text_table(Path(self.path), self.text_column, self.label_column,
-                               self.split_column)
+                               self.split_column, self.label_sep)
 
     def _entry(self, corpus: Corpus, i: int) -> str:
         return f"row {corpus.names[i]}"
@@ -647,11 +704,13 @@ class TextFolderDataModule(TextDataModule):
         cache_dir: str | None = None,
         pin_memory: bool = False,
         unlabeled_ratio: float | None = None,
+        sampler: str | None = None,
         test_only: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, val_size, test_size, folds, fold, seed,
                          num_labeled, on_bad_file, tokenizer, max_len, truncate, bucket,
-                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only)
+                         bucket_chunk, cache_dir, pin_memory, unlabeled_ratio, test_only,
+                         sampler=sampler)
         folder = Path(root).expanduser()
         if not folder.is_dir():
             raise DataError(f"data.root: no such folder {folder}")

@@ -34,6 +34,14 @@ class BucketSampler:
     def epoch(self) -> int:
         return self.order.epoch
 
+    @property
+    def weights(self) -> torch.Tensor | None:
+        return self.order.weights
+
+    @weights.setter
+    def weights(self, weights: torch.Tensor | None) -> None:  # balanced draws: EpochSampler
+        self.order.weights = weights
+
     def set_epoch(self, epoch: int) -> None:
         self.order.set_epoch(epoch)
 

@@ -44,6 +44,8 @@ class TokenizedDataModule(PooledDataModule):
     and ``vocab_size``."""
 
     modality = "text"
+    multilabel = False  # a multi-label table sets it: labels are then multi-hot rows (N, C)
+    threshold = 0.5  # multi-label: the probability over which a label is predicted
     name: str  # describe()'s, which inference reads
     class_names: list[str]
     tokenizer_json: str
@@ -52,8 +54,8 @@ class TokenizedDataModule(PooledDataModule):
     def __init__(self, batch_size: int, eval_batch_size: int, seed: int,
                  num_labeled: int | None, tokenizer: dict | None, max_len: int | None,
                  truncate: str, bucket: bool, bucket_chunk: int, pin_memory: bool,
-                 unlabeled_ratio: float | None) -> None:
-        super().__init__(unlabeled_ratio)
+                 unlabeled_ratio: float | None, sampler: str | None = None) -> None:
+        super().__init__(unlabeled_ratio, sampler)
         check_batch_sizes(batch_size, eval_batch_size)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_labeled, self.pin_memory = seed, num_labeled, pin_memory
@@ -83,7 +85,8 @@ class TokenizedDataModule(PooledDataModule):
         return {"name": self.name, "modality": self.modality,
                 "class_names": list(self.class_names), "num_classes": self.num_classes,
                 "net_kwargs": net_kwargs, "tokenizer": self.tokenizer_json,
-                "max_len": self.max_len, "truncate": self.truncate}
+                "max_len": self.max_len, "truncate": self.truncate,
+                "multilabel": self.multilabel, "threshold": self.threshold}
 
     def net_kwargs(self) -> dict:
         """What a network must be told about this data; sets up the data to know the

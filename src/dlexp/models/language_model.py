@@ -58,4 +58,8 @@ class TiedAdaptiveSoftmax(nn.Module):
                                           for lo, hi in zip(bounds, bounds[1:], strict=False))
 
     def forward(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.softmax(self.project(hidden).float(), targets).loss
+        projected = self.project(hidden).float()
+        # in float32 whatever the precision: under bf16 autocast the clusters' scores come out
+        # bf16 and AdaptiveLogSoftmaxWithLoss's float32 output refuses them (index_copy_)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.softmax(projected, targets).loss
