@@ -335,7 +335,7 @@ def test_a_warm_text_folder_reads_no_unchanged_file(tmp_path: Path,
     from dlexp.data import folder
 
     root = _folder(tmp_path / "d", {"music": 6, "sport": 6, "cooking": 6})
-    first = _folder_dm(root, tmp_path)
+    (root / "music" / "0.txt").write_bytes(b"windows\r\nline ends\rand old mac ones\r\n")
     scanned: list[str] = []
     real_scan = folder._read_one
     monkeypatch.setattr(folder, "_read_one", lambda p, s, probe, **kw: scanned.append(p) or
@@ -343,6 +343,12 @@ def test_a_warm_text_folder_reads_no_unchanged_file(tmp_path: Path,
     opened: list[str] = []
     real_read = text_module._read_text
     monkeypatch.setattr(text_module, "_read_text", lambda p: opened.append(p) or real_read(p))
+    first = _folder_dm(root, tmp_path)
+    assert len(scanned) == len(set(scanned)) == 18 and opened == []  # a cold start: one read
+    corpus = text_module.read_text_folder(root, cache_dir=tmp_path / "fresh")
+    kept = [corpus.texts[i] for i in range(18)]
+    assert kept == [real_read(str(root / name))[0] for name in corpus.names]  # as text mode
+    scanned.clear()
     again = _folder_dm(root, tmp_path)
     assert scanned == [] and opened == []  # fingerprints and token ids from the caches
     assert torch.equal(again.train_set[0].flat, first.train_set[0].flat)
@@ -352,5 +358,8 @@ def test_a_warm_text_folder_reads_no_unchanged_file(tmp_path: Path,
         _folder_dm(root, tmp_path)
     assert scanned == [str(root.resolve() / "sport" / "2.txt")] and opened == []
     (root / "sport" / "2.txt").write_text("a whole new text about football")
-    _folder_dm(root, tmp_path)  # a new text: new token ids, so every text is read once
-    assert len(opened) == len(set(opened)) == 18
+    scanned.clear()
+    _folder_dm(root, tmp_path)  # a new text: new token ids, so every text is read, once
+    changed = str(root.resolve() / "sport" / "2.txt")
+    assert scanned == [changed] and len(opened) == len(set(opened)) == 17
+    assert changed not in opened

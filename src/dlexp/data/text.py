@@ -29,7 +29,7 @@ from dlexp import cluster
 from dlexp.data import splits
 from dlexp.data import table as tables
 from dlexp.data.arrays import resolve
-from dlexp.data.folder import Manifest, fingerprint, size_and_mtime
+from dlexp.data.folder import Manifest, OnRead, cached_fingerprints, read_files, size_and_mtime
 from dlexp.data.pooled import check_choice
 from dlexp.data.table import SUFFIXES, as_labels, find_column, num_rows, read_table
 from dlexp.data.token_cache import cache_key, load_cache, save_cache
@@ -102,7 +102,7 @@ class Corpus:
     def texts_of(self, rows: Sequence[int]) -> Sequence[str]:
         """The texts of ``rows``, still unread when they come from files."""
         if isinstance(self.texts, FileTexts):
-            return FileTexts([self.texts.paths[i] for i in rows])
+            return self.texts.take(rows)
         return [self.texts[i] for i in rows]
 
     def keys_of(self, rows: Sequence[int]) -> list[str]:
@@ -167,10 +167,11 @@ def _split_name(value: Any, column: str | None, row: int, source: str) -> str | 
 
 
 class FileTexts(Sequence[str]):
-    """Texts of files, read (all at once) when first asked for."""
+    """Texts of files, read (all at once) when first asked for; ``known``: those already
+    read (by the scan of a cold start), by position."""
 
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
+    def __init__(self, paths: list[str], known: dict[int, str] | None = None) -> None:
+        self.paths, self.known = paths, known or {}
         self._texts: list[str] | None = None
 
     def __len__(self) -> int:
@@ -178,8 +179,13 @@ class FileTexts(Sequence[str]):
 
     def __getitem__(self, i):  # noqa: ANN001, ANN204 (an index or a slice, as a list's)
         if self._texts is None:
-            self._texts = [_read_text(p)[0] or "" for p in self.paths]
+            self._texts = [self.known[k] if k in self.known else _read_text(p)[0] or ""
+                           for k, p in enumerate(self.paths)]
         return self._texts[i]
+
+    def take(self, rows: Sequence[int]) -> FileTexts:
+        return FileTexts([self.paths[i] for i in rows],
+                         {k: self.known[i] for k, i in enumerate(rows) if i in self.known})
 
     def __iter__(self) -> Iterator[str]:
         return iter(self[:])
@@ -188,6 +194,12 @@ class FileTexts(Sequence[str]):
 def text_probe(data: bytes) -> dict | None:
     """What the scan cache keeps of a text file: whether it is whitespace only."""
     return {"blank": True} if not data.decode("utf-8", "replace").strip() else None
+
+
+def _as_text(data: bytes) -> str:
+    """A file's bytes as :func:`_read_text` reads them (text mode: universal newlines)."""
+    text = data.decode("utf-8", "replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 text_probe.version = "text-1"  # type: ignore[attr-defined]  # in the scan cache's key
@@ -232,19 +244,27 @@ def read_text_folder(root: Path, unlabeled_dirs: Sequence[str] = (),
 
 def _fingerprint_texts(corpus: Corpus, paths: list[str], cache_dir: Path | None) -> None:
     """The corpus's keys, blank and unreadable entries from its files' fingerprints; its
-    texts left to read from ``paths`` when needed."""
+    texts left to read from ``paths`` when needed. The files the scan cache lacks are read
+    here, in this process, and their texts kept: a cold start reads each file once."""
     stats = [size_and_mtime(p) for p in paths]
-    manifest = fingerprint(Manifest(base=Path(corpus.source).resolve(), source=corpus.source,
-                                    rels=list(corpus.names), labels=[""] * len(paths),
-                                    sizes=[s[0] for s in stats], mtimes=[s[1] for s in stats]),
-                           cache_dir, text_probe)
+    manifest = Manifest(base=Path(corpus.source).resolve(), source=corpus.source,
+                        rels=list(corpus.names), labels=[""] * len(paths),
+                        sizes=[s[0] for s in stats], mtimes=[s[1] for s in stats])
+    stale = cached_fingerprints(manifest, cache_dir, text_probe)
+    known: dict[int, str] = {}
+
+    def keep(pairs: list[tuple[int, bytes]]) -> dict:
+        known.update((row, _as_text(data)) for row, data in pairs)
+        return {}
+
+    read_files(manifest, stale, cache_dir, text_probe, workers=0, on_read=OnRead(stale, keep))
     for i, (size, error, info) in enumerate(zip(manifest.sizes, manifest.errors,
                                                 manifest.info, strict=True)):
         if size == 0 or info:
             corpus.blank.add(i)
         elif error is not None:
             corpus.problems[i] = f"unreadable: {error}"
-    corpus.keys, corpus.texts = manifest.hashes, FileTexts(paths)
+    corpus.keys, corpus.texts = manifest.hashes, FileTexts(paths, known)
 
 
 def _split_folders(root: Path) -> dict[str | None, Path]:
