@@ -140,6 +140,7 @@ def test_second_build_decodes_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     assert decoded == [(root / "b" / "new.png").read_bytes()]
     assert not cached.exists()  # the older build is gone
     assert len(list((tmp_path / "cache" / "image_folder").glob("*.u8"))) == 1
+    assert len(list((tmp_path / "cache" / "image_folder").glob("*.files"))) == 1
 
 
 def test_bad_files_end_in_one_error_naming_them(rgb_folder: Path, tmp_path: Path) -> None:

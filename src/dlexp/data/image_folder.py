@@ -145,7 +145,7 @@ def decoded_images(manifest: Manifest, cache_dir: Path, size: tuple[int, int], c
                       cache_dir)
         for old in where.glob(f"{settings}-*.json"):  # older builds of this folder
             if old.stem != stem:
-                for stale in (old, old.with_suffix(".u8")):
+                for stale in (old, old.with_suffix(".u8"), old.with_suffix(".files")):
                     stale.unlink(missing_ok=True)
     images = np.memmap(data_path, np.uint8, "c", shape=shape)  # "c": writable, never written
     return images, {int(k): v for k, v in meta["bad"].items()}
@@ -155,7 +155,7 @@ def _forget(manifest: Manifest, cache_dir: Path, size: tuple[int, int], channels
             resize: str) -> None:
     """Delete the build of these files at these settings (a guess that proved wrong)."""
     stem = _stems(manifest, size, channels, resize)[1]
-    for suffix in (".json", ".u8"):
+    for suffix in (".json", ".u8", ".files"):
         (cache_dir / "image_folder" / f"{stem}{suffix}").unlink(missing_ok=True)
 
 
@@ -193,7 +193,9 @@ def _build(manifest: Manifest, where: Path, stem: str, shape: tuple[int, ...],
     bad.update(decode.bad)
     tmp.replace(where / f"{stem}.u8")
     rels = {i: manifest.rel(i) for i in bad}
-    meta = {"shape": list(shape), "bad": bad, "files": manifest.identity(),
+    # the files apart: a warm start reads the small record only, a rebuild reads both
+    folder.write_atomic(where / f"{stem}.files", json.dumps(manifest.identity()))
+    meta = {"shape": list(shape), "bad": bad,
             "bad_files": {rels[i]: why for i, why in bad.items()}}
     folder.write_atomic(where / f"{stem}.json", json.dumps(meta))
     return meta
@@ -211,13 +213,14 @@ def _copy_previous(manifest: Manifest, where: Path, stem: str, shape: tuple[int,
         return {}, todo
     try:
         meta = json.loads(earlier[-1].read_text())
+        files = json.loads(earlier[-1].with_suffix(".files").read_text())
         old = np.memmap(earlier[-1].with_suffix(".u8"), np.uint8, "r",
                         shape=tuple(meta["shape"]))
     except (OSError, ValueError, KeyError, TypeError):
         return {}, todo
     if tuple(old.shape[1:]) != shape[1:]:
         return {}, todo
-    rows = {tuple(f): r for r, f in enumerate(meta["files"])}
+    rows = {tuple(f): r for r, f in enumerate(files)}
     new = np.memmap(tmp, np.uint8, "r+", shape=shape)
     bad_before, bad, rest = meta.get("bad_files", {}), {}, []
     for i, ident in enumerate(manifest.identity()):
