@@ -33,7 +33,7 @@ from dlexp.data.table import SUFFIXES, as_labels, find_column, num_rows, read_ta
 from dlexp.data.token_cache import cache_key, load_cache, save_cache
 from dlexp.data.token_store import TokenStore
 from dlexp.data.tokenized import TokenizedDataModule
-from dlexp.data.tokenizer import encode, from_json, to_json, train_tokenizer
+from dlexp.data.tokenizer import encode, from_json, to_json
 from dlexp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -350,15 +350,11 @@ class TextDataModule(TokenizedDataModule):
         return {"train": rest, **held}
 
     # ---------------------------------------------------------------- setup
-    def use_pipeline(self, info: dict) -> None:
-        """Encode with a checkpoint's tokenizer and truncation (``info``: its data description),
-        to evaluate it on these texts (``dlexp-eval CKPT data.path=new.csv``)."""
-        if info.get("modality") != "text" or not info.get("tokenizer"):
-            raise DataError(f"this checkpoint's model does not take text "
-                            f"(data={info.get('name')}); evaluate it on data of its own kind")
+    def use_pipeline(self, info: dict, truncation: bool = True) -> None:
+        """The checkpoint's tokenizer (:meth:`TokenizedDataModule.use_pipeline`); its classes
+        too, for ``test_only`` (``dlexp-eval CKPT data.path=new.csv``)."""
+        super().use_pipeline(info, truncation)
         self._trained = info
-        self.max_len, self.truncate = info.get("max_len", self.max_len), \
-            info.get("truncate", self.truncate)
 
     def _setup_splits(self) -> None:
         corpus = self._read()
@@ -453,21 +449,19 @@ class TextDataModule(TokenizedDataModule):
                         "leakage), e.g. %s", corpus.source, len(leaked), ", ".join(leaked[:SHOWN]))
 
     def _token_ids(self, texts: list[str], fit: list[int]) -> TokenStore:
-        """Every text's token ids under a tokenizer fitted on ``texts[fit]``: from the cache,
-        else built and cached; truncated to ``max_len`` after the cache."""
+        """Every text's token ids under a tokenizer fitted on ``texts[fit]`` (or the
+        checkpoint's, :meth:`use_pipeline`): from the cache, else built and cached; truncated
+        to ``max_len`` after the cache."""
         digest = hashlib.sha256()
         for text in texts:
             data = text.encode("utf-8", "surrogatepass")
             digest.update(len(data).to_bytes(8, "little") + data)
         digest.update(torch.tensor(fit, dtype=torch.long).numpy().tobytes())
-        key = cache_key(version=CACHE_VERSION, tokenizer=self.tokenizer, texts=digest.hexdigest())
+        key = cache_key(version=CACHE_VERSION, **self.tokenizer_key(), texts=digest.hexdigest())
         path = self.cache_dir / "text" / f"tokens-{key}.pt"
         cached = load_cache(path, TOKENS_LAYOUT)
         if cached is None or cached["version"] != CACHE_VERSION:
-            log.info("%s: training a %s tokenizer on %d texts", self.name,
-                     self.tokenizer["model"], len(fit))
-            tok = train_tokenizer((texts[i] for i in fit), self.tokenizer["model"],
-                                  self.tokenizer["vocab_size"], self.tokenizer["min_frequency"])
+            tok = self._tokenizer_for((texts[i] for i in fit), len(fit))
             store = encode(tok, texts, what=f"{self.name} texts")
             cached = {"version": CACHE_VERSION, "tokenizer": to_json(tok), "flat": store.flat,
                       "offsets": store.offsets}
@@ -476,7 +470,9 @@ class TextDataModule(TokenizedDataModule):
             except OSError as e:  # an unwritable cache costs the next run time, not this one
                 log.warning("%s: cannot write the token cache %s (%s)", self.name, path, e)
         self._set_tokenizer(cached["tokenizer"])
-        return TokenStore(cached["flat"], cached["offsets"]).truncate(self.max_len, self.truncate)
+        store = TokenStore(cached["flat"], cached["offsets"])
+        self._log_unknown(store)
+        return store.truncate(self.max_len, self.truncate)
 
     def write_split(self, out_dir: Path) -> None:
         """``split/<part>.txt`` (one entry per line: a table's row number, a folder's file

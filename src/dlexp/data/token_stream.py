@@ -143,8 +143,12 @@ class TokenStreamDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.parts, self.test_duplicates = tuple(parts), test_duplicates
         self.backward = backward
-        self.num_classes = base.num_classes
         self.train_stream: TokenStore | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """The base's: a text folder or table knows its classes only once it is set up."""
+        return self.base.num_classes
 
     def prepare_data(self) -> None:
         self.base.prepare_data()
