@@ -245,7 +245,8 @@ class IMDBDataModule(TokenizedDataModule):
         """Tokenizer JSON and the token ids of train and test: from the cache, else built (and
         cached) from the reviews."""
         source = self._source()
-        for path in dict.fromkeys((self._cache_path(source), self._cache_path(source, fitted=True))):
+        paths = (self._cache_path(source), self._cache_path(source, fitted=True))
+        for path in dict.fromkeys(paths):
             cached = load_cache(path, TOKENS_LAYOUT)
             # a given tokenizer may be the one these settings fit (dlexp-eval): that cache serves
             if cached is not None and cached["version"] == CACHE_VERSION and \

@@ -43,6 +43,7 @@ LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target")
 SPLIT_COLUMN = "split"  # used when the table has it and data.split_column is not set
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test"}
+UNLABELED = ("unlabeled", "unlabelled", "unsup")  # a table's split value for texts without label
 PARTS = ("train", "val", "test", "unlabeled")
 ON_BAD_FILE = ("error", "skip")
 NOT_DATA = {"thumbs.db", "desktop.ini"}  # what file managers leave (hidden files are skipped)
@@ -98,7 +99,8 @@ class Corpus:
 def read_text_table(path: Path, text_column: str | None = None, label_column: str | None = None,
                     split_column: str | None = None) -> Corpus:
     """A table's texts, labels and (optional) given splits; entries are named ``row <i>``,
-    ``i`` counting data rows from 0 (as pandas numbers them)."""
+    ``i`` counting data rows from 0 (as pandas numbers them). Rows whose split is
+    ``unlabeled`` are unlabeled texts (their label cell is not read)."""
     table = read_table(path)
     source = str(path)
     text = find_column(table, text_column, TEXT_COLUMNS, "data.text_column", source)
@@ -111,7 +113,9 @@ def read_text_table(path: Path, text_column: str | None = None, label_column: st
     corpus = Corpus(source)
     given = table[split] if split is not None else [None] * num_rows(table)
     for i, (t, y, s) in enumerate(zip(table[text], table[label], given, strict=True)):
-        corpus.add(str(i), None if t is None else str(t), y, _split_name(s, split, i, source))
+        unlabeled = isinstance(s, str) and s.strip().lower() in UNLABELED
+        corpus.add(str(i), None if t is None else str(t), None if unlabeled else y,
+                   None if unlabeled else _split_name(s, split, i, source), unlabeled)
     return corpus
 
 
@@ -121,7 +125,8 @@ def _split_name(value: Any, column: str | None, row: int, source: str) -> str | 
     name = SPLIT_NAMES.get(str(value).strip().lower())
     if name is None:
         raise DataError(f"{source} row {row}: column {column!r} holds {value!r}; a split is "
-                        "train, val or test (or empty: drawn by data.val_size/test_size)")
+                        "train, val, test or unlabeled (or empty: drawn by data.val_size/"
+                        "test_size)")
     return name
 
 

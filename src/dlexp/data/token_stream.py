@@ -52,28 +52,32 @@ def review_keys(store: TokenStore) -> list[bytes]:
     return [flat[off[i]:off[i + 1]].tobytes() for i in range(len(store))]
 
 
-def copies_of_test(stream: TokenStore, test: TokenStore) -> list[int]:
-    """Positions of the stream's (non-empty) reviews whose token ids equal a test review's."""
-    seen = set(review_keys(test)) - {b""}
+def copies_of(stream: TokenStore, held_out: TokenStore) -> list[int]:
+    """Positions of the stream's (non-empty) texts whose token ids equal a held-out text's."""
+    seen = set(review_keys(held_out)) - {b""}
     return [i for i, key in enumerate(review_keys(stream)) if key in seen]
 
 
-def without_test_text(stream: TokenStore, test: TokenStore, duplicates: str) -> TokenStore:
-    """``stream`` minus its copies of test reviews (``drop``), or refused if it holds any
-    (``refuse``); checked again after dropping, as the guarantee this stage gives."""
-    copies = copies_of_test(stream, test)
-    if copies and duplicates == "refuse":
-        raise DataError(f"the language model's training text holds {len(copies)} review(s) of "
-                        "the test split, and it must never see test text: remove them from the "
-                        "data, or set method.data.test_duplicates=drop")
-    if copies:
-        log.info("language model: %d training/unlabeled reviews are copies of test reviews: "
-                 "left out", len(copies))
+def without_held_out_text(stream: TokenStore, held_out: dict[str, TokenStore], duplicates: str
+                          ) -> TokenStore:
+    """``stream`` minus its copies of the ``held_out`` texts (``{"val": ..., "test": ...}``)
+    (``drop``), or refused if it holds any (``refuse``); checked again after dropping, as the
+    guarantee this stage gives."""
+    copies = {part: copies_of(stream, store) for part, store in held_out.items()}
+    found = ", ".join(f"{len(c)} of the {part} split" for part, c in copies.items() if c)
+    dropped = sorted(set().union(*copies.values()))
+    if dropped and duplicates == "refuse":
+        raise DataError(f"the language model's training text holds copies of texts it must "
+                        f"never see ({found}): remove them from the data, or set "
+                        "method.data.test_duplicates=drop")
+    if dropped:
+        log.info("language model: %d training/unlabeled texts are copies of held-out texts "
+                 "(%s): left out", len(dropped), found)
         keep = torch.ones(len(stream), dtype=torch.bool)
-        keep[copies] = False
+        keep[dropped] = False
         stream = stream.take(keep.nonzero().squeeze(1))
-    if copies_of_test(stream, test):
-        raise DataError("the language model's training text still holds test reviews")
+    if any(copies_of(stream, store) for store in held_out.values()):
+        raise DataError("the language model's training text still holds held-out texts")
     return stream
 
 
@@ -165,7 +169,8 @@ class TokenStreamDataModule(L.LightningDataModule):
         self.base.setup()
         sets = {"train": self.base.train_set, "unlabeled": self.base.unlabeled_set}
         stream = TokenStore.cat([sets[p][0] for p in self.parts])
-        stream = without_test_text(stream, self.base.test_set[0], self.test_duplicates)
+        held_out = {"val": self.base.val_set[0], "test": self.base.test_set[0]}
+        stream = without_held_out_text(stream, held_out, self.test_duplicates)
         self.train_stream, self.val_stream = stream, self.base.val_set[0]
         log.info("language model: %d reviews (%s), %d tokens; validation %d reviews",
                  len(stream), "+".join(self.parts), len(stream.flat), len(self.val_stream))
