@@ -172,7 +172,7 @@ class TokenStreamDataModule(L.LightningDataModule):
         held_out = {"val": self.base.val_set[0], "test": self.base.test_set[0]}
         stream = without_held_out_text(stream, held_out, self.test_duplicates)
         self.train_stream, self.val_stream = stream, self.base.val_set[0]
-        log.info("language model: %d reviews (%s), %d tokens; validation %d reviews",
+        log.info("language model: %d texts (%s), %d tokens; validation %d texts",
                  len(stream), "+".join(self.parts), len(stream.flat), len(self.val_stream))
 
     def _loader(self, store: TokenStore, train: bool) -> StreamLoader:
