@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
+import pytest
 import torch
-from conftest import REPO, TEST_ONLY
+from conftest import FAST, REPO, TEST_ONLY, compose_train
 
+from dlexp import checkpoint
 from dlexp.models.word_vectors import read_word_vectors
+from dlexp.train import train
 
 spec = importlib.util.spec_from_file_location("word_vectors", REPO / "scripts" / "word_vectors.py")
 wv = importlib.util.module_from_spec(spec)
@@ -51,3 +55,24 @@ def test_script_without_data_is_one_line(tmp_path: Path, capsys, monkeypatch) ->
     assert wv.main(["--out", str(tmp_path / "v.txt")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no aclImdb_v1.tar.gz or aclImdb/") and err.count("\n") == 1
+
+
+@pytest.mark.integration
+def test_its_vectors_initialise_an_imdb_classifier(tmp_path: Path, tiny_imdb: Path) -> None:
+    """The ladder's rung: the script's file is what model.vectors reads, row for row."""
+    out = tmp_path / "vectors.txt"
+    assert wv.main(["--source", str(tiny_imdb / "aclImdb"), "--out", str(out), "--dim", "8",
+                    "--vocab", "500", "--min-count", "1", "--window", "3"]) == 0
+    metrics = train(compose_train([
+        *FAST, "data=imdb", "model=lstm", "model.embedding_dim=8", "model.hidden_size=8",
+        "data.val_size=40", f"data.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1",
+        "logger=none", f"model.vectors={out}", "model.freeze_embedding=true"],
+        tmp_path / "run", tiny_imdb))
+    assert metrics["status"] == "ok", metrics.get("error")
+    ckpt = checkpoint.load(metrics["best_ckpt"])
+    vocab = json.loads(ckpt["dlexp"]["data"]["tokenizer"])["model"]["vocab"]
+    matrix, found = read_word_vectors(out, vocab, 8)
+    found[0] = False  # the padding row stays zero
+    assert found.sum() >= 0.9 * (len(vocab) - 2)  # the same words: all but [PAD], [UNK]
+    weight = ckpt["state_dict"]["net.embedding.weight"]
+    assert torch.equal(weight[found], matrix[found]) and weight[0].abs().sum() == 0
