@@ -41,13 +41,27 @@ def test_ppmi_keeps_only_positive_associations() -> None:
 def test_script_learns_from_unlabeled_reviews_only(tmp_path: Path, tiny_imdb: Path) -> None:
     out = tmp_path / "vectors.txt"
     assert wv.main(["--source", str(tiny_imdb / "aclImdb"), "--out", str(out), "--dim", "8",
-                    "--vocab", "500", "--min-count", "1", "--window", "3"]) == 0
+                    "--vocab", "500", "--min-count", "1", "--window", "3",
+                    "--val-size", "40"]) == 0
     words = [line.split(" ", 1)[0] for line in out.read_text().splitlines()]
     assert "[PAD]" not in words and "[UNK]" not in words and "movie" in words
     assert TEST_ONLY not in words  # planted in test reviews only
     matrix, found = read_word_vectors(out, {w: i for i, w in enumerate(words)}, 8)
     assert found.all() and torch.isfinite(matrix).all()
     assert abs(float(matrix.std()) - 1) < 0.05  # scaled like nn.Embedding's N(0, 1)
+
+
+def test_the_corpus_never_holds_a_validation_or_test_review() -> None:
+    reviews = {f"train/{c}": [(i, f"{c} review {i}") for i in range(5)] for c in ("neg", "pos")}
+    reviews |= {"test/neg": [(0, "a test review")], "test/pos": [(0, "another test review")],
+                "train/unsup": [(0, "free text"), (1, "a test review")]}
+    assert wv.corpus(reviews, Path("aclImdb"), False, 2, 0) == ["free text"]
+    texts = wv.corpus(reviews, Path("aclImdb"), True, 2, 0)
+    training = [t for t in texts if "review" in t]
+    assert texts[0] == "free text" and len(training) == 8 == len(set(training))
+    _, val = wv.splits.shuffled_split(10, 2, 0)
+    labeled = [f"{c} review {i}" for c in ("neg", "pos") for i in range(5)]
+    assert not {labeled[i] for i in val.tolist()} & set(texts)
 
 
 def test_script_without_data_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -62,7 +76,8 @@ def test_its_vectors_initialise_an_imdb_classifier(tmp_path: Path, tiny_imdb: Pa
     """The ladder's rung: the script's file is what model.vectors reads, row for row."""
     out = tmp_path / "vectors.txt"
     assert wv.main(["--source", str(tiny_imdb / "aclImdb"), "--out", str(out), "--dim", "8",
-                    "--vocab", "500", "--min-count", "1", "--window", "3"]) == 0
+                    "--vocab", "500", "--min-count", "1", "--window", "3",
+                    "--val-size", "40"]) == 0
     metrics = train(compose_train([
         *FAST, "data=imdb", "model=lstm", "model.embedding_dim=8", "model.hidden_size=8",
         "data.val_size=40", f"data.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1",
