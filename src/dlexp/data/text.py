@@ -383,7 +383,7 @@ class TextDataModule(TokenizedDataModule):
         texts = [corpus.texts[i] for i in labeled + unlabeled]
         self._warn_about(corpus, texts, y, part, labeled)
         fit = part["train"].tolist()  # the whole training split, as IMDB's tokenizer sees it
-        if self.tokenizer["use_unsup"]:
+        if self.tokenizer["use_unsup"] and self.given_tokenizer is None:
             if not unlabeled:
                 raise DataError("data.tokenizer.use_unsup=true but the data has no unlabeled "
                                 "texts (data.unlabeled_dirs); set it false")
