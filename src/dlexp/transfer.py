@@ -7,8 +7,9 @@ MLP: ``features``; ResNet18: ``features``). The head is always trained; the sour
 only kept on request, as a new task's classes mean something else. The text classifier
 (``models/rnn.py``) follows it too: embedding and recurrent layers are the backbone, and a
 ``method=language_model`` checkpoint is a source like any other (its next-token head is no part
-of the network). ``lr_decay`` gives each lower layer group a smaller learning rate (ULMFiT's
-discriminative fine-tuning).
+of the network), whose tokenizer encodes the fine-tune's data (:func:`use_source_tokenizer`).
+``lr_decay`` gives each lower layer group a smaller learning rate (ULMFiT's discriminative
+fine-tuning).
 """
 
 from __future__ import annotations
