@@ -1,8 +1,11 @@
 """Pretrained word vectors for the text side of transfer learning, learned offline from the
-50k *unlabeled* IMDB reviews (``train/unsup``): no labels, no test text.
+50k *unlabeled* IMDB reviews (``train/unsup``), and with ``--with-train`` also from the 22.5k
+training reviews of ``data=imdb``'s split (``--val-size``, ``--seed``: the language model's
+72.5k): no labels, and never a validation or test review (their copies are left out).
 
     python scripts/word_vectors.py [--source $DLEXP_DATA_DIR/aclImdb_v1.tar.gz]
         [--out data/imdb_unsup_ppmi128.txt] [--dim 128] [--vocab 30000] [--window 5]
+        [--with-train [--val-size 2500] [--seed 0]]
 
 Method: positive pointwise mutual information of word co-occurrences within ``--window`` words
 (weighted 1/distance, context counts smoothed with exponent 0.75), factorised by a truncated
@@ -22,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from dlexp.data.imdb import ARCHIVE, FOLDER, read_archive, read_folder
+from dlexp.data import splits
+from dlexp.data.imdb import ARCHIVE, FOLDER, Reviews, assemble, read_archive, read_folder
 from dlexp.data.tokenizer import UNK_ID, encode, train_tokenizer
 from dlexp.errors import DataError
 from dlexp.models.word_vectors import write_word_vectors
@@ -78,6 +82,26 @@ def find_source(data_dir: Path) -> Path:
                     "$DLEXP_DATA_DIR")
 
 
+def corpus(reviews: Reviews, source: Path, with_train: bool, val_size: int, seed: int
+           ) -> list[str]:
+    """The unlabeled reviews, and with ``with_train`` the training split's (as ``data=imdb``
+    draws it), less any copy of a validation or test review (aclImdb's unsup holds 270 of the
+    test's)."""
+    texts = [text for _, text in sorted(reviews.get("train/unsup", []))]
+    if not with_train and not reviews.get("test/pos"):  # unsup only: nothing to compare with
+        return texts
+    parts = assemble(reviews, source)
+    n = len(parts["train"][1])
+    try:
+        train_idx, val_idx = splits.shuffled_split(n, splits.val_count(val_size, n), seed)
+    except ValueError as e:
+        raise DataError(f"--val-size: {e}") from None
+    if with_train:
+        texts += [parts["train"][0][i] for i in train_idx.tolist()]
+    held_out = set(parts["test"][0]) | {parts["train"][0][i] for i in val_idx.tolist()}
+    return [t for t in texts if t not in held_out]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source", type=Path, default=None,
@@ -87,18 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab", type=int, default=30_000)
     p.add_argument("--min-count", type=int, default=5)
     p.add_argument("--window", type=int, default=5)
+    p.add_argument("--with-train", action="store_true",
+                   help="also the training reviews of data=imdb's split (not its validation)")
+    p.add_argument("--val-size", type=int, default=2500, help="data=imdb's data.val_size")
+    p.add_argument("--seed", type=int, default=0, help="data=imdb's data.seed")
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
         source = args.source or find_source(Path(os.environ.get("DLEXP_DATA_DIR", "data")))
         reviews = read_archive(source) if source.is_file() else read_folder(source)
-        texts = [text for _, text in sorted(reviews.get("train/unsup", []))]
+        texts = corpus(reviews, source, args.with_train, args.val_size, args.seed)
         if not texts:
             raise DataError(f"{source} has no train/unsup reviews to learn from")
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{len(texts)} unlabeled reviews from {source}", file=sys.stderr)
+    print(f"{len(texts)} reviews from {source}", file=sys.stderr)
     tok = train_tokenizer(texts, "word", args.vocab, args.min_count)
     store = encode(tok, texts)
     vocab = tok.get_vocab()

@@ -17,8 +17,8 @@ from PIL import Image
 from test_image_folder_train import evaluate_checkpoint
 
 import dlexp
-from dlexp import checkpoint
-from dlexp.errors import DataError
+from dlexp import checkpoint, config
+from dlexp.errors import ConfigError, DataError
 from dlexp.export import export
 from dlexp.predict import main as predict_main
 from dlexp.train import train
@@ -186,3 +186,16 @@ def test_bce_on_single_label_data_is_refused(tmp_path: Path) -> None:
                         tmp_path / "run")
     metrics = train(cfg)
     assert metrics["status"] == "failed" and "loss=cross_entropy" in metrics["error"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (['data.label_sep=";"'], "use loss=bce"),
+    (["data.label_column=[a,b]", "loss=bce", "method=pseudo_label"], "is single-label"),
+    (["loss=bce"], "loss=bce is for multi-label data"),
+])
+def test_the_kind_of_labels_is_checked_before_any_data_is_read(
+        tmp_path: Path, overrides: list[str], message: str) -> None:
+    cfg = compose_train([*FAST, "data=text_table", f"data.path={tmp_path / 'absent.csv'}",
+                         *SMALL_LSTM, *overrides], tmp_path / "run")
+    with pytest.raises(ConfigError, match=message):
+        config.check(cfg)

@@ -12,6 +12,7 @@ import torch
 from conftest import FAST, TINY_DATA, compose_train
 
 from dlexp import checkpoint, config, transfer
+from dlexp.data.tokenizer import to_json, train_tokenizer
 from dlexp.errors import CheckpointError, ConfigError
 from dlexp.models.cnn import CNN
 from dlexp.models.rnn import RNNClassifier
@@ -158,6 +159,28 @@ def test_lr_decay_gives_each_lower_layer_group_a_smaller_lr() -> None:
     assert transfer.discriminative(torch.optim.Adam, net, None) is torch.optim.Adam
     with pytest.raises(ConfigError, match="lr_decay must be a number >= 1"):
         transfer.discriminative(partial(torch.optim.Adam, lr=0.01), net, 0.5)
+
+
+def test_a_text_sources_tokenizer_is_given_to_the_data(caplog: pytest.LogCaptureFixture) -> None:
+    class Data:
+        tokenizer = {"model": "word", "vocab_size": 50, "min_frequency": 1}
+
+        def use_pipeline(self, info: dict, truncation: bool = True) -> None:
+            self.given = (info, truncation)
+
+    info = {"modality": "text", "tokenizer": to_json(train_tokenizer(["a b c"], "word", 10, 1))}
+    config = {"data": {"tokenizer": {"model": "word", "vocab_size": 200, "min_frequency": 1}}}
+    data = Data()
+    transfer.use_source_tokenizer(data, ("lm.ckpt", {"dlexp": {"data": info, "config": config}}))
+    assert data.given == (info, False)  # the run's own max_len and truncate stay
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "encoding with its tokenizer (5 words)" in warning
+    assert "data.tokenizer vocab_size=50 (the source's: 200) not used" in warning
+    image = Data()
+    transfer.use_source_tokenizer(image, ("cnn.ckpt", {"dlexp": {"data": {"mean": [0.1]},
+                                                                  "config": {}}}))
+    transfer.use_source_tokenizer(image, None)
+    assert not hasattr(image, "given")
 
 
 def test_a_source_with_another_tokenizer_is_refused() -> None:

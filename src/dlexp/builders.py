@@ -94,13 +94,8 @@ def build_loss(loss_cfg: DictConfig | dict, datamodule: Any, multilabel: bool = 
     ``loss=bce`` only, and ``loss=bce`` takes multi-label data only."""
     node = dict(OmegaConf.to_container(loss_cfg, resolve=True)
                 if isinstance(loss_cfg, DictConfig) else loss_cfg)
-    is_bce = bool(getattr(target_class(node, "loss"), "multilabel", False))
-    if multilabel != is_bce:
-        raise ConfigError("the data is multi-label (data.label_sep, or a list of "
-                          "data.label_column): use loss=bce" if multilabel else
-                          "loss=bce is for multi-label data (data.label_sep=',' or a list of "
-                          "0/1 columns in data.label_column); use loss=cross_entropy")
-    if is_bce:
+    check_label_kind(multilabel, node)
+    if multilabel:
         spec = node.pop("pos_weight", None)
         targets = datamodule.train_targets() if spec == "balanced" else None
         return instantiate(node, pos_weight=positive_weights(spec, targets))
@@ -121,10 +116,7 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extr
     _try_optimizer(net, optimizer, scheduler)
     task_cls = instantiate(cfg.method.task, _partial_=True, _convert_="all")
     labels = multilabel_options(checkpoint_extras.get("data") or {})
-    method = cfg.method.get("name", "supervised")
-    if labels and method != "supervised":  # pseudo-labels and consistency are argmax-based
-        raise ConfigError(f"method={method} is single-label; multi-label data trains with "
-                          "method=supervised")
+    check_label_kind(bool(labels), cfg.loss, cfg.method.get("name", "supervised"))
     try:
         return task_cls(
             net=net,
@@ -140,6 +132,20 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extr
         )
     except ValueError as e:  # a method option out of range: the message names it
         raise ConfigError(str(e)) from None
+
+
+def check_label_kind(multilabel: bool, loss_cfg: Any, method: str = "supervised") -> None:
+    """Multi-label data trains with ``loss=bce`` and ``method=supervised`` (pseudo-labels and
+    consistency are argmax-based); ``loss=bce`` takes multi-label data only."""
+    is_bce = bool(getattr(target_class(loss_cfg, "loss"), "multilabel", False))
+    if multilabel != is_bce:
+        raise ConfigError("the data is multi-label (data.label_sep, or a list of "
+                          "data.label_column): use loss=bce" if multilabel else
+                          "loss=bce is for multi-label data (data.label_sep=',' or a list of "
+                          "0/1 columns in data.label_column); use loss=cross_entropy")
+    if multilabel and method != "supervised":
+        raise ConfigError(f"method={method} is single-label; multi-label data trains with "
+                          "method=supervised")
 
 
 def multilabel_options(data_info: dict) -> dict:

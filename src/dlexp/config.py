@@ -21,7 +21,8 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from dlexp import backends, hardware, plugins
-from dlexp.builders import target_class
+from dlexp.builders import check_label_kind, target_class
+from dlexp.data.table import is_multilabel
 from dlexp.errors import ConfigError
 
 log = logging.getLogger("dlexp.config")
@@ -49,6 +50,7 @@ def check(cfg: DictConfig, sweeping: bool = False) -> None:
     check_without_validation(cfg, sweeping)
     check_transfer(cfg)
     check_sampler(cfg)
+    check_multilabel(cfg)
     check_method(cfg)
     check_weights(cfg)
 
@@ -352,7 +354,7 @@ def check_sampler(cfg: DictConfig) -> None:
     if cfg.method.get("data"):
         raise ConfigError(f"data.sampler=balanced draws classes, but method={cfg.method.name} "
                           "serves its own unlabeled data: set data.sampler=null")
-    if cfg.data.get("label_sep") is not None or OmegaConf.is_list(cfg.data.get("label_column")):
+    if multilabel(cfg):
         raise ConfigError("data.sampler=balanced draws one class per example, but this data is "
                           "multi-label: set data.sampler=null (loss.pos_weight=balanced weighs "
                           "rare labels up)")
@@ -360,6 +362,19 @@ def check_sampler(cfg: DictConfig) -> None:
         raise ConfigError("data.sampler=balanced already evens out the classes in each epoch; "
                           f"loss.class_weights={cfg.loss.class_weights} would weight them again: "
                           "use one of them (loss=cross_entropy with the sampler)")
+
+
+def multilabel(cfg: DictConfig) -> bool:
+    """Label sets (``data.label_sep``) or a list of 0/1 label columns: multi-label data."""
+    return is_multilabel(cfg.data.get("label_column"), cfg.data.get("label_sep"))
+
+
+def check_multilabel(cfg: DictConfig) -> None:
+    """The loss and method that the kind of labels needs, before any data is read (the task's
+    build checks the data's own word on it again)."""
+    if cfg.method.get("data"):  # a language model: no labels, no classification loss
+        return
+    check_label_kind(multilabel(cfg), cfg.loss, cfg.method.get("name", "supervised"))
 
 
 def check_weights(cfg: DictConfig) -> None:

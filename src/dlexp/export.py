@@ -151,30 +151,12 @@ def description(info: dict, fmt: str, out: Path) -> dict:
         desc |= {"multilabel": True, "threshold": info.get("threshold", 0.5),
                  "postprocess": "probabilities = sigmoid(logits) per label; the labels are "
                                 "the class_names whose probability is over threshold"}
-    if info.get("name") == "arrays":  # data=arrays and dlexp.fit: images or features
+    if info.get("name") == "arrays" or info["modality"] == "image":
         shape = info["net_kwargs"]["in_shape"]
         return desc | {
             "inputs": {"image": {"dtype": "float32", "shape": ["batch", *shape]}},
             "normalize": {"mean": info["mean"], "std": info["std"]},
-            "preprocess": f"image = (x - mean) / std per channel (features: per feature), x of "
-                          f"shape {shape} on the scale of the training arrays ({info['dtype']}); "
-                          "images channels first"}
-    if info.get("name") == "image_folder":  # your own images: per-channel statistics
-        shape = info["net_kwargs"]["in_shape"]
-        return desc | {
-            "inputs": {"image": {"dtype": "float32", "shape": ["batch", *shape]}},
-            "normalize": {"mean": info["mean"], "std": info["std"]},
-            "preprocess": f"image = (pixels - mean) / std per channel, pixels 0-255 of shape "
-                          f"{shape} (channels first), the file resized to {info['image_size']} "
-                          f"by {info['resize']} (dlexp.inputs.load_picture does this)"}
-    if info["modality"] == "image":
-        shape = info["net_kwargs"]["in_shape"]
-        return desc | {
-            "inputs": {"image": {"dtype": "float32", "shape": ["batch", *shape]}},
-            "normalize": {"mean": info["mean"], "std": info["std"]},
-            "preprocess": f"image = (pixels / 255 - mean) / std, pixels uint8 of shape {shape} "
-                          "as MNIST's: light digit on a dark background, centred in 28x28 "
-                          "(dlexp-predict's load_image does this for any photo)"}
+            "preprocess": _image_preprocess(info, shape)}
     return desc | {
         "inputs": {"ids": {"dtype": "int64", "shape": ["batch", "steps"]},
                    "lengths": {"dtype": "int64", "shape": ["batch"]}},
@@ -186,6 +168,22 @@ def description(info: dict, fmt: str, out: Path) -> dict:
                       "first max_len (truncate=head), or the first max_len // 4 and the last "
                       "max_len - max_len // 4 (head_tail); lengths = len(ids); pad ids with "
                       "pad_id to the batch's longest"}
+
+
+def _image_preprocess(info: dict, shape: list[int]) -> str:
+    """How the data group turned its inputs into the network's: arrays as given, your own
+    images from files, MNIST's digits from 0-255 pixels."""
+    if info.get("name") == "arrays":  # data=arrays and dlexp.fit: images or features
+        return (f"image = (x - mean) / std per channel (features: per feature), x of shape "
+                f"{shape} on the scale of the training arrays ({info['dtype']}); images "
+                "channels first")
+    if info.get("name") == "image_folder":  # your own images: per-channel statistics
+        return (f"image = (pixels - mean) / std per channel, pixels 0-255 of shape {shape} "
+                f"(channels first), the file resized to {info['image_size']} by "
+                f"{info['resize']} (dlexp.inputs.load_picture does this)")
+    return (f"image = (pixels / 255 - mean) / std, pixels uint8 of shape {shape} as MNIST's: "
+            "light digit on a dark background, centred in 28x28 (dlexp-predict's load_image "
+            "does this for any photo)")
 
 
 def tokenizer_path(out: Path) -> Path:

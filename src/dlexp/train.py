@@ -48,6 +48,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     source = transfer.read_source(cfg.transfer, cfg.model._target_)
 
     datamodule = instantiate(cfg.data)
+    transfer.use_source_tokenizer(datamodule, source)  # a text source's words, its embedding's
     if cfg.method.get("data"):  # a method that reads the data its own way (language_model)
         datamodule = instantiate(cfg.method.data, base=datamodule, _convert_="all")
     data_info = datamodule.describe()

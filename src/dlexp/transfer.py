@@ -7,8 +7,9 @@ MLP: ``features``; ResNet18: ``features``). The head is always trained; the sour
 only kept on request, as a new task's classes mean something else. The text classifier
 (``models/rnn.py``) follows it too: embedding and recurrent layers are the backbone, and a
 ``method=language_model`` checkpoint is a source like any other (its next-token head is no part
-of the network). ``lr_decay`` gives each lower layer group a smaller learning rate (ULMFiT's
-discriminative fine-tuning).
+of the network), whose tokenizer encodes the fine-tune's data (:func:`use_source_tokenizer`).
+``lr_decay`` gives each lower layer group a smaller learning rate (ULMFiT's discriminative
+fine-tuning).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -23,6 +25,7 @@ from lightning.pytorch.callbacks import BackboneFinetuning
 from torch import nn
 
 from dlexp import checkpoint
+from dlexp.data.tokenizer import from_json
 from dlexp.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,30 @@ def read_source(options: dict, model_target: str) -> tuple[str, dict] | None:
         raise CheckpointError(f"transfer.source {path} holds a {_name(saved)} but this run builds "
                               f"a {_name(model_target)}; transfer needs the same architecture")
     return path, ckpt
+
+
+def use_source_tokenizer(datamodule: Any, source: tuple[str, dict] | None) -> None:
+    """A text source's tokenizer for this run's data: token ids mean words only under their
+    tokenizer, and the source's embedding rows are its words, so the data encodes with it
+    (through ``use_pipeline``, as ``dlexp-eval`` gives a checkpoint's) instead of fitting one;
+    ``max_len`` and ``truncate`` stay this run's. Tokenizer settings that differ from the
+    source run's are not used: one warning names them. Data that cannot take a tokenizer is
+    left as it is (:func:`load_source` refuses it if its own differs)."""
+    info = source[1]["dlexp"].get("data", {}) if source else {}
+    use = getattr(datamodule, "use_pipeline", None)
+    if not info.get("tokenizer") or use is None or not hasattr(datamodule, "tokenizer"):
+        return
+    use(info, truncation=False)
+    saved = (source[1]["dlexp"]["config"].get("data") or {}).get("tokenizer") or {}
+    differ = [f"{k}={v} (the source's: {saved[k]})" for k, v in datamodule.tokenizer.items()
+              if k in saved and saved[k] != v]
+    words = from_json(info["tokenizer"]).get_vocab_size()
+    if differ:
+        log.warning("transfer.source %s: encoding with its tokenizer (%d words), so the "
+                    "embedding rows mean the words they were trained as; data.tokenizer %s "
+                    "not used", source[0], words, ", ".join(differ))
+    else:
+        log.info("transfer.source %s: encoding with its tokenizer (%d words)", source[0], words)
 
 
 def load_source(net: nn.Module, ckpt: dict, path: str, keep_head: bool = False,
@@ -110,9 +137,10 @@ def _check_inputs(source: dict, target: dict, path: str) -> None:
     tokenizers = [d.get("tokenizer") for d in (source, target)]
     if None not in tokenizers and tokenizers[0] != tokenizers[1]:
         raise CheckpointError(f"transfer.source {path} was trained with another tokenizer than "
-                              "this run's: use the source run's data.tokenizer settings, "
-                              "data.seed and data.val_size (the tokenizer is fitted on the "
-                              "training split), so both fit the same vocabulary")
+                              "this run's, and this data module cannot take the source's "
+                              "(it has no use_pipeline): use the source run's data.tokenizer "
+                              "settings, data.seed and data.val_size, so both fit the same "
+                              "vocabulary")
 
 
 def _is_head(key: str) -> bool:

@@ -14,7 +14,7 @@ import torch
 from conftest import TEST_ONLY, compose_train, make_imdb_tree, tar_imdb
 from hydra.utils import instantiate as build_node
 
-from dlexp.data import imdb
+from dlexp.data import imdb, tokenized
 from dlexp.data.download import file_digest
 from dlexp.data.imdb import IMDBDataModule
 from dlexp.data.tokenizer import UNK_ID, encode_texts, from_json, to_json, train_tokenizer
@@ -49,7 +49,7 @@ def _count_training(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(len(texts))
         return train_tokenizer(texts, *args)
 
-    monkeypatch.setattr(imdb, "train_tokenizer", counting)
+    monkeypatch.setattr(tokenized, "train_tokenizer", counting)
     return calls
 
 
@@ -68,7 +68,7 @@ def test_sizes_labels_and_describe(tiny_imdb: Path) -> None:
     assert (dm.unlabeled_set[1] == -1).all()
     info = dm.describe()
     assert set(info) == {"name", "modality", "class_names", "num_classes", "net_kwargs",
-                         "tokenizer", "max_len", "truncate"}
+                         "tokenizer", "max_len", "truncate", "multilabel", "threshold"}
     assert info["name"] == "imdb" and info["modality"] == "text" == dm.modality
     assert info["class_names"] == ["negative", "positive"] and info["num_classes"] == 2
     assert info["net_kwargs"] == dm.net_kwargs() == {
@@ -246,6 +246,36 @@ def test_second_setup_reads_the_cache(tiny_imdb: Path, tmp_path: Path,
     _dm(tiny_imdb, cache_dir=str(tmp_path), tokenizer={"vocab_size": 30})
     _dm(tiny_imdb, cache_dir=str(tmp_path), seed=5)  # another split: another training corpus
     assert len(calls) == 3 and len(list((tmp_path / "imdb").glob("tokens-*.pt"))) == 3
+
+
+def test_a_given_tokenizer_keys_the_cache(tiny_imdb: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """use_pipeline (transfer.source, dlexp-eval): the checkpoint's tokenizer encodes, none is
+    fitted; the cache entry of the settings serves when they fit that same tokenizer."""
+    source = _dm(tiny_imdb, cache_dir=str(tmp_path), tokenizer={"vocab_size": 30}).describe()
+    calls = _count_training(monkeypatch)
+
+    def entries() -> set[Path]:
+        return set((tmp_path / "imdb").glob("tokens-*.pt"))
+
+    before = entries()
+
+    def given(**kwargs: object) -> IMDBDataModule:
+        dm = IMDBDataModule(root=str(tiny_imdb), download=False, val_size=40,
+                            cache_dir=str(tmp_path), **kwargs)
+        dm.use_pipeline(source, truncation=False)
+        dm.setup()
+        return dm
+
+    same = given(tokenizer={"vocab_size": 30})  # dlexp-eval: the settings that fitted it
+    assert calls == [] and entries() == before
+    other = given(max_len=7)  # a fine-tune with other settings: the source's, its own entry
+    assert calls == [] and len(entries() - before) == 1
+    for dm in (same, other):
+        assert dm.describe()["tokenizer"] == source["tokenizer"] and dm.vocab_size == 30
+    assert other.max_len == 7 and int(other.train_set[0].lengths.max()) <= 7
+    assert torch.equal(other.test_set[0].truncate(7, "head").flat,
+                       same.test_set[0].truncate(7, "head").flat)
 
 
 @pytest.mark.parametrize("foreign", [{"tokenizer_json": "{}"}, {"version": 2, "tokenizer": "{}",

@@ -16,6 +16,7 @@ import torch
 from conftest import FAST, REPO, TOPICS, make_text_table, topic_text
 
 from dlexp.data import text as text_module
+from dlexp.data import tokenized as tokenized_module
 from dlexp.data.text import TextFolderDataModule, TextTableDataModule
 from dlexp.data.tokenizer import encode_texts, train_tokenizer
 from dlexp.errors import DataError
@@ -128,8 +129,23 @@ def test_a_split_column_is_honoured(tmp_path: Path) -> None:
     assert len(dm.split_names["train"]) == sum(r["split"] in ("train", "") for r in rows)
     bad = [{**r, "split": "holdout"} for r in _rows()]
     with pytest.raises(DataError, match="row 0: column 'split' holds 'holdout'; a split is "
-                                        "train, val or test"):
+                                        "train, val, test or unlabeled"):
         _table(tmp_path, bad, "b.csv")
+
+
+def test_rows_whose_split_is_unlabeled_join_the_pool(tmp_path: Path) -> None:
+    """Unlabeled texts in a table: split ``unlabeled`` (their label cell is not read); an empty
+    label elsewhere is still bad data."""
+    rows = [{**r, "split": ""} for r in _rows()]
+    rows += [{"text": "loose words about a guitar", "label": "", "split": "unlabeled"},
+             {"text": "a storm and rain", "label": "music", "split": "Unsup"}]
+    dm = _table(tmp_path, rows, tokenizer={"use_unsup": True, "min_frequency": 1})
+    assert dm.class_names == sorted(TOPICS)
+    assert _sizes(dm) == [12, 3, 3, 2] and dm.unlabeled_set[1].tolist() == [-1, -1]
+    assert dm.split_names["unlabeled"] == ["18", "19"]
+    assert "storm" in json.loads(dm.tokenizer_json)["model"]["vocab"]  # fitted on them too
+    with pytest.raises(DataError, match=r"row 18 \(no label\)"):
+        _table(tmp_path, [*rows[:-2], {**rows[-2], "split": ""}], "b.csv")
 
 
 # ---------------------------------------------------------------- folders
@@ -280,7 +296,7 @@ def test_token_ids_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         calls.append(len(texts))
         return train_tokenizer(texts, *args)
 
-    monkeypatch.setattr(text_module, "train_tokenizer", counting)
+    monkeypatch.setattr(tokenized_module, "train_tokenizer", counting)
     rows = _rows()
     first = _table(tmp_path, rows)
     second = _table(tmp_path, rows, max_len=2)  # truncation comes after the cache
@@ -289,6 +305,39 @@ def test_token_ids_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert int(second.train_set[0].lengths.max()) <= 2
     _table(tmp_path, rows, seed=5)  # another training split: another tokenizer
     assert calls == [12, 12]
+
+
+def test_a_given_tokenizer_encodes_and_keys_the_cache(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """use_pipeline (transfer.source, dlexp-eval): the checkpoint's tokenizer encodes the texts,
+    none is fitted, and the token cache is keyed by that tokenizer, not by data.tokenizer."""
+    rows = _rows()
+    source = _table(tmp_path, rows)
+    fitted: list[int] = []
+    monkeypatch.setattr(tokenized_module, "train_tokenizer",
+                        lambda texts, *a: fitted.append(1) or train_tokenizer(texts, *a))
+    cache = tmp_path / "cache" / "text"
+
+    def given(**kwargs: object) -> TextTableDataModule:
+        dm = TextTableDataModule(path=str(tmp_path / "t.csv"), cache_dir=str(tmp_path / "cache"),
+                                 **{**SMALL, "tokenizer": {"vocab_size": 8}, "max_len": 3,
+                                    **kwargs})
+        dm.use_pipeline(source.describe(), truncation=False)
+        dm.setup()
+        return dm
+
+    before = set(cache.iterdir())
+    dm = given()
+    assert fitted == [] and dm.tokenizer_json == source.tokenizer_json
+    assert dm.vocab_size == source.vocab_size > 8 and dm.max_len == 3  # truncation: the run's
+    assert torch.equal(dm.test_set[0].truncate(2, "head").flat,
+                       source.test_set[0].truncate(2, "head").flat)
+    assert len(set(cache.iterdir()) - before) == 1  # its own entry
+    again = set(cache.iterdir())
+    given(max_len=5)
+    assert set(cache.iterdir()) == again and fitted == []  # served from that entry
+    _table(tmp_path, rows, tokenizer={"vocab_size": 8})  # the same settings, fitted: another
+    assert fitted == [1] and len(set(cache.iterdir()) - again) == 1
 
 
 # ---------------------------------------------------------------- a whole run

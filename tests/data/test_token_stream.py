@@ -1,14 +1,19 @@
 """The language model's token stream (data/token_stream.py): review ends marked, rows that
-continue across batches (forward and reversed), never a test review, no val or test part."""
+continue across batches (forward and reversed), never a val or test review, no val or test
+part; IMDB's and your own texts (folders, tables) with their unlabeled ones."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import TOPICS, topic_text
 
 from dlexp.data.imdb import IMDBDataModule
+from dlexp.data.text import TextFolderDataModule, TextTableDataModule
 from dlexp.data.token_store import TokenStore, offsets_of
 from dlexp.data.token_stream import StreamLoader, TokenStreamDataModule, as_stream
 from dlexp.errors import DataError
@@ -44,18 +49,71 @@ def test_backward_rows_read_the_stream_reversed() -> None:
     assert xb.tolist() == [[0, 13], [9, 8]] and yb.tolist() == [[13, 12], [8, 0]]
 
 
-def test_test_reviews_are_dropped_or_refused(tiny_imdb: Path, tmp_path: Path) -> None:
+def test_val_and_test_reviews_are_dropped_or_refused(tiny_imdb: Path, tmp_path: Path) -> None:
     base = _imdb(tiny_imdb)
     base.setup()
-    copied = base.test_set[0].take(torch.tensor([3, 7]))
+    copied = TokenStore.cat([base.test_set[0].take(torch.tensor([3, 7])),
+                             base.val_set[0].take(torch.tensor([0]))])
     base.train_set = (TokenStore.cat([base.train_set[0], copied]), base.train_set[1])
     data = TokenStreamDataModule(base, bptt=8, batch_size=4)
     data.setup()
-    stream = {bytes(r) for r in _rows(data.train_stream)}
-    assert not stream & {bytes(r) for r in _rows(base.test_set[0])}
-    assert len(data.train_stream) == len(base.train_set[0]) - 2 + len(base.unlabeled_set[0])
-    with pytest.raises(DataError, match="2 review.*of the test split"):
+    _assert_held_out_text_left_out(data)
+    assert len(data.train_stream) == len(base.train_set[0]) - 3 + len(base.unlabeled_set[0])
+    with pytest.raises(DataError, match="copies of texts it must never see \\(1 of the val "
+                                        "split, 2 of the test split\\)"):
         TokenStreamDataModule(base, test_duplicates="refuse").setup()
+
+
+def _assert_held_out_text_left_out(data: TokenStreamDataModule) -> None:
+    stream = set(_rows(data.train_stream))
+    for part in (data.base.val_set, data.base.test_set):
+        assert not stream & set(_rows(part[0]))
+
+
+def _copy_of(root: Path, name: str, to: Path) -> None:
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_text((root / name).read_text())
+
+
+def test_your_own_unlabeled_texts_join_the_stream(tmp_path: Path) -> None:
+    """data=text_folder's unlabeled_dirs and data=text_table's unlabeled rows feed the stream;
+    their copies of val/test texts are left out."""
+    root = _topic_folder(tmp_path / "texts")
+    _copy_of(root, "test/music/0.txt", root / "train/unsup/copy_of_test.txt")
+    folder = TextFolderDataModule(root=str(root), cache_dir=str(tmp_path / "cache"), val_size=4,
+                                  tokenizer={"min_frequency": 1})
+    data = TokenStreamDataModule(folder, bptt=8, batch_size=4)
+    data.setup()
+    _assert_held_out_text_left_out(data)
+    assert len(folder.unlabeled_set[1]) == 11 and len(data.train_stream) == 16 + 10
+    rows = [("text", "label", "split")]
+    rows += [((root / n).read_text(), n.split("/")[1], n.split("/")[0]) for n in
+             sorted(str(p.relative_to(root)) for p in root.glob("*/*/*.txt"))]
+    table = tmp_path / "texts.csv"
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows((t, "", "unlabeled") if y == "unsup" else (t, y, s)
+                                for t, y, s in rows)
+    data = TokenStreamDataModule(TextTableDataModule(path=str(table), val_size=4,
+                                                     cache_dir=str(tmp_path / "cache"),
+                                                     tokenizer={"min_frequency": 1}),
+                                 bptt=8, batch_size=4)
+    data.setup()
+    _assert_held_out_text_left_out(data)
+    assert len(data.base.unlabeled_set[1]) == 11 and len(data.train_stream) == 16 + 10
+    assert data.num_classes == 2
+
+
+def _topic_folder(root: Path) -> Path:
+    """train/{music,sport} (10 each), train/unsup (10, mixed), test/{music,sport} (3 each)."""
+    rng = np.random.default_rng(0)
+    for folder, n in {"train/music": 10, "train/sport": 10, "train/unsup": 10, "test/music": 3,
+                      "test/sport": 3}.items():
+        (root / folder).mkdir(parents=True)
+        topic = folder.split("/")[1]
+        for i in range(n):
+            (root / folder / f"{i}.txt").write_text(
+                topic_text(rng, topic if topic in TOPICS else "weather"))
+    return root
 
 
 def _rows(store: TokenStore) -> list:

@@ -1,16 +1,21 @@
 """method=language_model: the tied adaptive softmax, learning on the tiny IMDB fixture, and
-whole runs: a checkpoint, resume, refusals, and a classifier fine-tuned from it (the token
-stream: tests/data/test_token_stream.py)."""
+whole runs: a checkpoint, resume, refusals, and a classifier fine-tuned from it, encoding with
+its tokenizer; pretraining on your own folders and tables of texts (the token stream:
+tests/data/test_token_stream.py)."""
 
 from __future__ import annotations
 
+import csv
+import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import FAST, compose_train
+from conftest import FAST, TOPICS, compose_train, topic_text
 
+import dlexp
 from dlexp import checkpoint, config, transfer
 from dlexp.builders import build_net
 from dlexp.data.imdb import IMDBDataModule
@@ -166,12 +171,74 @@ def test_the_encoder_loads_into_a_classifier_unchanged(pretrained: dict, tiny_im
         assert torch.equal(net.state_dict()[k], saved[f"net.{k}"]), k
 
 
+def _fine_tuned_on_the_sources_tokenizer(ft: dict, source: str) -> None:
+    """The fine-tune trained and tested, its checkpoint carries the source's tokenizer, and it
+    predicts a raw text from the checkpoint alone."""
+    assert ft["status"] == "ok", ft.get("error")
+    assert isinstance(ft["test/acc"], float) and 0 <= ft["test/acc"] <= 1
+    tokenizer = checkpoint.load(source)["dlexp"]["data"]["tokenizer"]
+    assert checkpoint.load(ft["best_ckpt"])["dlexp"]["data"]["tokenizer"] == tokenizer
+    probs = dlexp.load(ft["best_ckpt"]).predict_texts(["a text it has never seen, great"])
+    assert probs.shape[0] == 1 and float(probs.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
 @pytest.mark.integration
-def test_a_classifier_with_another_tokenizer_is_refused(pretrained: dict, tiny_imdb: Path,
-                                                        tmp_path: Path) -> None:
-    ft = train(compose_train([*FAST, *SMALL, "transfer=finetune", "data.tokenizer.vocab_size=20",
-                              f"transfer.source={pretrained['best_ckpt']}"], tmp_path, tiny_imdb))
-    assert ft["status"] == "failed" and "another tokenizer" in ft["error"], ft
+def test_a_classifier_encodes_with_the_sources_tokenizer(pretrained: dict, tiny_imdb: Path,
+                                                         tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The fine-tune's own data.tokenizer settings (here the defaults: 20000 words, min
+    frequency 2) differ from the pretraining's: the source's tokenizer is used, with a warning."""
+    source = pretrained["best_ckpt"]
+    plain = [o for o in SMALL if not o.startswith("data.tokenizer.")]
+    ft = train(compose_train([*FAST, *plain, "transfer=finetune", f"transfer.source={source}",
+                              "trainer.max_epochs=1"], tmp_path, tiny_imdb))
+    _fine_tuned_on_the_sources_tokenizer(ft, source)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and "encoding with its tokenizer" in r.getMessage()]
+    assert len(warned) == 1 and "vocab_size=20000 (the source's: 200)" in warned[0], warned
+
+
+# ---------------------------------------------------------------- your own texts
+def _own_texts(root: Path, data: str) -> list[str]:
+    """Two topics of texts and unlabeled ones: a folder (train/<topic>, train/unsup, test/) or
+    a table (a split column: train, test, unlabeled). Returns the data overrides."""
+    rng = np.random.default_rng(0)
+    rows = [(topic_text(rng, t), t, split) for split, n in (("train", 40), ("test", 10))
+            for t in ("music", "sport") for _ in range(n)]
+    rows += [(topic_text(rng, t), "", "unlabeled") for t in TOPICS for _ in range(30)]
+    if data == "text_table":
+        with open(root / "texts.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("text", "label", "split"), *rows])
+        return ["data=text_table", f"data.path={root / 'texts.csv'}"]
+    for i, (text, topic, split) in enumerate(rows):
+        folder = root / "texts" / ("train/unsup" if split == "unlabeled" else f"{split}/{topic}")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.txt").write_text(text)
+    return ["data=text_folder", f"data.root={root / 'texts'}"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("data", ["text_folder", "text_table"])
+def test_pretrain_on_your_own_texts_then_fine_tune(tmp_path: Path, data: str,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Your unlabeled texts pretrain the encoder (no val/test text: the stream is checked), your
+    labeled ones fine-tune it with other tokenizer settings; the test accuracy is reported."""
+    caplog.set_level(logging.INFO, logger="dlexp.data.token_stream")
+    own = [*_own_texts(tmp_path, data), f"data.cache_dir={tmp_path / 'cache'}",
+           "data.val_size=10"]
+    lm = _run(tmp_path / "lm", tmp_path, *own, "trainer.max_epochs=1")
+    assert lm["status"] == "ok", lm.get("error")
+    assert math.isfinite(lm["val/loss"])
+    streams = [r.getMessage() for r in caplog.records
+               if r.getMessage().startswith("language model: ")]
+    assert len(streams) == 1, streams  # 80 training texts - 10 for val, + 90 unlabeled
+    assert streams[0].startswith("language model: 160 texts (train+unlabeled), ")
+    assert streams[0].endswith("; validation 10 texts")
+    plain = [o for o in SMALL if not o.startswith(("data.tokenizer.", "data=", "data.val_size"))]
+    ft = train(compose_train([*FAST, *plain, *own, "transfer=finetune", "trainer.max_epochs=1",
+                              f"transfer.source={lm['best_ckpt']}", "data.batch_size=16"],
+                             tmp_path / "ft", tmp_path))
+    _fine_tuned_on_the_sources_tokenizer(ft, lm["best_ckpt"])
 
 
 @pytest.mark.integration

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
+import pytest
 import torch
-from conftest import REPO, TEST_ONLY
+from conftest import FAST, REPO, TEST_ONLY, compose_train
 
+from dlexp import checkpoint
 from dlexp.models.word_vectors import read_word_vectors
+from dlexp.train import train
 
 spec = importlib.util.spec_from_file_location("word_vectors", REPO / "scripts" / "word_vectors.py")
 wv = importlib.util.module_from_spec(spec)
@@ -37,7 +41,8 @@ def test_ppmi_keeps_only_positive_associations() -> None:
 def test_script_learns_from_unlabeled_reviews_only(tmp_path: Path, tiny_imdb: Path) -> None:
     out = tmp_path / "vectors.txt"
     assert wv.main(["--source", str(tiny_imdb / "aclImdb"), "--out", str(out), "--dim", "8",
-                    "--vocab", "500", "--min-count", "1", "--window", "3"]) == 0
+                    "--vocab", "500", "--min-count", "1", "--window", "3",
+                    "--val-size", "40"]) == 0
     words = [line.split(" ", 1)[0] for line in out.read_text().splitlines()]
     assert "[PAD]" not in words and "[UNK]" not in words and "movie" in words
     assert TEST_ONLY not in words  # planted in test reviews only
@@ -46,8 +51,43 @@ def test_script_learns_from_unlabeled_reviews_only(tmp_path: Path, tiny_imdb: Pa
     assert abs(float(matrix.std()) - 1) < 0.05  # scaled like nn.Embedding's N(0, 1)
 
 
+def test_the_corpus_never_holds_a_validation_or_test_review() -> None:
+    reviews = {f"train/{c}": [(i, f"{c} review {i}") for i in range(5)] for c in ("neg", "pos")}
+    reviews |= {"test/neg": [(0, "a test review")], "test/pos": [(0, "another test review")],
+                "train/unsup": [(0, "free text"), (1, "a test review")]}
+    assert wv.corpus(reviews, Path("aclImdb"), False, 2, 0) == ["free text"]
+    texts = wv.corpus(reviews, Path("aclImdb"), True, 2, 0)
+    training = [t for t in texts if "review" in t]
+    assert texts[0] == "free text" and len(training) == 8 == len(set(training))
+    _, val = wv.splits.shuffled_split(10, 2, 0)
+    labeled = [f"{c} review {i}" for c in ("neg", "pos") for i in range(5)]
+    assert not {labeled[i] for i in val.tolist()} & set(texts)
+
+
 def test_script_without_data_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("DLEXP_DATA_DIR", str(tmp_path))
     assert wv.main(["--out", str(tmp_path / "v.txt")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no aclImdb_v1.tar.gz or aclImdb/") and err.count("\n") == 1
+
+
+@pytest.mark.integration
+def test_its_vectors_initialise_an_imdb_classifier(tmp_path: Path, tiny_imdb: Path) -> None:
+    """The ladder's rung: the script's file is what model.vectors reads, row for row."""
+    out = tmp_path / "vectors.txt"
+    assert wv.main(["--source", str(tiny_imdb / "aclImdb"), "--out", str(out), "--dim", "8",
+                    "--vocab", "500", "--min-count", "1", "--window", "3",
+                    "--val-size", "40"]) == 0
+    metrics = train(compose_train([
+        *FAST, "data=imdb", "model=lstm", "model.embedding_dim=8", "model.hidden_size=8",
+        "data.val_size=40", f"data.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1",
+        "logger=none", f"model.vectors={out}", "model.freeze_embedding=true"],
+        tmp_path / "run", tiny_imdb))
+    assert metrics["status"] == "ok", metrics.get("error")
+    ckpt = checkpoint.load(metrics["best_ckpt"])
+    vocab = json.loads(ckpt["dlexp"]["data"]["tokenizer"])["model"]["vocab"]
+    matrix, found = read_word_vectors(out, vocab, 8)
+    found[0] = False  # the padding row stays zero
+    assert found.sum() >= 0.9 * (len(vocab) - 2)  # the same words: all but [PAD], [UNK]
+    weight = ckpt["state_dict"]["net.embedding.weight"]
+    assert torch.equal(weight[found], matrix[found]) and weight[0].abs().sum() == 0

@@ -26,7 +26,7 @@ from dlexp.data.download import download, file_digest, safe_extract
 from dlexp.data.token_cache import cache_key, load_cache, save_cache
 from dlexp.data.token_store import TokenStore
 from dlexp.data.tokenized import TOKENIZER, Part, TokenizedDataModule, tokenizer_settings
-from dlexp.data.tokenizer import encode, from_json, to_json, train_tokenizer
+from dlexp.data.tokenizer import encode, from_json, to_json
 from dlexp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -223,11 +223,16 @@ class IMDBDataModule(TokenizedDataModule):
             shutil.rmtree(work, ignore_errors=True)
 
     # ---------------------------------------------------------------- token ids
-    def _cache_path(self, source: Path, kind: str = "tokens") -> Path:
+    def _cache_path(self, source: Path, kind: str = "tokens", fitted: bool = False) -> Path:
         """``tokens-<key>.pt``: the tokenizer with train and test ids; ``unsup-<key>.pt``: the
-        50k unlabeled reviews' ids under that tokenizer (built only when the pool is used)."""
-        key = cache_key(version=CACHE_VERSION, source=fingerprint(source),
-                        tokenizer=self.tokenizer, seed=self.seed, val_size=self.val_size)
+        50k unlabeled reviews' ids under that tokenizer (built only when the pool is used).
+        Keyed by the tokenizer used: the settings it is fitted by (and the split it is fitted
+        on), or a given one (``use_pipeline``; ``fitted``: where these settings' would be)."""
+        if self.given_tokenizer is None or fitted:
+            used = {"tokenizer": self.tokenizer, "seed": self.seed, "val_size": self.val_size}
+        else:
+            used = self.tokenizer_key()
+        key = cache_key(version=CACHE_VERSION, source=fingerprint(source), **used)
         return self.cache_dir / "imdb" / f"{kind}-{key}.pt"
 
     def _read_parts(self, source: Path) -> dict[str, tuple[list[str], torch.Tensor]]:
@@ -240,21 +245,22 @@ class IMDBDataModule(TokenizedDataModule):
         """Tokenizer JSON and the token ids of train and test: from the cache, else built (and
         cached) from the reviews."""
         source = self._source()
+        paths = (self._cache_path(source), self._cache_path(source, fitted=True))
+        for path in dict.fromkeys(paths):
+            cached = load_cache(path, TOKENS_LAYOUT)
+            # a given tokenizer may be the one these settings fit (dlexp-eval): that cache serves
+            if cached is not None and cached["version"] == CACHE_VERSION and \
+                    self.given_tokenizer in (None, cached["tokenizer"]):
+                log.info("IMDB: token ids from cache %s", path)
+                return cached
         path = self._cache_path(source)
-        cached = load_cache(path, TOKENS_LAYOUT)
-        if cached is not None and cached["version"] == CACHE_VERSION:
-            log.info("IMDB: token ids from cache %s", path)
-            return cached
         start = time.perf_counter()
         parts = self._read_parts(source)
         train_idx, _ = self._val_split(len(parts["train"][1]))
         corpus = [parts["train"][0][i] for i in train_idx.tolist()]
-        if self.tokenizer["use_unsup"]:
+        if self.tokenizer["use_unsup"] and self.given_tokenizer is None:
             corpus += self._require_unsup(parts["unsup"][0], "data.tokenizer.use_unsup")
-        log.info("IMDB: training a %s tokenizer on %d reviews", self.tokenizer["model"],
-                 len(corpus))
-        tok = train_tokenizer(corpus, self.tokenizer["model"], self.tokenizer["vocab_size"],
-                              self.tokenizer["min_frequency"])
+        tok = self._tokenizer_for(corpus, len(corpus))
         payload: dict = {"version": CACHE_VERSION, "tokenizer": to_json(tok),
                          **_encoded(tok, parts, ("train", "test"))}
         _save(path, payload)
@@ -287,6 +293,7 @@ class IMDBDataModule(TokenizedDataModule):
         data = self._token_ids()
         self._set_tokenizer(data["tokenizer"])
         train, test = (self._part(data[k]) for k in ("train", "test"))
+        self._log_unknown(train[0])
         y = train[1]
         train_idx, val_idx = self._val_split(len(y))
         train_idx, unlabeled_idx = splits.labeled_and_pool(y, train_idx, self.num_labeled,

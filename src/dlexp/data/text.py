@@ -35,7 +35,7 @@ from dlexp.data.table import SUFFIXES, as_labels, find_column, num_rows, read_ta
 from dlexp.data.token_cache import cache_key, load_cache, save_cache
 from dlexp.data.token_store import TokenStore
 from dlexp.data.tokenized import TokenizedDataModule
-from dlexp.data.tokenizer import encode, from_json, to_json, train_tokenizer
+from dlexp.data.tokenizer import encode, from_json, to_json
 from dlexp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target")
 SPLIT_COLUMN = "split"  # used when the table has it and data.split_column is not set
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test"}
+UNLABELED = ("unlabeled", "unlabelled", "unsup")  # a table's split value for texts without label
 PARTS = ("train", "val", "test", "unlabeled")
 ON_BAD_FILE = ("error", "skip")
 NOT_DATA = {"thumbs.db", "desktop.ini"}  # what file managers leave (hidden files are skipped)
@@ -127,7 +128,8 @@ def read_text_table(path: Path, text_column: str | None = None,
     """A table's texts, labels and (optional) given splits; entries are named ``row <i>``,
     ``i`` counting data rows from 0 (as pandas numbers them). Multi-label: ``label_sep``
     splits the label cells into label sets, or ``label_column`` lists one 0/1 column per
-    label; the labels are then tuples and ``label_names`` the labels."""
+    label; the labels are then tuples and ``label_names`` the labels. Rows whose split is
+    ``unlabeled`` are unlabeled texts (their label is not kept)."""
     table = read_table(path)
     source = str(path)
     text = find_column(table, text_column, TEXT_COLUMNS, "data.text_column", source)
@@ -152,7 +154,9 @@ def read_text_table(path: Path, text_column: str | None = None,
         labels = tables.split_label_cells(labels, label_sep)
         corpus.label_names = tables.sorted_names(n for row in labels for n in row)
     for i, (t, y, s) in enumerate(zip(table[text], labels, given, strict=True)):
-        corpus.add(str(i), None if t is None else str(t), y, _split_name(s, split, i, source))
+        unlabeled = isinstance(s, str) and s.strip().lower() in UNLABELED
+        corpus.add(str(i), None if t is None else str(t), None if unlabeled else y,
+                   None if unlabeled else _split_name(s, split, i, source), unlabeled)
     return corpus
 
 
@@ -162,7 +166,8 @@ def _split_name(value: Any, column: str | None, row: int, source: str) -> str | 
     name = SPLIT_NAMES.get(str(value).strip().lower())
     if name is None:
         raise DataError(f"{source} row {row}: column {column!r} holds {value!r}; a split is "
-                        "train, val or test (or empty: drawn by data.val_size/test_size)")
+                        "train, val, test or unlabeled (or empty: drawn by data.val_size/"
+                        "test_size)")
     return name
 
 
@@ -474,15 +479,11 @@ class TextDataModule(TokenizedDataModule):
         return {"train": rest, **held}
 
     # ---------------------------------------------------------------- setup
-    def use_pipeline(self, info: dict) -> None:
-        """Encode with a checkpoint's tokenizer and truncation (``info``: its data description),
-        to evaluate it on these texts (``dlexp-eval CKPT data.path=new.csv``)."""
-        if info.get("modality") != "text" or not info.get("tokenizer"):
-            raise DataError(f"this checkpoint's model does not take text "
-                            f"(data={info.get('name')}); evaluate it on data of its own kind")
+    def use_pipeline(self, info: dict, truncation: bool = True) -> None:
+        """The checkpoint's tokenizer (:meth:`TokenizedDataModule.use_pipeline`); its classes
+        too, for ``test_only`` (``dlexp-eval CKPT data.path=new.csv``)."""
+        super().use_pipeline(info, truncation)
         self._trained = info
-        self.max_len, self.truncate = info.get("max_len", self.max_len), \
-            info.get("truncate", self.truncate)
 
     def _setup_splits(self) -> None:
         corpus = self._read()
@@ -510,7 +511,7 @@ class TextDataModule(TokenizedDataModule):
         keys = corpus.keys_of(labeled + unlabeled)
         self._warn_about(corpus, keys, y, part, labeled)
         fit = part["train"].tolist()  # the whole training split, as IMDB's tokenizer sees it
-        if self.tokenizer["use_unsup"]:
+        if self.tokenizer["use_unsup"] and self.given_tokenizer is None:
             if not unlabeled:
                 raise DataError("data.tokenizer.use_unsup=true but the data has no unlabeled "
                                 "texts (data.unlabeled_dirs); set it false")
@@ -592,23 +593,21 @@ class TextDataModule(TokenizedDataModule):
 
     def _token_ids(self, texts: Sequence[str], fit: list[int], ids: Sequence[str]
                    ) -> TokenStore:
-        """Every text's token ids under a tokenizer fitted on ``texts[fit]``: from the cache
-        (keyed by ``ids``: the texts, or their files' hashes, so a cached folder's texts are
-        never read), else built and cached; truncated to ``max_len`` after the cache."""
+        """Every text's token ids under a tokenizer fitted on ``texts[fit]`` (or the
+        checkpoint's, :meth:`use_pipeline`): from the cache (keyed by ``ids``: the texts, or
+        their files' hashes, so a cached folder's texts are never read), else built and
+        cached; truncated to ``max_len`` after the cache."""
         digest = hashlib.sha256()
         for text in ids:
             data = text.encode("utf-8", "surrogatepass")
             digest.update(len(data).to_bytes(8, "little") + data)
         digest.update(torch.tensor(fit, dtype=torch.long).numpy().tobytes())
-        key = cache_key(version=CACHE_VERSION, tokenizer=self.tokenizer, texts=digest.hexdigest())
+        key = cache_key(version=CACHE_VERSION, **self.tokenizer_key(), texts=digest.hexdigest())
         path = self.cache_dir / "text" / f"tokens-{key}.pt"
         cached = load_cache(path, TOKENS_LAYOUT)
         if cached is None or cached["version"] != CACHE_VERSION:
             texts = list(texts)  # a folder's texts are read now
-            log.info("%s: training a %s tokenizer on %d texts", self.name,
-                     self.tokenizer["model"], len(fit))
-            tok = train_tokenizer((texts[i] for i in fit), self.tokenizer["model"],
-                                  self.tokenizer["vocab_size"], self.tokenizer["min_frequency"])
+            tok = self._tokenizer_for((texts[i] for i in fit), len(fit))
             store = encode(tok, texts, what=f"{self.name} texts")
             cached = {"version": CACHE_VERSION, "tokenizer": to_json(tok), "flat": store.flat,
                       "offsets": store.offsets}
@@ -617,7 +616,9 @@ class TextDataModule(TokenizedDataModule):
             except OSError as e:  # an unwritable cache costs the next run time, not this one
                 log.warning("%s: cannot write the token cache %s (%s)", self.name, path, e)
         self._set_tokenizer(cached["tokenizer"])
-        return TokenStore(cached["flat"], cached["offsets"]).truncate(self.max_len, self.truncate)
+        store = TokenStore(cached["flat"], cached["offsets"])
+        self._log_unknown(store)
+        return store.truncate(self.max_len, self.truncate)
 
     def write_split(self, out_dir: Path) -> None:
         """``split/<part>.txt`` (one entry per line: a table's row number, a folder's file

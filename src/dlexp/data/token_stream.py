@@ -1,17 +1,19 @@
-"""A text datamodule's reviews as one token stream, for the language-model stage
+"""A text datamodule's texts as one token stream, for the language-model stage
 (``method=language_model``): truncated backprop through time reads it in slices.
 
 The training stream is the training split plus the unlabeled pool (IMDB: ``train/unsup`` with
-``data.include_unsup``), each review followed by ``[PAD]`` as an end-of-text marker, in a new
-seeded review order each epoch. It is cut into ``batch_size`` rows read left to right, so batch
-``k + 1`` continues batch ``k`` row by row and the model can carry its state across them.
-Validation is the validation split's stream, in its own order. With ``backward`` (a
-bidirectional encoder: ``method.data.backward`` reads ``model.bidirectional``) each batch also
-holds the same stream reversed, for the backward cells' language model. No validation or test text
-ever enters training: the parts are named, and every review is checked against the test split.
+``data.include_unsup``; a text folder's ``data.unlabeled_dirs``; a table's rows whose split is
+``unlabeled``), each text followed by ``[PAD]`` as an end-of-text marker, in a new seeded order
+each epoch. It is cut into ``batch_size`` rows read left to right, so batch ``k + 1`` continues
+batch ``k`` row by row and the model can carry its state across them. Validation is the
+validation split's stream, in its own order. With ``backward`` (a bidirectional encoder:
+``method.data.backward`` reads ``model.bidirectional``) each batch also holds the same stream
+reversed, for the backward cells' language model. No validation or test text ever enters
+training: the parts are named, and every text is checked against the validation and test splits.
 IMDB's own training and unlabeled reviews hold exact copies of test reviews (123 and 270 of
-them by their text, measured on aclImdb v1; 372 in a default run's stream): they are dropped from the stream (``test_duplicates=drop``), or
-refused (``refuse``).
+them by their text, measured on aclImdb v1; in a default run's stream 381 of test reviews and
+51 of validation ones): they are dropped from the stream (``test_duplicates=drop``), or refused
+(``refuse``).
 """
 
 from __future__ import annotations
@@ -52,28 +54,32 @@ def review_keys(store: TokenStore) -> list[bytes]:
     return [flat[off[i]:off[i + 1]].tobytes() for i in range(len(store))]
 
 
-def copies_of_test(stream: TokenStore, test: TokenStore) -> list[int]:
-    """Positions of the stream's (non-empty) reviews whose token ids equal a test review's."""
-    seen = set(review_keys(test)) - {b""}
+def copies_of(stream: TokenStore, held_out: TokenStore) -> list[int]:
+    """Positions of the stream's (non-empty) texts whose token ids equal a held-out text's."""
+    seen = set(review_keys(held_out)) - {b""}
     return [i for i, key in enumerate(review_keys(stream)) if key in seen]
 
 
-def without_test_text(stream: TokenStore, test: TokenStore, duplicates: str) -> TokenStore:
-    """``stream`` minus its copies of test reviews (``drop``), or refused if it holds any
-    (``refuse``); checked again after dropping, as the guarantee this stage gives."""
-    copies = copies_of_test(stream, test)
-    if copies and duplicates == "refuse":
-        raise DataError(f"the language model's training text holds {len(copies)} review(s) of "
-                        "the test split, and it must never see test text: remove them from the "
-                        "data, or set method.data.test_duplicates=drop")
-    if copies:
-        log.info("language model: %d training/unlabeled reviews are copies of test reviews: "
-                 "left out", len(copies))
+def without_held_out_text(stream: TokenStore, held_out: dict[str, TokenStore], duplicates: str
+                          ) -> TokenStore:
+    """``stream`` minus its copies of the ``held_out`` texts (``{"val": ..., "test": ...}``)
+    (``drop``), or refused if it holds any (``refuse``); checked again after dropping, as the
+    guarantee this stage gives."""
+    copies = {part: copies_of(stream, store) for part, store in held_out.items()}
+    found = ", ".join(f"{len(c)} of the {part} split" for part, c in copies.items() if c)
+    dropped = sorted(set().union(*copies.values()))
+    if dropped and duplicates == "refuse":
+        raise DataError(f"the language model's training text holds copies of texts it must "
+                        f"never see ({found}): remove them from the data, or set "
+                        "method.data.test_duplicates=drop")
+    if dropped:
+        log.info("language model: %d training/unlabeled texts are copies of held-out texts "
+                 "(%s): left out", len(dropped), found)
         keep = torch.ones(len(stream), dtype=torch.bool)
-        keep[copies] = False
+        keep[dropped] = False
         stream = stream.take(keep.nonzero().squeeze(1))
-    if copies_of_test(stream, test):
-        raise DataError("the language model's training text still holds test reviews")
+    if any(copies_of(stream, store) for store in held_out.values()):
+        raise DataError("the language model's training text still holds held-out texts")
     return stream
 
 
@@ -143,8 +149,12 @@ class TokenStreamDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.parts, self.test_duplicates = tuple(parts), test_duplicates
         self.backward = backward
-        self.num_classes = base.num_classes
         self.train_stream: TokenStore | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """The base's: a text folder or table knows its classes only once it is set up."""
+        return self.base.num_classes
 
     def prepare_data(self) -> None:
         self.base.prepare_data()
@@ -161,9 +171,10 @@ class TokenStreamDataModule(L.LightningDataModule):
         self.base.setup()
         sets = {"train": self.base.train_set, "unlabeled": self.base.unlabeled_set}
         stream = TokenStore.cat([sets[p][0] for p in self.parts])
-        stream = without_test_text(stream, self.base.test_set[0], self.test_duplicates)
+        held_out = {"val": self.base.val_set[0], "test": self.base.test_set[0]}
+        stream = without_held_out_text(stream, held_out, self.test_duplicates)
         self.train_stream, self.val_stream = stream, self.base.val_set[0]
-        log.info("language model: %d reviews (%s), %d tokens; validation %d reviews",
+        log.info("language model: %d texts (%s), %d tokens; validation %d texts",
                  len(stream), "+".join(self.parts), len(stream.flat), len(self.val_stream))
 
     def _loader(self, store: TokenStore, train: bool) -> StreamLoader:

@@ -5,13 +5,20 @@ rebuild the encoding from a checkpoint. IMDB (``data/imdb.py``) and your own tex
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections.abc import Iterable
+
 import torch
+from tokenizers import Tokenizer
 
 from dlexp.data.pooled import PooledDataModule, check_batch_sizes
 from dlexp.data.text_loader import TextBatchLoader
 from dlexp.data.token_store import TRUNCATE, TokenStore
-from dlexp.data.tokenizer import MODELS, PAD_ID, from_json
+from dlexp.data.tokenizer import MODELS, PAD_ID, UNK_ID, from_json, train_tokenizer
+from dlexp.errors import DataError
 
+log = logging.getLogger(__name__)
 TOKENIZER = {"model": "word", "vocab_size": 20_000, "min_frequency": 2, "use_unsup": False}
 
 Part = tuple[TokenStore, torch.Tensor]  # token ids and labels (-1: unlabeled)
@@ -68,6 +75,47 @@ class TokenizedDataModule(PooledDataModule):
             raise ValueError(f"data.bucket_chunk must be >= 1, got {bucket_chunk}")
         self.max_len, self.truncate = max_len, truncate
         self.bucket, self.bucket_chunk = bucket, bucket_chunk
+        self.given_tokenizer: str | None = None  # a checkpoint's, set by use_pipeline
+
+    # ---------------------------------------------------------------- the tokenizer
+    def use_pipeline(self, info: dict, truncation: bool = True) -> None:
+        """Encode with a checkpoint's tokenizer (``info``: its data description) instead of
+        fitting one: to evaluate the checkpoint on these texts (``dlexp-eval``: its truncation
+        too) or to fine-tune from it (``transfer.source``: the embedding's rows are the words
+        of its tokenizer; ``truncation=False`` keeps this run's ``max_len`` and ``truncate``)."""
+        if info.get("modality") != "text" or not info.get("tokenizer"):
+            raise DataError(f"this checkpoint's model does not take text "
+                            f"(data={info.get('name')}); use data of its own kind")
+        self.given_tokenizer = info["tokenizer"]
+        if truncation:
+            self.max_len = info.get("max_len", self.max_len)
+            self.truncate = info.get("truncate", self.truncate)
+
+    def tokenizer_key(self) -> dict:
+        """What token ids depend on of the tokenizer, for cache keys: its settings when it is
+        fitted here, the tokenizer itself when it is given (:meth:`use_pipeline`)."""
+        if self.given_tokenizer is None:
+            return {"tokenizer": self.tokenizer}
+        return {"given_tokenizer": hashlib.sha256(self.given_tokenizer.encode()).hexdigest()}
+
+    def _tokenizer_for(self, corpus: Iterable[str], count: int) -> Tokenizer:
+        """The given tokenizer, else one fitted on ``corpus`` (``count`` texts)."""
+        if self.given_tokenizer is not None:
+            log.info("%s: encoding with the checkpoint's tokenizer, not fitting one",
+                     self.name)
+            return from_json(self.given_tokenizer)
+        log.info("%s: training a %s tokenizer on %d texts", self.name, self.tokenizer["model"],
+                 count)
+        return train_tokenizer(corpus, self.tokenizer["model"], self.tokenizer["vocab_size"],
+                               self.tokenizer["min_frequency"])
+
+    def _log_unknown(self, store: TokenStore) -> None:
+        """With a given tokenizer, how much of this data it does not know ([UNK] tokens):
+        the words of other texts than the checkpoint's may be missing from its vocabulary."""
+        if self.given_tokenizer is not None and len(store.flat):
+            share = (store.flat == UNK_ID).float().mean().item()
+            log.info("%s: %.1f%% of the tokens are unknown to the checkpoint's tokenizer",
+                     self.name, 100 * share)
 
     def _part(self, saved: dict) -> Part:
         """A cached part, truncated to ``max_len`` (after the cache: changing it is free)."""
