@@ -141,3 +141,34 @@ def test_bad_input_is_one_error_line(tmp_path: Path, case: str,
     assert code == 1 and out == "" and err.startswith("error: ") and err.count("\n") == 1
     if case == "no_text_column":
         assert "its columns are body, label: name one with --text-column" in err
+
+
+def test_image_table_summary_reads_the_files_it_names(
+        image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = ["path,label,split", "train/cat/0.png,cat,train", "train/dog/1.png,dog,train",
+            "train/dog/big.jpg,dog,train", "test/dog/copy.png,dog,test",
+            "test/dog/broken.png,dog,test", f"{image_folder / 'test/cat/0.png'},cat,test",
+            "train/cat/1.png,,train"]
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    out_dir = tmp_path / "o"
+    code, out, _ = _run([str(image_folder / "labels.csv"), "--out", str(out_dir)], capsys)
+    summary = _summary(out_dir)
+    assert code == 0 and summary["kind"] == "image table" and summary["path_column"] == "path"
+    assert summary["counts"] == {"cat": {"train": 1, "test": 1}, "dog": {"train": 2, "test": 2}}
+    assert summary["image_sizes"] == {"12x10": 4, "40x30": 1}
+    assert summary["unreadable"][0] == "row 7 (no label)"
+    assert summary["unreadable"][1].startswith(str(image_folder / "test/dog/broken.png"))
+    (dup,) = summary["duplicates"]
+    assert dup["leak"] and sorted(dup["files"]) == [str(image_folder / "test/dog/copy.png"),
+                                                    str(image_folder / "train/dog/1.png")]
+    assert "image table: 6 files, 2 classes" in out and "columns: path 'path'" in out
+    with Image.open(out_dir / "samples.png") as grid:
+        assert grid.height >= 2 * 64
+
+    (tmp_path / "t.jsonl").write_text(json.dumps({"image": str(image_folder / "train/cat/2.png"),
+                                                  "class": 3}) + "\n")
+    code, _, _ = _run([str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "j")], capsys)
+    assert code == 0 and _summary(tmp_path / "j")["counts"] == {"3": {"all": 1}}
+    code, _, err = _run([str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "k"),
+                         "--path-column", "file"], capsys)
+    assert code == 1 and "no path column 'file'" in err and err.count("\n") == 1

@@ -4,7 +4,7 @@ duplicates (same content) and files that are not data; a PNG grid of samples per
 
 Reads an ``.npz`` of arrays (``data=arrays``), a folder of class folders of images or ``.txt``
 files (optionally under ``train/``, ``val/``, ``test/``), or a CSV/TSV/JSONL/Parquet table of
-texts and labels. Prints the summary and writes ``summary.md``, ``summary.json`` and
+texts and labels, or of image paths and labels (``data=image_folder data.table=``). Prints the summary and writes ``summary.md``, ``summary.json`` and
 ``samples.png`` into ``--out`` (default ``./data_summary/``)."""
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from dlexp.data import table as tables
 from dlexp.errors import DataError
 from dlexp.inputs import IMAGE_SUFFIXES, TEXT_SUFFIXES
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+TABLE_SUFFIXES = tables.SUFFIXES
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "document")
+PATH_COLUMNS = ("path", "file", "filename", "image")  # an image table's, as data.path_column
 LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "sentiment")
 SAMPLES_PER_CLASS = 8
 TILE = 64  # pixels per sample in the grid
@@ -73,8 +75,8 @@ def _files(folder: Path, hidden: bool = False) -> list[Path]:
 
 
 # ---------------------------------------------------------------- summaries
-def summarize(path: Path, text_column: str | None = None, label_column: str | None = None
-              ) -> tuple[dict[str, Any], dict[str, list]]:
+def summarize(path: Path, text_column: str | None = None, label_column: str | None = None,
+              path_column: str | None = None) -> tuple[dict[str, Any], dict[str, list]]:
     """The summary of ``path`` (JSON-ready) and, per class, a few samples for the grid
     (images: paths, PIL images or arrays)."""
     if not path.exists():
@@ -85,8 +87,10 @@ def summarize(path: Path, text_column: str | None = None, label_column: str | No
     if suffix == ".npz":
         return _summarize_npz(path)
     if suffix in TABLE_SUFFIXES:
-        rows = read_table(path)
-        return _summarize_table(path, rows, text_column, label_column), {}
+        columns = tables.read_table(path)
+        if _is_image_table(list(columns), text_column, path_column):
+            return _summarize_image_table(path, columns, path_column, label_column)
+        return _summarize_table(path, _rows(columns), text_column, label_column), {}
     raise DataError(f"{path}: not a dataset dlexp reads; give a folder of class folders, an "
                     f".npz of arrays or a table ({', '.join(TABLE_SUFFIXES)})")
 
@@ -101,6 +105,14 @@ def _summarize_folder(root: Path) -> tuple[dict[str, Any], dict[str, list]]:
     kind, chosen = ("image", images) if len(images) >= len(texts) else ("text", texts)
     summary: dict[str, Any] = {"path": str(root), "kind": f"{kind} folder",
                                **_counts([(label, split) for _, label, split in chosen])}
+    samples = _file_facts(summary, chosen, kind)
+    summary["not_data"] = [str(p) for p in not_data(root, chosen)]
+    return summary, samples
+
+
+def _file_facts(summary: dict[str, Any], chosen: list[Item], kind: str) -> dict[str, list]:
+    """Add what the files say (unreadable ones, sizes and modes or lengths, duplicates) to
+    ``summary``; returns the image samples per class."""
     read = _read_image if kind == "image" else _read_text
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) * 2)) as pool:
         facts = list(pool.map(read, [p for p, _, _ in chosen]))
@@ -112,13 +124,12 @@ def _summarize_folder(root: Path) -> tuple[dict[str, Any], dict[str, list]]:
         summary |= _text_facts([(label, f["words"]) for (_, label, _), f
                                 in zip(chosen, facts, strict=True) if "error" not in f])
     summary["duplicates"] = _duplicates(chosen, [f.get("sha1") for f in facts])
-    summary["not_data"] = [str(p) for p in not_data(root, chosen)]
     samples: dict[str, list] = defaultdict(list)
     if kind == "image":
         for (path, label, _), f in zip(chosen, facts, strict=True):
             if "error" not in f and len(samples[label]) < SAMPLES_PER_CLASS:
                 samples[label].append(path)
-    return summary, dict(samples)
+    return dict(samples)
 
 
 def _counts(labels: list[tuple[str, str]]) -> dict[str, Any]:
@@ -226,28 +237,49 @@ def _number(v: Any) -> float | int:
 
 
 # ---------------------------------------------------------------- tables
-def read_table(path: Path) -> list[dict[str, Any]]:
-    """The rows of a CSV, TSV, JSON Lines or Parquet file as dicts."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return _read_parquet(path)
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            if suffix == ".jsonl":
-                return [json.loads(line) for line in f if line.strip()]
-            import csv
-
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read it as {suffix[1:].upper()}: {e}") from None
+def _rows(columns: tables.Table) -> list[dict[str, Any]]:
+    n = tables.num_rows(columns)
+    return [{name: values[i] for name, values in columns.items()} for i in range(n)]
 
 
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
-    return pq.read_table(path).to_pylist()
+def _is_image_table(columns: list[str], text_column: str | None, path_column: str | None
+                    ) -> bool:
+    """A table of image paths (``--path-column``, or a path column and no text column)."""
+    if path_column is not None:
+        return True
+    if text_column is not None or any(c in columns for c in TEXT_COLUMNS):
+        return False
+    return any(c in columns for c in PATH_COLUMNS)
+
+
+def _summarize_image_table(path: Path, columns: tables.Table, path_column: str | None,
+                           label_column: str | None) -> tuple[dict[str, Any], dict[str, list]]:
+    """A table of image files (relative to its folder, or absolute) and their labels, read
+    as ``data=image_folder data.table=`` reads it, summarised as an image folder is."""
+    names = list(columns)
+    file = _column(path, names, path_column, PATH_COLUMNS, "path")
+    label = _column(path, names, label_column, LABEL_COLUMNS, "label")
+    split = "split" if "split" in names else None
+    base, chosen, missing = path.parent, [], []
+    for i, (f, y) in enumerate(zip(columns[file], columns[label], strict=True)):
+        if f in (None, "") or y in (None, ""):
+            missing.append(f"row {i + 1} (no {'file' if f in (None, '') else 'label'})")
+            continue
+        part = SPLIT_ALIASES.get(str(columns[split][i]).strip().lower(), "") if split else ""
+        chosen.append((base / str(f), _label_text(y), part))
+    if not chosen:
+        raise DataError(f"{path}: no rows with a file and a label")
+    summary: dict[str, Any] = {"path": str(path), "kind": "image table", "columns": names,
+                               "path_column": file, "label_column": label,
+                               **_counts([(y, part) for _, y, part in chosen])}
+    samples = _file_facts(summary, chosen, "image")
+    summary["unreadable"] = missing + summary["unreadable"]
+    summary["not_data"] = []
+    return summary, samples
+
+
+def _label_text(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _summarize_table(path: Path, rows: list[dict[str, Any]], text_column: str | None,
@@ -376,6 +408,9 @@ def _size_lines(summary: dict[str, Any]) -> list[str]:
     if "text_column" in summary:
         lines.append(f"- columns: text {summary['text_column']!r}, label "
                      f"{summary['label_column']!r} (of {', '.join(summary['columns'])})")
+    if "path_column" in summary:
+        lines.append(f"- columns: path {summary['path_column']!r}, label "
+                     f"{summary['label_column']!r} (of {', '.join(summary['columns'])})")
     return lines
 
 
@@ -431,9 +466,12 @@ def main(argv: list[str] | None = None, printer: Callable[[str], None] = print) 
                              "(default: ./data_summary)")
     parser.add_argument("--text-column", help="tables: the column of the texts")
     parser.add_argument("--label-column", help="tables: the column of the labels")
+    parser.add_argument("--path-column", help="tables of images: the column of the image "
+                                              "files (default: path, file, filename, image)")
     args = parser.parse_args(argv)
     try:
-        summary, samples = summarize(args.path, args.text_column, args.label_column)
+        summary, samples = summarize(args.path, args.text_column, args.label_column,
+                                     args.path_column)
         text = write(summary, samples, args.out)
     except (DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -140,8 +141,11 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ValueError("the image is empty (no pixels)")
 
 
+MEMORY_FILE = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = MEMORY_FILE.sub("", str(exc)).strip()  # a file read from memory has no name
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -251,11 +255,18 @@ def load_picture(source: ImageInput, size: Sequence[int], channels: int,
     return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
 
 
-def picture(source: ImageInput, size: Sequence[int], channels: int, resize: str = "squish"
-            ) -> Image.Image:
-    """:func:`load_picture`'s image, as a PIL image ("L" or "RGB") of ``size``."""
+def picture(source: ImageInput, size: Sequence[int], channels: int, resize: str = "squish",
+            inspect: Callable[[Image.Image], None] | None = None) -> Image.Image:
+    """:func:`load_picture`'s image, as a PIL image ("L" or "RGB") of ``size``. ``inspect``
+    sees a file's image once opened, before its pixels are decoded (what the header says)."""
     height, width = int(size[0]), int(size[1])
-    image = _decoded(source, lambda im: _draft(im, (width, height), channels, resize))
+
+    def opened(im: Image.Image) -> None:
+        if inspect is not None:
+            inspect(im)
+        _draft(im, (width, height), channels, resize)
+
+    image = _decoded(source, opened)
     mode = "L" if channels == 1 else "RGB"
     try:
         if image.mode in WIDE_MODES:

@@ -213,10 +213,72 @@ def test_scan_cache_reads_only_changed_files(tmp_path: Path,
     assert first.errors[-1] == "empty file (0 bytes)"
     read = []
     real = folder._read_one
-    monkeypatch.setattr(folder, "_read_one", lambda p, s, probe: read.append(p) or
-                        real(p, s, probe))
+    monkeypatch.setattr(folder, "_read_one", lambda p, s, probe, **kw: read.append(p) or
+                        real(p, s, probe, **kw))
     again = scan(root, cache_dir=tmp_path / "cache")
     assert read == [] and again.hashes == first.hashes and again.errors == first.errors
     (root / "a" / "1.png").write_bytes(b"changed")
     third = scan(root, cache_dir=tmp_path / "cache")
     assert read == [str(root.resolve() / "a" / "1.png")] and third.hashes[1] != first.hashes[1]
+
+
+def test_scan_cache_is_plain_arrays_and_a_damaged_one_is_rebuilt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import numpy as np
+
+    root = files(tmp_path / "d", {"a": 2, "b": 2})
+    first = scan(root, cache_dir=tmp_path / "cache")
+    (path,) = (tmp_path / "cache" / "folders").glob("scan-*.npz")
+    with np.load(path, allow_pickle=False) as z:  # nothing in it needs unpickling
+        assert int(z["version"]) == folder.CACHE_VERSION and len(z["rels"]) == 4
+    read: list[str] = []
+    real = folder._read_one
+    monkeypatch.setattr(folder, "_read_one", lambda p, s, probe, **kw: read.append(p) or
+                        real(p, s, probe, **kw))
+    for damage in (b"not a zip", path.read_bytes()[:100]):
+        path.write_bytes(damage)
+        with caplog.at_level(logging.DEBUG, logger="dlexp.data.folder"):
+            again = scan(root, cache_dir=tmp_path / "cache")
+        assert again.hashes == first.hashes and len(read) == 4 and "not used" in caplog.text
+        assert "WARNING" not in caplog.text  # silent but for the debug line
+        read.clear()
+        caplog.clear()
+    scan(root, cache_dir=tmp_path / "cache")  # rewritten: nothing read
+    assert read == []
+    monkeypatch.setattr(folder, "CACHE_VERSION", folder.CACHE_VERSION + 1)
+    with np.load(path, allow_pickle=False) as z:  # an old version under the new key's name
+        arrays = dict(z)
+    np.savez(folder.scan_cache_path(first, tmp_path / "cache", None), **arrays)
+    scan(root, cache_dir=tmp_path / "cache")
+    assert len(read) == 4
+
+
+def test_on_read_gets_each_files_bytes_in_the_one_read(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    root = files(tmp_path / "d", {"a": 300, "b": 3})  # > one chunk: worker processes
+    (root / "b" / "0.png").write_bytes(b"")
+    m = scan(root, read=False)
+    assert m.hashes == [] and len(m) == 303
+    stale = folder.cached_fingerprints(m, tmp_path / "cache")
+    assert stale == list(range(303))
+    use = folder.OnRead(range(303), _lengths)
+    folder.read_files(m, stale, tmp_path / "cache", workers=2, on_read=use)
+    bad = m.rels.index("b/0.png")
+    assert m.errors[bad] == "empty file (0 bytes)"
+    assert use.bad == {i: f"{len(f'{m.rels[i][:-4]}')} bytes" for i in range(303) if i != bad}
+    read: list[str] = []
+    real = folder._read_one
+    monkeypatch.setattr(folder, "_read_one", lambda p, s, probe, **kw: read.append(p) or
+                        real(p, s, probe, **kw))
+    again = scan(root, read=False)
+    assert folder.cached_fingerprints(again, tmp_path / "cache") == []
+    assert again.hashes == m.hashes
+    use = folder.OnRead([0, bad], _lengths)
+    folder.read_files(again, [], tmp_path / "cache", workers=0, on_read=use)
+    assert read == [again.paths[0]] and list(use.bad) == [0]  # the bad one is not read
+
+
+def _lengths(pairs: list[tuple[int, bytes]]) -> dict[int, str]:
+    """An OnRead function: every file 'fails' with its length, to see what it was given."""
+    return {row: (None, f"{len(data)} bytes") for row, data in pairs}

@@ -130,16 +130,17 @@ def test_second_build_decodes_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     stamp = cached.stat().st_mtime_ns
     decoded = []
     real = image_folder.picture
-    monkeypatch.setattr(image_folder, "picture",
-                        lambda path, *a: decoded.append(path) or real(path, *a))
+    monkeypatch.setattr(image_folder, "picture",  # decodes the bytes the scan read
+                        lambda source, *a: decoded.append(source.getvalue()) or real(source, *a))
     again = module(root, tmp_path)
     assert decoded == [] and cached.stat().st_mtime_ns == stamp
     assert torch.equal(again.images, first.images)
     image(1, size=(4, 4)).save(root / "b" / "new.png")
     module(root, tmp_path)  # one file more: only it is decoded, the rest copied
-    assert decoded == [str((root / "b" / "new.png").resolve())]
+    assert decoded == [(root / "b" / "new.png").read_bytes()]
     assert not cached.exists()  # the older build is gone
     assert len(list((tmp_path / "cache" / "image_folder").glob("*.u8"))) == 1
+    assert len(list((tmp_path / "cache" / "image_folder").glob("*.files"))) == 1
 
 
 def test_bad_files_end_in_one_error_naming_them(rgb_folder: Path, tmp_path: Path) -> None:
@@ -233,6 +234,87 @@ def test_natural_augment_keeps_shape_and_range() -> None:
     assert not torch.equal(out, x)
     gray = natural_augment(x[:, :1], torch.Generator().manual_seed(0))
     assert gray.shape == (6, 1, 10, 12)
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every file the scan reads (in this process: workers=0)."""
+    from dlexp.data import folder
+
+    read: list[str] = []
+    real = folder._read_one
+    monkeypatch.setattr(folder, "_read_one", lambda p, s, probe, **kw: read.append(p) or
+                        real(p, s, probe, **kw))
+    return read
+
+
+@pytest.mark.parametrize(("size", "channels"), [(None, None), ([8, 8], 3)])
+def test_a_cold_start_reads_each_file_once(rgb_folder: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           size: list[int] | None, channels: int | None) -> None:
+    read = _count_reads(monkeypatch)
+    monkeypatch.setattr(image_folder, "SAMPLE", 4)  # headers read first when the spec is unset
+    dm = module(rgb_folder, tmp_path, image_size=size, channels=channels)
+    twice = 4 if size is None else 0
+    assert set(read) == set(dm.manifest.paths) and len(read) == 30 + twice  # hashed, decoded
+    expected = load_picture(rgb_folder / dm.manifest.rels[0], (8, 8), 3)
+    assert torch.equal(dm.images[int(dm.rows[0])], expected)
+    read.clear()
+    again = module(rgb_folder, tmp_path, image_size=size, channels=channels)
+    assert read == [] and torch.equal(again.images, dm.images)  # a warm start reads nothing
+    (rgb_folder / "dog" / "3.png").unlink()
+    image(0).save(rgb_folder / "dog" / "3.png")  # changed since: read again, decoded again
+    changed = module(rgb_folder, tmp_path, image_size=size, channels=channels)
+    assert read == [str((rgb_folder / "dog" / "3.png").resolve())]
+    row = int(changed.rows[changed.manifest.rels.index("dog/3.png")])
+    assert torch.equal(changed.images[row], load_picture(rgb_folder / "dog" / "3.png", (8, 8), 3))
+
+
+def test_a_wrong_guess_from_the_sampled_headers_is_decoded_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = folder_of(tmp_path / "d", {"a": 6, "b": 6}, mode="L")
+    image(1).save(root / "b" / "5.png")  # one RGB image among gray ones
+    monkeypatch.setattr(image_folder, "SAMPLE", 1)  # the sample sees a/0.png only
+    dm = module(root, tmp_path)
+    assert dm.channels == 3 and dm.images.shape[1:] == (3, 8, 8)
+    right = module(root, tmp_path / "other", channels=3)
+    assert torch.equal(dm.images, right.images)
+    assert len(list((tmp_path / "cache" / "image_folder").glob("*.u8"))) == 1  # guess deleted
+
+
+def test_bad_files_stop_a_cold_start_before_training_and_duplicates_warn(
+        rgb_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (rgb_folder / "owl" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match=r"1 bad file: owl/broken.png \(cannot read image"):
+        module(rgb_folder, tmp_path, workers=2)
+    (rgb_folder / "owl" / "broken.png").unlink()
+    for i in range(10):  # every cat also as an owl: some land in different splits
+        (rgb_folder / "owl" / f"{i}.png").write_bytes((rgb_folder / "cat" / f"{i}.png")
+                                                      .read_bytes())
+    module(rgb_folder, tmp_path / "fresh", workers=2)
+    assert "have the same content as a file in another split" in caplog.text
+
+
+def test_the_decode_finds_what_the_probe_finds(tmp_path: Path) -> None:
+    """The single-read path reads each header once, in the decode: the scan cache must hold
+    what :func:`probe` would have said (a later run picks the size and channels from it)."""
+    root = folder_of(tmp_path / "d", {"a": 3}, mode="L")
+    folder_of(root, {"b": 3}, mode="P", ext=".png")
+    folder_of(root, {"c": 3}, ext=".jpg", size=(6, 10))
+    tall = Image.new("RGB", (64, 32), (250, 250, 250))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown 32 wide, 64 high
+    tall.save(root / "c" / "turned.jpg", exif=exif)
+    (root / "c" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    dm = module(root, tmp_path, image_size=[8, 8], channels=3, on_bad_file="skip")
+    scanned = image_folder.folder.scan(root, read=False)
+    image_folder.folder.cached_fingerprints(scanned, tmp_path / "cache", image_folder.probe)
+    for path, info, error in zip(scanned.paths, scanned.info, scanned.errors, strict=True):
+        try:
+            assert info == image_folder.probe(Path(path).read_bytes()) and error is None
+        except ValueError as e:
+            assert info is None and error == str(e) and "BytesIO" not in error
+    assert "c/broken.jpg" not in dm.manifest.rels
+    assert scanned.info[scanned.rels.index("c/turned.jpg")]["size"] == [64, 32]
 
 
 def test_imagenet_normalisation_is_what_torchvision_weights_expect(rgb_folder: Path,

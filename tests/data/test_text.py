@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import FAST, REPO, TOPICS, make_text_table, topic_text
 
+from dlexp.data import text as text_module
 from dlexp.data import tokenized as tokenized_module
 from dlexp.data.text import TextFolderDataModule, TextTableDataModule
 from dlexp.data.tokenizer import encode_texts, train_tokenizer
@@ -376,3 +377,38 @@ def test_every_text_gets_a_label_tensor(tmp_path: Path) -> None:
     dm = _table(tmp_path, _rows())
     assert all(isinstance(s[1], torch.Tensor) and s[1].dtype == torch.long
                for s in (dm.train_set, dm.val_set, dm.test_set, dm.unlabeled_set))
+
+
+def test_a_warm_text_folder_reads_no_unchanged_file(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlexp.data import folder
+
+    root = _folder(tmp_path / "d", {"music": 6, "sport": 6, "cooking": 6})
+    (root / "music" / "0.txt").write_bytes(b"windows\r\nline ends\rand old mac ones\r\n")
+    scanned: list[str] = []
+    real_scan = folder._read_one
+    monkeypatch.setattr(folder, "_read_one", lambda p, s, probe, **kw: scanned.append(p) or
+                        real_scan(p, s, probe, **kw))
+    opened: list[str] = []
+    real_read = text_module._read_text
+    monkeypatch.setattr(text_module, "_read_text", lambda p: opened.append(p) or real_read(p))
+    first = _folder_dm(root, tmp_path)
+    assert len(scanned) == len(set(scanned)) == 18 and opened == []  # a cold start: one read
+    corpus = text_module.read_text_folder(root, cache_dir=tmp_path / "fresh")
+    kept = [corpus.texts[i] for i in range(18)]
+    assert kept == [real_read(str(root / name))[0] for name in corpus.names]  # as text mode
+    scanned.clear()
+    again = _folder_dm(root, tmp_path)
+    assert scanned == [] and opened == []  # fingerprints and token ids from the caches
+    assert torch.equal(again.train_set[0].flat, first.train_set[0].flat)
+    assert again.split_names == first.split_names
+    (root / "sport" / "2.txt").write_text("   \n")  # changed: now blank
+    with pytest.raises(DataError, match=r"sport/2.txt \(empty text\)"):
+        _folder_dm(root, tmp_path)
+    assert scanned == [str(root.resolve() / "sport" / "2.txt")] and opened == []
+    (root / "sport" / "2.txt").write_text("a whole new text about football")
+    scanned.clear()
+    _folder_dm(root, tmp_path)  # a new text: new token ids, so every text is read, once
+    changed = str(root.resolve() / "sport" / "2.txt")
+    assert scanned == [changed] and len(opened) == len(set(opened)) == 17
+    assert changed not in opened

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -41,7 +42,7 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 PARTS = ("train", "val", "test")
 SHOWN = 10  # files named in a message
 IMBALANCE = 3.0  # largest / smallest training class above this gets a warning
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the scan cache is one .npz of arrays (was JSON)
 Probe = Callable[[bytes], dict]  # a file's bytes -> what the data module wants to know
 
 
@@ -128,10 +129,11 @@ def _is_int(text: str) -> bool:
 # ------------------------------------------------------------------------------ folders
 def scan(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS,
          cache_dir: Path | None = None, probe: Probe | None = None,
-         workers: int | None = None) -> Manifest:
+         workers: int | None = None, read: bool = True) -> Manifest:
     """The files of ``root/<class>/...`` (or ``root/<split>/<class>/...`` when ``root/train``
-    exists), fingerprinted (:func:`fingerprint`). System files (``.DS_Store``, ``Thumbs.db``,
-    dotfiles) are skipped and counted; other files are listed in ``ignored``."""
+    exists), fingerprinted (:func:`fingerprint`; ``read=False``: listed and stat'ed only, the
+    caller fingerprints them). System files (``.DS_Store``, ``Thumbs.db``, dotfiles) are
+    skipped and counted; other files are listed in ``ignored``."""
     root = Path(root).expanduser()
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
@@ -158,7 +160,7 @@ def scan(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS,
         ignored=sorted(found.ignored), empty_classes=sorted(found.empty - set(found.labels)),
         sizes=[found.sizes[i] for i in order], mtimes=[found.mtimes[i] for i in order])
     report_skipped(manifest, exts)
-    return fingerprint(manifest, cache_dir, probe, workers)
+    return fingerprint(manifest, cache_dir, probe, workers) if read else manifest
 
 
 @dataclass
@@ -241,12 +243,13 @@ def _names(items: Sequence[str], shown: int = SHOWN) -> str:
 def from_table(path: str | Path, path_column: str = "path",
                label_column: str | Sequence[str] = "label", split_column: str | None = None,
                cache_dir: Path | None = None, probe: Probe | None = None,
-               workers: int | None = None, label_sep: str | None = None) -> Manifest:
+               workers: int | None = None, label_sep: str | None = None,
+               read: bool = True) -> Manifest:
     """The files a table names: a path column (relative to the table's folder, or absolute),
     a label column and, when named or present as ``split``, a split column (train, val,
     test). CSV, TSV, JSONL (one object per line) or Parquet (needs pyarrow). Multi-label
     (:func:`dlexp.data.table.is_multilabel`): ``label_sep`` splits the label cells into label
-    sets, or ``label_column`` lists one 0/1 column per label."""
+    sets, or ``label_column`` lists one 0/1 column per label. ``read`` as :func:`scan`'s."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"data.table: no such file {path}")
@@ -276,12 +279,12 @@ def from_table(path: str | Path, path_column: str = "path",
         labels.append(label)
         if split_column is not None:
             given.append(_split_value(row.get(split_column), path, n, split_column))
-    stats = [_stat(os.path.join(base, r)) for r in rels]
+    stats = [size_and_mtime(os.path.join(base, r)) for r in rels]
     manifest = Manifest(base=base, source=str(path), rels=rels, labels=labels,
                         given=given or None, sizes=[s[0] for s in stats],
                         mtimes=[s[1] for s in stats],
                         label_names=_label_names(sets, label_column) if multilabel else None)
-    return fingerprint(manifest, cache_dir, probe, workers)
+    return fingerprint(manifest, cache_dir, probe, workers) if read else manifest
 
 
 def _label_sets(rows: list[dict], columns: list[str], label_column: str | Sequence[str],
@@ -334,7 +337,8 @@ def _split_value(value: object, path: Path, row: int, column: str) -> str:
     return part
 
 
-def _stat(path: str) -> tuple[int, int]:
+def size_and_mtime(path: str) -> tuple[int, int]:
+    """(size, mtime ns) of a file; (-1, 0) when it is gone."""
     try:
         s = os.stat(path)
         return s.st_size, s.st_mtime_ns
@@ -343,32 +347,88 @@ def _stat(path: str) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------ fingerprints
+@dataclass
+class OnRead:
+    """Work a data module does on files' bytes while the scan holds them, so that a cold start
+    reads each file once (``image_folder`` decodes there). ``rows``: the files it needs, read
+    even when their fingerprints are cached (not those the scan found bad); ``fn`` runs in a
+    worker on a chunk's (row, bytes) pairs and returns {row: (info, why)}: why (or None) for
+    the files it could not use, gathered in ``bad``; with ``probes``, info is what the probe
+    would say of the file, and a file without info is one the scan calls bad (why). It must be picklable (a ``functools.partial`` of a module-level
+    function) where workers are not forked."""
+
+    rows: Iterable[int]
+    fn: Callable[[list[tuple[int, bytes]]], dict[int, tuple[dict | None, str | None]]]
+    bad: dict[int, str] = field(default_factory=dict)
+    probes: bool = False  # fn's info replaces the probe's for its rows (one parse of a file)
+
+
 def fingerprint(manifest: Manifest, cache_dir: Path | None, probe: Probe | None = None,
-                workers: int | None = None) -> Manifest:
+                workers: int | None = None, on_read: OnRead | None = None) -> Manifest:
     """Content hash, readability and the probe's findings for every file, in parallel; files
     whose size and mtime match the cache are not read again."""
+    stale = cached_fingerprints(manifest, cache_dir, probe)
+    return read_files(manifest, stale, cache_dir, probe, workers, on_read)
+
+
+def scan_cache_path(manifest: Manifest, cache_dir: Path | None, probe: Probe | None
+                    ) -> Path | None:
+    """Where the fingerprints of ``manifest``'s folder (or table) are cached, per probe."""
+    if cache_dir is None:
+        return None
     key = _cache_key(source=str(Path(manifest.source).resolve()),
                      probe=getattr(probe, "version", None) if probe else None)
-    path = cache_dir / "folders" / f"scan-{key}.json" if cache_dir is not None else None
-    cached = _read_scan_cache(path)
-    rels = manifest.rels
-    results: list[tuple[str | None, str | None, dict | None] | None] = []
-    for rel, size, mtime in zip(rels, manifest.sizes, manifest.mtimes, strict=True):
-        hit = cached.get(rel)
-        results.append(tuple(hit[2:]) if hit and hit[:2] == [size, mtime] else None)
-    todo = [i for i, r in enumerate(results) if r is None]
-    if todo:
-        paths = manifest.paths
-        jobs = [(paths[i], manifest.sizes[i]) for i in todo]
-        done = in_workers(functools.partial(_read_some, probe=probe), jobs, workers, "scan")
-        for i, result in zip(todo, done, strict=True):
-            results[i] = result
-        _write_scan_cache(path, {rel: [size, mtime, *r] for rel, size, mtime, r
-                                 in zip(rels, manifest.sizes, manifest.mtimes, results,
-                                        strict=True)})
-    manifest.hashes = [r[0] for r in results]
-    manifest.errors = [r[1] for r in results]
-    manifest.info = [r[2] for r in results]
+    return cache_dir / "folders" / f"scan-{key}.npz"
+
+
+def cached_fingerprints(manifest: Manifest, cache_dir: Path | None, probe: Probe | None = None
+                        ) -> list[int]:
+    """Fill ``manifest``'s fingerprints from the scan cache, for every file whose size and
+    mtime it holds; returns the rows still to read (their fingerprints are None)."""
+    cached = _read_scan_cache(scan_cache_path(manifest, cache_dir, probe))
+    n = len(manifest)
+    manifest.hashes, manifest.errors, manifest.info = [None] * n, [None] * n, [None] * n
+    if cached is None:
+        return list(range(n))
+    if cached["rels"] == manifest.rels:  # the usual case: same files, compared as arrays
+        rows = np.arange(n)
+    else:
+        where = {rel: i for i, rel in enumerate(cached["rels"])}
+        rows = np.array([where.get(rel, -1) for rel in manifest.rels], dtype=np.int64)
+    known = rows >= 0
+    safe = np.where(known, rows, 0)
+    same = known & (cached["sizes"][safe] == np.asarray(manifest.sizes, dtype=np.int64)) & \
+        (cached["mtimes"][safe] == np.asarray(manifest.mtimes, dtype=np.int64))
+    hashes, errors, infos = cached["hashes"], cached["errors"], cached["info"]
+    for i in np.flatnonzero(same).tolist():
+        r = int(rows[i])
+        manifest.hashes[i], manifest.errors[i], manifest.info[i] = hashes[r], errors[r], infos[r]
+    return np.flatnonzero(~same).tolist()
+
+
+def read_files(manifest: Manifest, rows: Sequence[int], cache_dir: Path | None,
+               probe: Probe | None = None, workers: int | None = None,
+               on_read: OnRead | None = None) -> Manifest:
+    """Fingerprint the files ``rows`` (and hand ``on_read`` the bytes of its rows), each file
+    read once, in worker processes; the scan cache is written when a fingerprint changed."""
+    wanted = set(on_read.rows) if on_read is not None else set()
+    stale = set(rows)
+    wanted -= {i for i in wanted - stale if manifest.errors[i] is not None}  # known bad
+    todo = sorted(stale | wanted)
+    if not todo:
+        return manifest
+    paths = manifest.paths
+    jobs = [(i, paths[i], manifest.sizes[i], i in stale, i in wanted) for i in todo]
+    work = functools.partial(_read_some, probe=probe,
+                             use=on_read.fn if on_read is not None else None,
+                             use_probes=on_read is not None and on_read.probes)
+    for i, result, unusable in in_workers(work, jobs, workers, "scan"):
+        if result is not None:
+            manifest.hashes[i], manifest.errors[i], manifest.info[i] = result
+        if unusable is not None:
+            on_read.bad[i] = unusable
+    if stale:
+        _write_scan_cache(scan_cache_path(manifest, cache_dir, probe), manifest)
     return manifest
 
 
@@ -403,29 +463,56 @@ def in_workers(fn: Callable[[list], list], items: list, workers: int | None, des
     return [result for chunk in out for result in chunk]
 
 
-def _read_some(jobs: list[tuple[str, int]], probe: Probe | None) -> list:
-    return [_read_one(path, size, probe) for path, size in jobs]
+def save_fingerprints(manifest: Manifest, cache_dir: Path | None, probe: Probe | None = None
+                      ) -> None:
+    """Write ``manifest``'s fingerprints to the scan cache (they were read piecemeal)."""
+    _write_scan_cache(scan_cache_path(manifest, cache_dir, probe), manifest)
 
 
-def _read_one(path: str, size: int, probe: Probe | None
-              ) -> tuple[str | None, str | None, dict | None]:
-    """(hash, error, probe info) of one file."""
+def _read_some(jobs: list[tuple[int, str, int, bool, bool]], probe: Probe | None,
+               use: Callable | None, use_probes: bool = False) -> list:
+    """(row, fingerprint or None, why ``use`` could not use it or None) per job (row, path,
+    size, fingerprint it, hand its bytes to ``use``): one read of each file."""
+    out, pairs, deferred = [], [], set()
+    for row, path, size, fresh, wanted in jobs:
+        defer = fresh and wanted and use_probes  # use probes it as it parses it
+        data, result = _read_one(path, size, None if defer else probe, hashed=fresh)
+        out.append([row, result if fresh else None, None])
+        if wanted and data is not None and result[1] is None:
+            pairs.append((row, data))
+            if defer:
+                deferred.add(row)
+    found = use(pairs) if use is not None and pairs else {}
+    for item in out:
+        info, why = found.get(item[0], (None, None))
+        if item[0] not in deferred:
+            item[2] = why
+        elif info is None:  # its header is bad: the scan's finding, cached
+            item[1] = (item[1][0], why or "cannot read", None)
+        else:
+            item[1], item[2] = (item[1][0], None, info), why
+    return [tuple(item) for item in out]
+
+
+def _read_one(path: str, size: int, probe: Probe | None, hashed: bool = True
+              ) -> tuple[bytes | None, tuple[str | None, str | None, dict | None]]:
+    """(the bytes or None, (hash, error, probe info)) of one file."""
     if size < 0:
-        return None, "no such file", None
+        return None, (None, "no such file", None)
     if size == 0:
-        return None, "empty file (0 bytes)", None
+        return None, (None, "empty file (0 bytes)", None)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        return None, f"cannot read: {e.strerror or e}", None
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        return None, (None, f"cannot read: {e.strerror or e}", None)
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest() if hashed else None
     if probe is None:
-        return digest, None, None
+        return data, (digest, None, None)
     try:
-        return digest, None, probe(data)
+        return data, (digest, None, probe(data))
     except ValueError as e:
-        return digest, str(e), None
+        return data, (digest, str(e), None)
 
 
 def _cache_key(**parts: object) -> str:
@@ -433,30 +520,59 @@ def _cache_key(**parts: object) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read_scan_cache(path: Path | None) -> dict:
+def _read_scan_cache(path: Path | None) -> dict | None:
+    """The scan cache as lists (``rels``, ``hashes``, ``errors``, ``info``) and int64 arrays
+    (``sizes``, ``mtimes``); None when absent, of another version, or unreadable (a half-written
+    or foreign file: scanning again is the fix). Arrays only: nothing is unpickled."""
     if path is None or not path.is_file():
-        return {}
+        return None
     try:
-        found = json.loads(path.read_text())
-        return found if isinstance(found, dict) else {}
-    except (OSError, ValueError):  # a half-written or foreign file: scanning again is the fix
-        return {}
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["version"]) != CACHE_VERSION:
+                raise ValueError(f"version {int(z['version'])}")
+            rels = z["rels"].tolist()
+            sizes, mtimes = z["sizes"].astype(np.int64), z["mtimes"].astype(np.int64)
+            hashes = [h or None for h in z["hashes"].tolist()]
+            errors = [e or None for e in z["errors"].tolist()]
+            kinds = [json.loads(k) for k in z["info_kinds"].tolist()]  # each distinct info once
+            info = [kinds[k] if k >= 0 else None for k in z["info"].tolist()]
+        if not len(rels) == len(sizes) == len(mtimes) == len(hashes) == len(errors) == len(info):
+            raise ValueError("columns of different lengths")
+    except Exception as e:  # any damage at all means: read the files again
+        log.debug("scan cache %s not used (%s); scanning again", path, e)
+        return None
+    return {"rels": rels, "sizes": sizes, "mtimes": mtimes, "hashes": hashes,
+            "errors": errors, "info": info}
 
 
-def _write_scan_cache(path: Path | None, entries: dict) -> None:
+def _write_scan_cache(path: Path | None, manifest: Manifest) -> None:
+    """The fingerprints as one uncompressed ``.npz`` of plain arrays, written atomically."""
     if path is None:
         return
+    kinds: dict[str, int] = {}
+    info = [-1 if v is None else kinds.setdefault(json.dumps(v, sort_keys=True), len(kinds))
+            for v in manifest.info]
+    buffer = io.BytesIO()
+    np.savez(buffer, version=np.array(CACHE_VERSION), rels=np.array(manifest.rels, dtype=str),
+             sizes=np.array(manifest.sizes, dtype=np.int64),
+             mtimes=np.array(manifest.mtimes, dtype=np.int64),
+             hashes=np.array([h or "" for h in manifest.hashes], dtype=str),
+             errors=np.array([e or "" for e in manifest.errors], dtype=str),
+             info=np.array(info, dtype=np.int64), info_kinds=np.array(list(kinds), dtype=str))
     try:
-        write_atomic(path, json.dumps(entries, separators=(",", ":")))
+        write_atomic(path, buffer.getvalue())
     except OSError as e:  # a read-only cache costs the next run a rescan, nothing else
         log.debug("scan cache not written (%s)", e)
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """A concurrent reader (another DDP rank, another run) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-    tmp.write_text(text)
+    if isinstance(text, bytes):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text)
     tmp.replace(path)
 
 

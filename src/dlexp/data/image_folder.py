@@ -1,9 +1,9 @@
 """``data=image_folder data.root=DIR``: your own images, one subfolder per class (or
 ``DIR/train|val|test/<class>/``, or ``data.table=FILE`` with a path and a label column).
 
-Before training, the folder is scanned (:mod:`dlexp.data.folder`), every image is decoded
-once, in parallel worker processes, by the loader predict uses too
-(:func:`dlexp.inputs.load_picture`), and kept resized as uint8 in a memory-mapped file in the
+Before training, the folder is listed (:mod:`dlexp.data.folder`) and every image is read once,
+in parallel worker processes: hashed and probed for the scan, and decoded in the same pass by
+the loader predict uses too (:func:`dlexp.inputs.load_picture`), and kept resized as uint8 in a memory-mapped file in the
 cache dir, keyed by the files (paths, sizes, mtimes) and the image settings: a later run
 decodes nothing, and a folder larger than memory pages in from that file. Bad files end in one
 ``error:`` before training (``on_bad_file=error``) or are left out and listed in the run
@@ -41,7 +41,7 @@ from dlexp.inputs import RESIZE, WIDE_MODES, _check_size, _first_line, picture
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when load_picture's output changes: old decoded caches are rebuilt
-STAT_ELEMENTS = 1 << 23  # pixel values per chunk of the statistics (as float64: 64 MB)
+STAT_ELEMENTS = 1 << 23  # pixel values per chunk of the statistics (uint8: 8 MB)
 GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
 DEFAULT_SIZE = (128, 128)
 OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
@@ -52,6 +52,7 @@ NORMALIZE = ("standard", "unit", "none", "imagenet")
 IMAGENET_MEAN, IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 AUGMENT = (False, True, "affine", "natural")
 EXIF_HEADERS = {"JPEG", "MPO", "TIFF", "WEBP"}  # formats whose EXIF block precedes the pixels
+SAMPLE = 64  # headers read first, on a cold start, to pick the size and channels to decode at
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -60,12 +61,22 @@ def probe(data: bytes) -> dict:
     whether it is grayscale. ValueError when it is not an image dlexp can read."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            # a PNG's getexif() decodes the whole image to look for a late eXIf chunk
-            turned = im.format in EXIF_HEADERS and im.getexif().get(0x0112) in (5, 6, 7, 8)
-            gray = im.mode in GRAY_MODES or (im.mode in ("P", "PA") and _gray_palette(im))
+            return header_info(im)
     except Image.DecompressionBombError:
         raise ValueError("image too large") from None
+    except ValueError:
+        raise
+    except Exception as e:  # untrusted bytes: whatever the decoders raise means "unreadable"
+        raise ValueError(f"cannot read image: {_first_line(e)}") from None
+
+
+def header_info(im: Image.Image) -> dict:
+    """:func:`probe`'s findings on an opened, not yet decoded image."""
+    try:
+        w, h = im.size
+        # a PNG's getexif() decodes the whole image to look for a late eXIf chunk
+        turned = im.format in EXIF_HEADERS and im.getexif().get(0x0112) in (5, 6, 7, 8)
+        gray = im.mode in GRAY_MODES or (im.mode in ("P", "PA") and _gray_palette(im))
     except Exception as e:  # untrusted bytes: whatever the decoders raise means "unreadable"
         raise ValueError(f"cannot read image: {_first_line(e)}") from None
     _check_size((w, h))
@@ -81,46 +92,71 @@ def _gray_palette(im: Image.Image) -> bool:
                for i in range(0, len(palette) - 2, 3))
 
 
-def _decode_chunk(out: str, shape: tuple[int, ...], rows: list[tuple[int, str]],
-                  size: tuple[int, int], channels: int, resize: str) -> list[tuple[int, str]]:
-    """Decode ``rows`` ((row, file) pairs) into the memory-mapped ``out``; (row, why) for the
-    files that cannot be decoded. Runs in a worker process (or in this one)."""
+def _decode_chunk(out: str, shape: tuple[int, ...], rows: list[tuple[int, bytes]],
+                  size: tuple[int, int], channels: int, resize: str
+                  ) -> dict[int, tuple[dict | None, str | None]]:
+    """Decode ``rows`` ((row, the file's bytes) pairs) into the memory-mapped ``out``;
+    {row: (what :func:`probe` says of it, why it cannot be decoded or None)}, from the one
+    parse of each file. Runs in a scan worker (or in this process) on the bytes it read."""
     images = np.memmap(out, np.uint8, "r+", shape=shape)
-    bad = []
-    for row, path in rows:
+    found = {}
+    for row, data in rows:
+        info: dict = {}
         try:
-            pixels = np.asarray(picture(path, size, channels, resize))  # (H, W) or (H, W, 3)
+            pixels = np.asarray(picture(io.BytesIO(data), size, channels, resize,
+                                        lambda im, into=info: into.update(header_info(im))))
             images[row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+            found[row] = (info, None)
         except ValueError as e:
-            bad.append((row, str(e)))
+            found[row] = (info or None, str(e))
         except Exception as e:  # a decoder bug on hostile bytes: still this file's fault
-            bad.append((row, f"cannot read image: {_first_line(e)}"))
-    images.flush()
-    return bad
+            found[row] = (info or None, f"cannot read image: {_first_line(e)}")
+    # no flush: an msync of the whole map per chunk; the page cache is shared with the reader
+    return found
 
 
-def decoded_images(manifest: Manifest, cache_dir: Path, size: tuple[int, int], channels: int,
-                   resize: str, workers: int | None = None) -> tuple[np.memmap, dict[int, str]]:
-    """(images uint8 (N, C, H, W), memory-mapped from the cache dir, {row: why} for the files
-    that could not be decoded). Rows follow ``manifest``; files it already knows are bad are
-    not decoded (their rows stay zero and must not be used). Built once per set of files and
-    settings; files unchanged since an earlier build of the same folder are copied from it."""
-    shape = (len(manifest), channels, *size)
-    where = cache_dir / "image_folder"
+def _stems(manifest: Manifest, size: tuple[int, int], channels: int, resize: str
+           ) -> tuple[str, str]:
+    """(the key of the settings, the build's file stem: settings and files)."""
     settings = folder._cache_key(version=CACHE_VERSION, source=str(Path(manifest.source)
                                                                    .resolve()),
                                  size=list(size), channels=channels, resize=resize)
-    stem = f"{settings}-{folder._cache_key(files=manifest.identity())}"
+    return settings, f"{settings}-{folder._cache_key(files=manifest.identity())}"
+
+
+def decoded_images(manifest: Manifest, cache_dir: Path, size: tuple[int, int], channels: int,
+                   resize: str, workers: int | None = None, stale: Sequence[int] = ()
+                   ) -> tuple[np.memmap, dict[int, str]]:
+    """(images uint8 (N, C, H, W), memory-mapped from the cache dir, {row: why} for the files
+    that could not be decoded). Rows follow ``manifest``; files it already knows are bad are
+    not decoded (their rows stay zero and must not be used). Built once per set of files and
+    settings; files unchanged since an earlier build of the same folder are copied from it.
+    ``stale``: rows whose fingerprints the scan cache lacked; they are fingerprinted here, in
+    the pass that decodes them (one read per file), before this returns."""
+    shape = (len(manifest), channels, *size)
+    where = cache_dir / "image_folder"
+    settings, stem = _stems(manifest, size, channels, resize)
     meta_path, data_path = where / f"{stem}.json", where / f"{stem}.u8"
     meta = _read_meta(meta_path, shape, data_path)
-    if meta is None:
-        meta = _build(manifest, where, stem, shape, size, channels, resize, workers)
+    if meta is not None:
+        folder.read_files(manifest, stale, cache_dir, probe, workers)
+    else:
+        meta = _build(manifest, where, stem, shape, size, channels, resize, workers, stale,
+                      cache_dir)
         for old in where.glob(f"{settings}-*.json"):  # older builds of this folder
             if old.stem != stem:
-                for stale in (old, old.with_suffix(".u8")):
+                for stale in (old, old.with_suffix(".u8"), old.with_suffix(".files")):
                     stale.unlink(missing_ok=True)
     images = np.memmap(data_path, np.uint8, "c", shape=shape)  # "c": writable, never written
     return images, {int(k): v for k, v in meta["bad"].items()}
+
+
+def _forget(manifest: Manifest, cache_dir: Path, size: tuple[int, int], channels: int,
+            resize: str) -> None:
+    """Delete the build of these files at these settings (a guess that proved wrong)."""
+    stem = _stems(manifest, size, channels, resize)[1]
+    for suffix in (".json", ".u8", ".files"):
+        (cache_dir / "image_folder" / f"{stem}{suffix}").unlink(missing_ok=True)
 
 
 def _read_meta(path: Path, shape: tuple[int, ...], data: Path) -> dict | None:
@@ -136,7 +172,8 @@ def _read_meta(path: Path, shape: tuple[int, ...], data: Path) -> dict | None:
 
 
 def _build(manifest: Manifest, where: Path, stem: str, shape: tuple[int, ...],
-           size: tuple[int, int], channels: int, resize: str, workers: int | None) -> dict:
+           size: tuple[int, int], channels: int, resize: str, workers: int | None,
+           stale: Sequence[int], cache_dir: Path) -> dict:
     try:
         where.mkdir(parents=True, exist_ok=True)
         tmp = where / f"{stem}.u8.{os.getpid()}.part"
@@ -149,10 +186,16 @@ def _build(manifest: Manifest, where: Path, stem: str, shape: tuple[int, ...],
     if todo:
         log.info("%s: decoding %d images to %dx%dx%d (data.resize=%s), once: %s",
                  manifest.source, len(todo), channels, *size, resize, where)
-    bad.update(_decode_all(manifest, todo, tmp, shape, size, channels, resize, workers))
+    decode = folder.OnRead(todo, functools.partial(_decode_chunk, str(tmp), shape, size=size,
+                                                   channels=channels, resize=resize),
+                           probes=True)
+    folder.read_files(manifest, stale, cache_dir, probe, workers, decode)
+    bad.update(decode.bad)
     tmp.replace(where / f"{stem}.u8")
     rels = {i: manifest.rel(i) for i in bad}
-    meta = {"shape": list(shape), "bad": bad, "files": manifest.identity(),
+    # the files apart: a warm start reads the small record only, a rebuild reads both
+    folder.write_atomic(where / f"{stem}.files", json.dumps(manifest.identity()))
+    meta = {"shape": list(shape), "bad": bad,
             "bad_files": {rels[i]: why for i, why in bad.items()}}
     folder.write_atomic(where / f"{stem}.json", json.dumps(meta))
     return meta
@@ -170,13 +213,14 @@ def _copy_previous(manifest: Manifest, where: Path, stem: str, shape: tuple[int,
         return {}, todo
     try:
         meta = json.loads(earlier[-1].read_text())
+        files = json.loads(earlier[-1].with_suffix(".files").read_text())
         old = np.memmap(earlier[-1].with_suffix(".u8"), np.uint8, "r",
                         shape=tuple(meta["shape"]))
     except (OSError, ValueError, KeyError, TypeError):
         return {}, todo
     if tuple(old.shape[1:]) != shape[1:]:
         return {}, todo
-    rows = {tuple(f): r for r, f in enumerate(meta["files"])}
+    rows = {tuple(f): r for r, f in enumerate(files)}
     new = np.memmap(tmp, np.uint8, "r+", shape=shape)
     bad_before, bad, rest = meta.get("bad_files", {}), {}, []
     for i, ident in enumerate(manifest.identity()):
@@ -191,16 +235,6 @@ def _copy_previous(manifest: Manifest, where: Path, stem: str, shape: tuple[int,
     log.info("%s: %d decoded images reused from the last build", manifest.source,
              len(manifest) - len(rest))
     return bad, rest
-
-
-def _decode_all(manifest: Manifest, todo: list[int], out: Path, shape: tuple[int, ...],
-                size: tuple[int, int], channels: int, resize: str,
-                workers: int | None) -> dict[int, str]:
-    """Decode rows ``todo`` in ``workers`` processes (0: in this one), with a progress bar."""
-    paths = manifest.paths
-    decode = functools.partial(_decode_chunk, str(out), shape, size=size, channels=channels,
-                               resize=resize)
-    return dict(folder.in_workers(decode, [(i, paths[i]) for i in todo], workers, "decode"))
 
 
 def _imagenet_statistics(channels: int) -> tuple[list[float], list[float]]:
@@ -221,7 +255,16 @@ class RowBatchLoader(TensorBatchLoader):
 
     def make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows, labels = super().make_batch(idx)
-        return self.images.index_select(0, rows), labels
+        return gather(self.images, rows), labels
+
+
+def gather(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``images[rows]``. From the memory map by numpy's indexing: torch's threaded
+    ``index_select`` faults the map's pages in from several threads at once, many times
+    slower the first time the pages are read."""
+    if images.device.type != "cpu":
+        return images.index_select(0, rows)
+    return torch.from_numpy(images.numpy()[rows.numpy()])
 
 
 class ImageFolderDataModule(TensorDataModule):
@@ -291,12 +334,10 @@ class ImageFolderDataModule(TensorDataModule):
                              split_column)
         self.multilabel = scanned.multilabel
         if not test_only:  # all of it test data (dlexp-eval): no training split to check
-            folder.check_classes(scanned)  # before decoding anything
+            folder.check_classes(scanned)  # before reading anything
         elif len(scanned) == 0:
             raise DataError(f"{scanned.source}: no image files found")
-        self.image_size, self.channels = self._image_spec(scanned, channels)
-        images, undecodable = decoded_images(scanned, self.cache_dir, self.image_size,
-                                             self.channels, resize, workers)
+        images, undecodable = self._read_images(scanned, channels)
         self.images = torch.from_numpy(images)
         row_of = {r: i for i, r in enumerate(scanned.rels)}
         why = {scanned.rels[i]: e for i, e in folder.bad_files(scanned).items()}
@@ -320,13 +361,40 @@ class ImageFolderDataModule(TensorDataModule):
                              "or data.table=FILE (a path and a label column)")
         if table is not None:
             return folder.from_table(_resolve(table, base), path_column, label_column,
-                                     split_column, self.cache_dir, probe, self.workers,
-                                     self.label_sep)
+                                     split_column, label_sep=self.label_sep, read=False)
         if is_multilabel(label_column, self.label_sep):
             raise ValueError("data.label_sep and a list of data.label_column are for tables: "
                              "give data.table=FILE (folders are single-label)")
-        return folder.scan(_resolve(root, base), list(extensions), self.cache_dir, probe,
-                           self.workers)
+        return folder.scan(_resolve(root, base), list(extensions), read=False)
+
+    def _read_images(self, manifest: Manifest, channels: int | None
+                     ) -> tuple[np.memmap, dict[int, str]]:
+        """Fingerprint and decode every image (what the caches hold is not read again), and
+        set ``image_size`` and ``channels``. A cold start reads each file once: hashed,
+        probed and decoded in one pass, at the size and channels that the cached headers, or
+        on a cold start a sample of them (read twice), suggest when they are not set; should the
+        whole folder disagree (a lone odd image the sample missed), the images are decoded
+        again at the right ones."""
+        stale = folder.cached_fingerprints(manifest, self.cache_dir, probe)
+        sampled: list[int] = []
+        if len(stale) == len(manifest) and (self.requested_size is None or channels is None):
+            sampled = stale[::max(1, len(stale) // SAMPLE)][:SAMPLE]  # spread over the classes
+            folder.read_files(manifest, sampled, None, probe)
+        rest = sorted(set(stale) - set(sampled))
+        guess = self._image_spec(manifest, channels, quiet=bool(rest))
+        images, bad = decoded_images(manifest, self.cache_dir, *guess, self.resize,
+                                     self.workers, rest)
+        if sampled and not rest:
+            folder.save_fingerprints(manifest, self.cache_dir, probe)
+        self.image_size, self.channels = self._image_spec(manifest, channels, quiet=not rest)
+        if (self.image_size, self.channels) != guess:
+            log.info("%s: the sampled headers suggested %d channels of %dx%d, the folder "
+                     "holds otherwise: decoding again", manifest.source, guess[1], *guess[0])
+            del images
+            _forget(manifest, self.cache_dir, *guess, self.resize)
+            images, bad = decoded_images(manifest, self.cache_dir, self.image_size,
+                                         self.channels, self.resize, self.workers)
+        return images, bad
 
     def _with_split_lists(self, manifest: Manifest, split_file: str | None) -> Manifest:
         """The split written by an earlier run: ``data.split_file``, else this run
@@ -360,10 +428,11 @@ class ImageFolderDataModule(TensorDataModule):
                 folder.check_classes(manifest)
         return manifest
 
-    def _image_spec(self, manifest: Manifest, channels: int | None) -> tuple[tuple[int, int],
-                                                                               int]:
-        """``image_size`` and ``channels`` as set, else what the images hold: their size
-        when they all share one (up to 256 a side, else 128x128); gray when all are."""
+    def _image_spec(self, manifest: Manifest, channels: int | None, quiet: bool = False
+                    ) -> tuple[tuple[int, int], int]:
+        """``image_size`` and ``channels`` as set, else what the images (those probed so far)
+        hold: their size when they all share one (up to 256 a side, else 128x128); gray when
+        all are."""
         infos = [info for info in manifest.info if info]
         if channels is None:
             channels = 1 if infos and all(info["gray"] for info in infos) else 3
@@ -372,7 +441,7 @@ class ImageFolderDataModule(TensorDataModule):
             sizes = Counter(tuple(info["size"]) for info in infos)
             own = next(iter(sizes)) if len(sizes) == 1 else None
             size = own if own and max(own) <= OWN_SIZE_MAX else DEFAULT_SIZE
-            log.info("%s: images of %dx%d (H x W)%s, %d channel%s; data.image_size=[H,W] and "
+            log.log(logging.DEBUG if quiet else logging.INFO, "%s: images of %dx%d (H x W)%s, %d channel%s; data.image_size=[H,W] and "
                      "data.channels change them", manifest.source, *size,
                      " (their own size)" if size == own else
                      f" ({len(sizes)} sizes found)", channels, "s" if channels > 1 else "")
@@ -448,16 +517,16 @@ class ImageFolderDataModule(TensorDataModule):
             return _imagenet_statistics(c)
         if self.normalize != "standard":
             return [0.0] * c, [255.0 if self.normalize == "unit" else 1.0] * c
-        total, squares, count = torch.zeros(c, dtype=torch.float64), \
-            torch.zeros(c, dtype=torch.float64), 0
+        counts = torch.zeros(c, 256, dtype=torch.float64)  # how often each uint8 value is
         per_chunk = max(1, STAT_ELEMENTS // max(1, self.images[0].numel()))  # bounded memory
         for chunk in rows.sort().values.split(per_chunk):
-            x = self.images.index_select(0, chunk).double()
-            total += x.sum(dim=(0, 2, 3))
-            squares += x.square().sum(dim=(0, 2, 3))
-            count += x.numel() // c
-        mean = total / max(count, 1)
-        std = (squares / max(count, 1) - mean.square()).clamp(min=0).sqrt()
+            x = gather(self.images, chunk)
+            for k in range(c):
+                counts[k] += torch.bincount(x[:, k].flatten(), minlength=256).double()
+        values = torch.arange(256, dtype=torch.float64)
+        total = counts.sum(1).clamp(min=1)
+        mean = counts @ values / total
+        std = (counts @ values.square() / total - mean.square()).clamp(min=0).sqrt()
         return mean.tolist(), torch.where(std > 1e-6, std, 1.0).tolist()
 
     # ---------------------------------------------------------------- batches

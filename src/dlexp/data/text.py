@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from dlexp import cluster
 from dlexp.data import splits
 from dlexp.data import table as tables
 from dlexp.data.arrays import resolve
+from dlexp.data.folder import Manifest, OnRead, cached_fingerprints, read_files, size_and_mtime
 from dlexp.data.pooled import check_choice
 from dlexp.data.table import SUFFIXES, as_labels, find_column, num_rows, read_table
 from dlexp.data.token_cache import cache_key, load_cache, save_cache
@@ -80,7 +81,7 @@ class Corpus:
     ``names`` what messages and split files call each entry (a row number or a file path)."""
 
     source: str
-    texts: list[str | None] = field(default_factory=list)
+    texts: list[str | None] | FileTexts = field(default_factory=list)
     labels: list[Any] = field(default_factory=list)
     splits: list[str | None] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
@@ -88,6 +89,29 @@ class Corpus:
     problems: dict[int, str] = field(default_factory=dict)  # entry -> why it is unreadable
     classes: list[str] = field(default_factory=list)  # class folders, even empty ones
     label_names: list[str] | None = None  # multi-label: the labels; ``labels`` hold tuples
+    # a folder's texts are known by their files' hashes and read only when needed (a warm
+    # start takes its token ids from the cache); None: the texts themselves are the keys
+    keys: list[str | None] | None = None
+    blank: set[int] = field(default_factory=set)  # entries that are whitespace only (keys)
+
+    def is_blank(self, i: int) -> bool:
+        if self.keys is not None:
+            return i in self.blank
+        text = self.texts[i]
+        return text is None or not text.strip()
+
+    def texts_of(self, rows: Sequence[int]) -> Sequence[str]:
+        """The texts of ``rows``, still unread when they come from files."""
+        if isinstance(self.texts, FileTexts):
+            return self.texts.take(rows)
+        return [self.texts[i] for i in rows]
+
+    def keys_of(self, rows: Sequence[int]) -> list[str]:
+        """What tells the texts of ``rows`` apart without reading them: the file's content
+        hash, else the text without surrounding whitespace."""
+        if self.keys is not None:
+            return [self.keys[i] or "" for i in rows]
+        return [(self.texts[i] or "").strip() for i in rows]
 
     def add(self, name: str, text: str | None, label: Any, split: str | None,
             unlabeled: bool = False) -> None:
@@ -147,10 +171,52 @@ def _split_name(value: Any, column: str | None, row: int, source: str) -> str | 
     return name
 
 
-def read_text_folder(root: Path, unlabeled_dirs: Sequence[str] = ()) -> Corpus:
+class FileTexts(Sequence[str]):
+    """Texts of files, read (all at once) when first asked for; ``known``: those already
+    read (by the scan of a cold start), by position."""
+
+    def __init__(self, paths: list[str], known: dict[int, str] | None = None) -> None:
+        self.paths, self.known = paths, known or {}
+        self._texts: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204 (an index or a slice, as a list's)
+        if self._texts is None:
+            self._texts = [self.known[k] if k in self.known else _read_text(p)[0] or ""
+                           for k, p in enumerate(self.paths)]
+        return self._texts[i]
+
+    def take(self, rows: Sequence[int]) -> FileTexts:
+        return FileTexts([self.paths[i] for i in rows],
+                         {k: self.known[i] for k, i in enumerate(rows) if i in self.known})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self[:])
+
+
+def text_probe(data: bytes) -> dict | None:
+    """What the scan cache keeps of a text file: whether it is whitespace only."""
+    return {"blank": True} if not data.decode("utf-8", "replace").strip() else None
+
+
+def _as_text(data: bytes) -> str:
+    """A file's bytes as :func:`_read_text` reads them (text mode: universal newlines)."""
+    text = data.decode("utf-8", "replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+text_probe.version = "text-1"  # type: ignore[attr-defined]  # in the scan cache's key
+
+
+def read_text_folder(root: Path, unlabeled_dirs: Sequence[str] = (),
+                     cache_dir: Path | None = None) -> Corpus:
     """``root/<class>/**/*.txt``, or ``root/<split>/<class>/**/*.txt`` when ``root/train``
     holds class folders; the folders named in ``unlabeled_dirs`` (of the training side) hold
-    unlabeled texts. Entries are named by their path relative to ``root``."""
+    unlabeled texts. Entries are named by their path relative to ``root``. The files are
+    fingerprinted by :func:`dlexp.data.folder.fingerprint` (cached in ``cache_dir``: an
+    unchanged file is not read again); their texts are read when first needed."""
     if not root.is_dir():
         raise DataError(f"data.root: no such folder {root}")
     corpus = Corpus(str(root))
@@ -176,11 +242,34 @@ def read_text_folder(root: Path, unlabeled_dirs: Sequence[str] = ()) -> Corpus:
                     len(ignored), ", ".join(ignored[:3]))
     base = f"{root}{os.sep}"
     for name, label, split, unlabeled in files:
-        text, problem = _read_text(base + name)
-        if problem is not None:
-            corpus.problems[len(corpus.names)] = problem
-        corpus.add(name, text, label, split, unlabeled)
+        corpus.add(name, None, label, split, unlabeled)
+    _fingerprint_texts(corpus, [base + name for name in corpus.names], cache_dir)
     return corpus
+
+
+def _fingerprint_texts(corpus: Corpus, paths: list[str], cache_dir: Path | None) -> None:
+    """The corpus's keys, blank and unreadable entries from its files' fingerprints; its
+    texts left to read from ``paths`` when needed. The files the scan cache lacks are read
+    here, in this process, and their texts kept: a cold start reads each file once."""
+    stats = [size_and_mtime(p) for p in paths]
+    manifest = Manifest(base=Path(corpus.source).resolve(), source=corpus.source,
+                        rels=list(corpus.names), labels=[""] * len(paths),
+                        sizes=[s[0] for s in stats], mtimes=[s[1] for s in stats])
+    stale = cached_fingerprints(manifest, cache_dir, text_probe)
+    known: dict[int, str] = {}
+
+    def keep(pairs: list[tuple[int, bytes]]) -> dict:
+        known.update((row, _as_text(data)) for row, data in pairs)
+        return {}
+
+    read_files(manifest, stale, cache_dir, text_probe, workers=0, on_read=OnRead(stale, keep))
+    for i, (size, error, info) in enumerate(zip(manifest.sizes, manifest.errors,
+                                                manifest.info, strict=True)):
+        if size == 0 or info:
+            corpus.blank.add(i)
+        elif error is not None:
+            corpus.problems[i] = f"unreadable: {error}"
+    corpus.keys, corpus.texts = manifest.hashes, FileTexts(paths, known)
 
 
 def _split_folders(root: Path) -> dict[str | None, Path]:
@@ -292,10 +381,10 @@ class TextDataModule(TokenizedDataModule):
         """Entries that cannot be trained on: unreadable, empty, or labeled without a label.
         ``on_bad_file=error`` stops here, naming the first ones."""
         bad = dict(corpus.problems)
-        for i, (text, label) in enumerate(zip(corpus.texts, corpus.labels, strict=True)):
+        for i, label in enumerate(corpus.labels):
             if i in bad:
                 continue
-            if text is None or not text.strip():
+            if corpus.is_blank(i):
                 bad[i] = "empty text"
             elif corpus.label_names is None and not corpus.unlabeled[i] and \
                     as_labels([label]) == [None]:  # multi-label: no label is a label set
@@ -418,15 +507,16 @@ class TextDataModule(TokenizedDataModule):
             tables.check_train_labels(y[part["train"]], self.class_names, corpus.source)
         train_idx, pool_idx = splits.labeled_and_pool(y, part["train"], self.num_labeled,
                                                       self.seed)
-        texts = [corpus.texts[i] for i in labeled + unlabeled]
-        self._warn_about(corpus, texts, y, part, labeled)
+        texts = corpus.texts_of(labeled + unlabeled)
+        keys = corpus.keys_of(labeled + unlabeled)
+        self._warn_about(corpus, keys, y, part, labeled)
         fit = part["train"].tolist()  # the whole training split, as IMDB's tokenizer sees it
         if self.tokenizer["use_unsup"] and self.given_tokenizer is None:
             if not unlabeled:
                 raise DataError("data.tokenizer.use_unsup=true but the data has no unlabeled "
                                 "texts (data.unlabeled_dirs); set it false")
             fit += range(len(labeled), len(texts))
-        store = self._token_ids(texts, fit)
+        store = self._token_ids(texts, fit, keys if corpus.keys is not None else texts)
         extra = torch.arange(len(labeled), len(texts))
         self.train_set = (store.take(train_idx), y[train_idx])
         self.val_set = (store.take(part["val"]), y[part["val"]])
@@ -477,10 +567,11 @@ class TextDataModule(TokenizedDataModule):
         self.test_set = (store.take(every), y)
         self.split_indices = {"train": none, "val": none, "test": every, "unlabeled": none}
 
-    def _warn_about(self, corpus: Corpus, texts: list[str], y: torch.Tensor,
+    def _warn_about(self, corpus: Corpus, keys: list[str], y: torch.Tensor,
                     part: dict[str, torch.Tensor], labeled: list[int]) -> None:
         """Log the class counts; warn about imbalance and about texts of val/test that are
-        also training texts (leakage: the score would flatter the model)."""
+        also training texts (leakage: the score would flatter the model). ``keys`` tell the
+        texts apart (:meth:`Corpus.keys_of`)."""
         counts = (y[part["train"]].sum(0).long() if self.multilabel else
                   torch.bincount(y[part["train"]], minlength=self.num_classes)).tolist()
         shown = ", ".join(f"{c}: {n}" for c, n in zip(self.class_names, counts, strict=True))
@@ -493,19 +584,21 @@ class TextDataModule(TokenizedDataModule):
                         "loss=weighted_cross_entropy (weights from the training split) or "
                         "data.sampler=balanced (classes drawn equally often)",
                         corpus.source, shown)
-        seen = {texts[i].strip() for i in part["train"].tolist()}
+        seen = {keys[i] for i in part["train"].tolist()}
         leaked = [self._entry(corpus, labeled[i]) for p in ("val", "test") for i in part[p].tolist()
-                  if texts[i].strip() in seen]
+                  if keys[i] in seen]
         if leaked:
             log.warning("%s: %d val/test texts are also training texts (the same text: "
                         "leakage), e.g. %s", corpus.source, len(leaked), ", ".join(leaked[:SHOWN]))
 
-    def _token_ids(self, texts: list[str], fit: list[int]) -> TokenStore:
+    def _token_ids(self, texts: Sequence[str], fit: list[int], ids: Sequence[str]
+                   ) -> TokenStore:
         """Every text's token ids under a tokenizer fitted on ``texts[fit]`` (or the
-        checkpoint's, :meth:`use_pipeline`): from the cache, else built and cached; truncated
-        to ``max_len`` after the cache."""
+        checkpoint's, :meth:`use_pipeline`): from the cache (keyed by ``ids``: the texts, or
+        their files' hashes, so a cached folder's texts are never read), else built and
+        cached; truncated to ``max_len`` after the cache."""
         digest = hashlib.sha256()
-        for text in texts:
+        for text in ids:
             data = text.encode("utf-8", "surrogatepass")
             digest.update(len(data).to_bytes(8, "little") + data)
         digest.update(torch.tensor(fit, dtype=torch.long).numpy().tobytes())
@@ -513,6 +606,7 @@ class TextDataModule(TokenizedDataModule):
         path = self.cache_dir / "text" / f"tokens-{key}.pt"
         cached = load_cache(path, TOKENS_LAYOUT)
         if cached is None or cached["version"] != CACHE_VERSION:
+            texts = list(texts)  # a folder's texts are read now
             tok = self._tokenizer_for((texts[i] for i in fit), len(fit))
             store = encode(tok, texts, what=f"{self.name} texts")
             cached = {"version": CACHE_VERSION, "tokenizer": to_json(tok), "flat": store.flat,
@@ -645,4 +739,4 @@ class TextFolderDataModule(TextDataModule):
         self.unlabeled_dirs = [str(d) for d in unlabeled_dirs or ()]
 
     def _read(self) -> Corpus:
-        return read_text_folder(Path(self.root), self.unlabeled_dirs)
+        return read_text_folder(Path(self.root), self.unlabeled_dirs, self.cache_dir)
