@@ -92,32 +92,6 @@ def test_cpu_class_and_auto(monkeypatch: pytest.MonkeyPatch, kw: dict, cls: str,
     assert hardware.resolve_precision("auto")[0] == auto
 
 
-def test_auto_keeps_recurrent_networks_in_float32_on_amx(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """AMX speeds up convolutions in bf16, not the small matrix products of an LSTM's steps:
-    auto picks per model, and an explicit bf16 LSTM there gets the one-line warning."""
-    fake_cpu(monkeypatch, amx=True)
-    cnn = compose_train(["experiment=mnist_cnn"], tmp_path)
-    assert "AMX" in resolve_precision(cnn.trainer, cnn.model)
-    assert cnn.trainer.precision == "bf16-mixed"
-    for cell in hardware.RECURRENT_CELLS:
-        rnn = compose_train(["experiment=imdb_lstm", f"model.cell={cell}"], tmp_path)
-        assert "recurrent layers" in resolve_precision(rnn.trainer, rnn.model)
-        assert rnn.trainer.precision == "32-true"
-    rnn.trainer.precision = "bf16-mixed"
-    config.check_precision(rnn)
-    assert "trains recurrent layers slower in bf16 than in float32" in caplog.text
-    caplog.clear()
-    cnn.trainer.precision = "bf16-mixed"
-    config.check_precision(cnn)
-    assert "slower" not in caplog.text
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU: bf16 for both
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **kw: True)
-    assert hardware.resolve_precision("auto", recurrent=True)[0] == "bf16-mixed"
-
-
 def test_gpu_auto_is_bf16_or_float16_with_its_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")

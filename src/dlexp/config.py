@@ -267,8 +267,7 @@ def check_precision(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.precision={precision}: oneDNN has no bf16 LSTM on this CPU "
                           f"({hardware.cpu_info().cpu_class}), so the first step would fail; "
                           "use trainer.precision=auto (float32 here) or 32-true")
-    warning = hardware.slow_bf16_warning(precision, accelerator,
-                                         hardware.is_recurrent(cfg.model))
+    warning = hardware.slow_bf16_warning(precision, accelerator)
     if warning:
         log.warning(warning)
 

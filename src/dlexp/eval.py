@@ -64,7 +64,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     adopt_pipeline(datamodule, ckpt["dlexp"]["data"], data_cfg)
     task = checkpoint.rebuild_task(ckpt, path, datamodule)
     trainer = build_trainer(cfg.trainer, [EvaluationFigures(str(out_dir / "figures"))], [],
-                            model_cfg=ckpt["dlexp"]["config"]["model"],
                             default_root_dir=str(out_dir))
     results = trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}

@@ -8,7 +8,6 @@ import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -18,7 +17,6 @@ BF16 = ("bf16-mixed", "bf16-true", "bf16")
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 # a bigger CPU held to AVX2: the class of most laptops, for tests and records (set before torch)
 AVX2_LIMITS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-RECURRENT_CELLS = ("lstm", "gru", "rnn")  # model.cell of the text networks
 
 
 @dataclass(frozen=True)
@@ -87,13 +85,7 @@ def uses_gpu(accelerator: str) -> bool:
     return accelerator == "auto" and torch.cuda.is_available()
 
 
-def is_recurrent(model_cfg: Any) -> bool:
-    """A recurrent network (``model.cell``): its step is a chain of small matrix products that
-    bf16 does not speed up on a CPU, AMX included (scripts/precision_bench.py measures it)."""
-    return str(model_cfg.get("cell")) in RECURRENT_CELLS if model_cfg is not None else False
-
-
-def resolve_precision(accelerator: str, recurrent: bool = False) -> tuple[str, str]:
+def resolve_precision(accelerator: str) -> tuple[str, str]:
     """``auto``: the fastest precision native on the device at hand, and why, in words."""
     if uses_gpu(accelerator):
         if not torch.cuda.is_available():  # trainer=gpu without one: the trainer says so
@@ -103,14 +95,9 @@ def resolve_precision(accelerator: str, recurrent: bool = False) -> tuple[str, s
             return "bf16-mixed", f"{name} computes bf16 natively"
         return "16-mixed", f"{name} has no native bf16; float16 with a loss scaler"
     info = cpu_info()
-    if info.fast_bf16 and recurrent:
-        return "32-true", f"the CPU ({info.cpu_class}) {RECURRENT_REASON}"
     if info.fast_bf16:
         return "bf16-mixed", f"the CPU has AMX: bf16 matrix tiles ({info.cpu_class})"
     return "32-true", f"the CPU ({info.cpu_class}) {_slow_bf16_reason(info)}"
-
-
-RECURRENT_REASON = "trains recurrent layers slower in bf16 than in float32, even with AMX"
 
 
 def _slow_bf16_reason(info: CpuInfo) -> str:
@@ -119,16 +106,13 @@ def _slow_bf16_reason(info: CpuInfo) -> str:
     return "has no native bf16: bf16 would be emulated, slower than float32"
 
 
-def slow_bf16_warning(precision: str, accelerator: str, recurrent: bool = False) -> str | None:
+def slow_bf16_warning(precision: str, accelerator: str) -> str | None:
     """An explicit bf16 that this CPU trains slower than float32: one line, not an error."""
     info = cpu_info()
-    if str(precision) not in BF16 or uses_gpu(accelerator):
+    if str(precision) not in BF16 or uses_gpu(accelerator) or info.fast_bf16:
         return None
-    if info.fast_bf16 and not recurrent:
-        return None
-    why = RECURRENT_REASON if info.fast_bf16 else _slow_bf16_reason(info)
-    return (f"trainer.precision={precision}: this CPU ({info.cpu_class}) {why}; "
-            "trainer.precision=auto or 32-true is faster here")
+    return (f"trainer.precision={precision}: this CPU ({info.cpu_class}) "
+            f"{_slow_bf16_reason(info)}; trainer.precision=auto or 32-true is faster here")
 
 
 def lstm_bf16_missing(precision: str, accelerator: str) -> bool:

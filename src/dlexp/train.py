@@ -38,7 +38,7 @@ log = logging.getLogger("dlexp.train")
 
 def fit_and_test(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """One run, top to bottom. Everything that can be checked without data is checked first."""
-    chosen = resolve_precision(cfg.trainer, cfg.model)
+    chosen = resolve_precision(cfg.trainer)
     config.check(cfg, sweeping=cluster.sweeping())
     if chosen and cluster.is_rank_zero():
         log.info("precision: %s (trainer.precision=auto: %s)", cfg.trainer.precision, chosen)

@@ -25,26 +25,22 @@ NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 log = logging.getLogger("dlexp.trainer")
 
 
-def resolve_precision(trainer_cfg: DictConfig, model_cfg: DictConfig | None = None
-                      ) -> str | None:
-    """``precision: auto`` becomes the fastest precision native on this device for the model
-    (``model_cfg``), in the config itself, so the trainer, the hparams and metrics.json all see
-    what ran. Returns why, or None when the precision was given."""
+def resolve_precision(trainer_cfg: DictConfig) -> str | None:
+    """``precision: auto`` becomes the precision native on this device, in the config itself,
+    so the trainer, the hparams and metrics.json all see what ran. Returns why, or None when
+    the precision was given."""
     if str(trainer_cfg.get("precision")) != hardware.AUTO:
         return None
-    precision, why = hardware.resolve_precision(str(trainer_cfg.get("accelerator", "auto")),
-                                                hardware.is_recurrent(model_cfg))
+    precision, why = hardware.resolve_precision(str(trainer_cfg.get("accelerator", "auto")))
     trainer_cfg.precision = precision
     return why
 
 
 def build_trainer(trainer_cfg: DictConfig, callbacks: list[L.Callback], loggers: list,
-                  validate: bool = True, model_cfg: DictConfig | None = None,
-                  **kwargs: Any) -> L.Trainer:
-    """The Trainer; ``validate=False`` (``data.val_size=0``) runs no validation loop;
-    ``model_cfg`` is what ``precision: auto`` picks for."""
+                  validate: bool = True, **kwargs: Any) -> L.Trainer:
+    """The Trainer; ``validate=False`` (``data.val_size=0``) runs no validation loop."""
     use_runtime_cuda_check()
-    resolve_precision(trainer_cfg, model_cfg)
+    resolve_precision(trainer_cfg)
     if not validate:
         kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
     if "plugins" not in trainer_cfg and "plugins" not in kwargs:
