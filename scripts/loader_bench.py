@@ -74,7 +74,6 @@ MNIST_FILES = (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 RGB_CLASSES = 10
 RGB_SIDES = (48, 320)  # the synthetic images' sides are drawn from this range
 PROGRESS_EVERY = 10_000
-MNIST_IMAGES = 70_000
 TRAIN_GROUPS = ("mnist", "image_folder")
 TRAIN_RATIO_BAR = 0.9  # issue 20: the cached folder trains at >= 0.9x data=mnist's images/s
 PATTERN_CLASSES, PATTERN_SIDE = 10, 32
@@ -350,8 +349,8 @@ def train_overrides(group: str, pngs: Path, data_dir: Path, steps: int, run_dir:
     data = ["data=mnist"] if group == "mnist" else [
         "data=image_folder", f"data.root={pngs}", f"data.cache_dir={run_dir.parent / 'cache'}"]
     return [*data, "experiment=mnist_cnn", "callbacks=throughput", "logger=none", "test=false",
-            "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
-            "trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false",
+            "trainer.max_epochs=1", f"+trainer.limit_train_batches={steps}",
+            "+trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false",
             "+trainer.enable_model_summary=false", "data.val_size=5000",
             f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}", *extra]
 

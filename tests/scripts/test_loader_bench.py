@@ -127,6 +127,7 @@ def test_mnist_folder_mode_times_the_loaders_on_it(tmp_path: Path, tiny_mnist: P
 
 
 # ---------------------------------------------------------------- --train-throughput
+@pytest.mark.integration  # four (tiny) training runs
 def test_train_throughput_trains_both_data_groups(tmp_path: Path, tiny_mnist: Path) -> None:
     pngs = bench.mnist_folder(tmp_path / "pngs", tiny_mnist, workers=0)
     record = bench.train_throughput(pngs, tiny_mnist, steps=2, repeats=1, work_dir=tmp_path,
@@ -145,7 +146,7 @@ def test_train_throughput_overrides_differ_only_in_the_data(tmp_path: Path) -> N
     mnist, folder = (bench.train_overrides(g, *args) for g in bench.TRAIN_GROUPS)
     assert [o for o in mnist if not o.startswith("data=")] == [
         o for o in folder if not o.startswith(("data=", "data.root=", "data.cache_dir="))]
-    assert "trainer.limit_train_batches=50" in mnist and "data.val_size=5000" in mnist
+    assert "+trainer.limit_train_batches=50" in mnist and "data.val_size=5000" in mnist
 
 
 # ---------------------------------------------------------------- --peak-memory
@@ -172,6 +173,7 @@ def test_peak_memory_measures_scan_decode_and_a_pass(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]  # its cache dir is gone
 
 
+@pytest.mark.integration  # a subprocess
 def test_peak_memory_mode_measures_in_a_fresh_process(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "memory.json"
