@@ -169,6 +169,7 @@ def test_peak_memory_measures_scan_decode_and_a_pass(tmp_path: Path) -> None:
     assert record["images"] == 50 and record["image_shape"] == [3, 32, 32]
     rss = record["peak_rss_mb"]
     assert rss["process"] >= rss["before"] > 0
+    assert rss["data_path"] == pytest.approx(rss["process"] - rss["before"])
     assert record["under_limit"] == (rss["process"] < record["limit_mb"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]  # its cache dir is gone
 
