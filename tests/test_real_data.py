@@ -41,7 +41,14 @@ IMDB_POINTS = 0.005
 
 
 def run(overrides: list[str], out: Path, data_root: Path) -> dict:
-    metrics = train(compose_train(overrides, out, data_root))
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import read_write
+
+    cfg = compose_train(overrides, out, data_root)
+    with read_write(cfg.hydra.runtime):  # as in a train.py run: the texts' split goes there
+        cfg.hydra.runtime.output_dir = str(out)
+    HydraConfig().set_config(cfg)
+    metrics = train(cfg)
     assert metrics["status"] == "ok", metrics.get("error")
     print(f"{' '.join(o for o in overrides if o.startswith('data'))}: test/acc "
           f"{metrics['test/acc']:.4f}, fit {metrics['fit_s']} s")
