@@ -5,6 +5,7 @@ command reproduces. A result is a preset plus overrides, run as a user runs it (
     python scripts/reproduce.py quick              # the headline results (<= 15 min, 2 cores)
     python scripts/reproduce.py full               # every result in README.md and docs/
     python scripts/reproduce.py semi               # MNIST with 100 labels, three subsets
+    python scripts/reproduce.py loader             # image_folder's loading bars (issue 20)
     python scripts/reproduce.py mnist_cnn          # named results or sets, in order
     python scripts/reproduce.py --check quick      # run again and compare with the records
     python scripts/reproduce.py --table            # the tables README.md and docs/ show
@@ -59,8 +60,9 @@ class Result:
     prepare: tuple[str, ...] = ()   # a command run first (a script under REPO), "{work}" as above
     bench: tuple[str, ...] = ()     # scripts/benchmark.py arguments instead of a training run
     shell: tuple[tuple[str, str], ...] = ()  # (row label, shell command): timed commands
-    script: tuple[str, ...] = ()    # a script under REPO (and its arguments) that writes its
-                                    # metrics to the file named by its --json option
+    script: tuple[str, ...] = ()    # a script under REPO (and its arguments, "{work}" as
+                                    # above) that writes its metrics to the file named by its
+                                    # --json option
     tolerance: float = TOLERANCE
 
 
@@ -111,11 +113,25 @@ RESULTS_DEFS: dict[str, Result] = {
                          script=("scripts/nbsvm.py",)),
     "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
                           bench=("--bench", "mnist", "--steps", "300", "--repeats", "3")),
+    # issue 20's loading bars, on the MNIST PNG folders (exported into the record's folder)
+    # and on 200k generated images; the records keep the script's whole report
+    "loader_mnist_folder": Result("data=image_folder vs torchvision ImageFolder, MNIST PNGs", (),
+                                  script=("scripts/loader_bench.py", "--mnist-folder",
+                                          "{work}/mnist_png", "--workers", "2")),
+    "loader_train_throughput": Result("training through the MNIST PNG folder vs data=mnist", (),
+                                      script=("scripts/loader_bench.py", "--train-throughput",
+                                              "{work}/mnist_png", "--steps", "200",
+                                              "--repeats", "3")),
+    "loader_peak_memory_200k": Result("peak memory through 200k generated images", (),
+                                      script=("scripts/loader_bench.py", "--peak-memory",
+                                              "{work}/images_200k", "--images", "200000",
+                                              "--workers", "2")),
 }
 SETS: dict[str, list[str]] = {
     "quick": ["mnist_cnn", "imdb_lstm"],
     "semi": ["mnist_supervised_100", "mnist_pseudo_label", "mnist_pseudo_label_long",
              "mnist_fixmatch", "mnist_fixmatch_best"],
+    "loader": ["loader_mnist_folder", "loader_train_throughput", "loader_peak_memory_200k"],
     "full": list(RESULTS_DEFS),
 }
 
@@ -282,8 +298,9 @@ def script_run(result: Result, work: Path) -> dict[str, Any]:
     """A script that trains and scores a model itself; its metrics and whole-process time."""
     out = work / "metrics.json"
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(REPO / result.script[0]), *result.script[1:],
-                           "--json", str(out)], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(REPO / result.script[0]),
+                           *_filled(result.script[1:], work), "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"error: {' '.join(result.script)} failed: {done.stderr.strip()[-300:]}")
     return {"variant": "", "seed": None, "wall_s": round(time.perf_counter() - start, 2),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 
 spec = importlib.util.spec_from_file_location("loader_bench", REPO / "scripts" / "loader_bench.py")
 bench = importlib.util.module_from_spec(spec)
+sys.modules["loader_bench"] = bench  # its writers' worker processes find its functions here
 spec.loader.exec_module(bench)
 
 
@@ -89,3 +91,97 @@ def test_json_holds_the_record(tiny_folder: Path, tmp_path: Path,
     assert record["image_shape"] == [3, 8, 10]
     assert set(record["ratio"]) == {"first_epoch", "cached_epoch", "later_run"}
     assert "| image_folder: cached epoch |" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the MNIST split folders
+def test_mnist_folder_exports_train_and_test_once(tmp_path: Path, tiny_mnist: Path) -> None:
+    out = tmp_path / "pngs"
+    assert bench.mnist_folder(out, tiny_mnist, workers=2) == out
+    for split, n in (("train", 600), ("test", 200)):
+        files = list((out / split).rglob("*.png"))
+        assert len(files) == n and {f.parent.name for f in files} == {str(d) for d in range(10)}
+    x, y = bench.mnist_part(tiny_mnist, *bench.MNIST_FILES[1])
+    assert np.array_equal(np.asarray(Image.open(out / "test" / str(y[7]) / "7.png")), x[7])
+    stamp = (out / "train" / "0").stat().st_mtime_ns
+    bench.mnist_folder(out, tiny_mnist)  # complete: reused, nothing written
+    assert (out / "train" / "0").stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_mnist_folder_refuses_a_folder_it_did_not_make(tmp_path: Path, tiny_mnist: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    assert bench.main(["--mnist-folder", str(tmp_path / "photos"), "--data-dir",
+                       str(tiny_mnist)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["cat.jpg"]
+
+
+def test_mnist_folder_mode_times_the_loaders_on_it(tmp_path: Path, tiny_mnist: Path) -> None:
+    out = tmp_path / "loader.json"
+    assert bench.main(["--mnist-folder", str(tmp_path / "pngs"), "--data-dir", str(tiny_mnist),
+                       "--workers", "0", "--work-dir", str(tmp_path), "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["images"] == 800 and record["image_shape"] == [1, 28, 28]
+
+
+# ---------------------------------------------------------------- --train-throughput
+@pytest.mark.integration  # four (tiny) training runs
+def test_train_throughput_trains_both_data_groups(tmp_path: Path, tiny_mnist: Path) -> None:
+    pngs = bench.mnist_folder(tmp_path / "pngs", tiny_mnist, workers=0)
+    record = bench.train_throughput(pngs, tiny_mnist, steps=2, repeats=1, work_dir=tmp_path,
+                                    extra=("data.val_size=100", "trainer.accelerator=cpu"))
+    rates = record["images_per_s"]
+    assert set(rates) == {"mnist", "image_folder"}
+    assert all(len(r) == 1 and r[0] > 0 and math.isfinite(r[0]) for r in rates.values())
+    assert record["ratio"]["median"] == pytest.approx(rates["image_folder"][0] / rates["mnist"][0])
+    assert record["ratio"]["bar"] == 0.9
+    assert "image_folder / mnist:" in bench.train_table(record)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pngs"]  # the runs' folder is gone
+
+
+def test_train_throughput_overrides_differ_only_in_the_data(tmp_path: Path) -> None:
+    args = [tmp_path / "pngs", tmp_path, 50, tmp_path / "run"]
+    mnist, folder = (bench.train_overrides(g, *args) for g in bench.TRAIN_GROUPS)
+    assert [o for o in mnist if not o.startswith("data=")] == [
+        o for o in folder if not o.startswith(("data=", "data.root=", "data.cache_dir="))]
+    assert "+trainer.limit_train_batches=50" in mnist and "data.val_size=5000" in mnist
+
+
+# ---------------------------------------------------------------- --peak-memory
+def test_pattern_folder_is_generated_once_and_learnable(tmp_path: Path) -> None:
+    out = bench.pattern_folder(tmp_path / "gen", 40, workers=2)
+    files = sorted(out.rglob("*.png"))
+    assert len(files) == 40 and len({f.parent.name for f in files}) == bench.PATTERN_CLASSES
+    image = Image.open(files[0])
+    assert image.mode == "RGB" and image.size == (bench.PATTERN_SIDE, bench.PATTERN_SIDE)
+    a, b = (bench.pattern_image(label, seed=0).astype(int) for label in (0, 5))
+    assert np.abs(a - b).mean() > 20  # the classes differ beyond the noise
+    assert bench.pattern_folder(out, 40) == out  # reused
+    with pytest.raises(bench.DataError, match="holds 40 generated images, not 50"):
+        bench.pattern_folder(out, 50)
+
+
+def test_peak_memory_measures_scan_decode_and_a_pass(tmp_path: Path) -> None:
+    root = bench.pattern_folder(tmp_path / "gen", 50, workers=0)
+    record = bench.peak_memory(root, workers=0, batch_size=16, work_dir=tmp_path)
+    assert record["images"] == 50 and record["image_shape"] == [3, 32, 32]
+    rss = record["peak_rss_mb"]
+    assert rss["process"] >= rss["before"] > 0
+    assert rss["data_path"] == pytest.approx(rss["process"] - rss["before"])
+    assert record["under_limit"] == (rss["process"] < record["limit_mb"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]  # its cache dir is gone
+
+
+@pytest.mark.integration  # a subprocess
+def test_peak_memory_mode_measures_in_a_fresh_process(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "memory.json"
+    assert bench.main(["--peak-memory", str(tmp_path / "gen"), "--images", "30", "--workers",
+                       "0", "--batch-size", "8", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["images"] == 30 and record["limit_mb"] == 1500 and "meta" in record
+    assert "peak RSS" in capsys.readouterr().out
+    assert bench.main(["--peak-memory", str(tmp_path / "gen"), "--images", "0"]) == 2
+    assert "--images must be at least 1" in capsys.readouterr().err

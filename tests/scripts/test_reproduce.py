@@ -177,3 +177,17 @@ def test_a_script_result_records_the_metrics_it_writes(tmp_path: Path,
     run = rec["runs"][0]
     assert run["wall_s"] > run["fit_s"] > 0 and 0.5 < run["test/acc"] <= 1.0
     assert rec["summary"][""]["test/acc"] == run["test/acc"]
+
+
+@pytest.mark.integration
+def test_a_script_result_runs_in_the_records_own_folder(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
+    monkeypatch.setitem(reproduce.RESULTS_DEFS, "tiny_memory", reproduce.Result(
+        "tiny peak memory", (), script=("scripts/loader_bench.py", "--peak-memory",
+                                        "{work}/images", "--images", "20", "--workers", "0")))
+    assert reproduce.main(["tiny_memory", "--threads", "1", "--patience", "0"]) == 0
+    rec = json.loads((reproduce.RESULTS / "tiny_memory.json").read_text())
+    assert rec["command"].endswith("--peak-memory {work}/images --images 20 --workers 0")
+    run = rec["runs"][0]
+    assert run["images"] == 20 and run["peak_rss_mb"]["process"] > 0 and run["wall_s"] > 0
