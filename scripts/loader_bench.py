@@ -1,5 +1,5 @@
 """Loading speed of ``data=image_folder`` against torchvision's ``ImageFolder`` + ``DataLoader``
-with the same transforms and workers, measured in the same run (issue 20's bars: the first
+with the same transforms and workers, measured in the same run (the targets: the first
 epoch >= 1.0x the anchor, cached epochs >= 5x).
 
     python scripts/loader_bench.py --make DIR --source mnist|rgb [--n N]   # a folder to time
@@ -75,9 +75,9 @@ RGB_CLASSES = 10
 RGB_SIDES = (48, 320)  # the synthetic images' sides are drawn from this range
 PROGRESS_EVERY = 10_000
 TRAIN_GROUPS = ("mnist", "image_folder")
-TRAIN_RATIO_BAR = 0.9  # issue 20: the cached folder trains at >= 0.9x data=mnist's images/s
+TRAIN_RATIO_BAR = 0.9  # the target: the cached folder trains at >= 0.9x data=mnist's images/s
 PATTERN_CLASSES, PATTERN_SIDE = 10, 32
-PEAK_LIMIT_MB = 1500  # issue 20: under 1.5 GB through a folder of 200k images
+PEAK_LIMIT_MB = 1500  # the target: under 1.5 GB through a folder of 200k images
 
 
 def progress(message: str) -> None:

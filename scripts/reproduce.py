@@ -5,7 +5,7 @@ command reproduces. A result is a preset plus overrides, run as a user runs it (
     python scripts/reproduce.py quick              # the headline results (<= 15 min, 2 cores)
     python scripts/reproduce.py full               # every result in README.md and docs/
     python scripts/reproduce.py semi               # MNIST with 100 labels, three subsets
-    python scripts/reproduce.py loader             # image_folder's loading bars (issue 20)
+    python scripts/reproduce.py loader             # image_folder's loading targets
     python scripts/reproduce.py mnist_cnn          # named results or sets, in order
     python scripts/reproduce.py --check quick      # run again and compare with the records
     python scripts/reproduce.py --table            # the tables README.md and docs/ show
@@ -113,7 +113,7 @@ RESULTS_DEFS: dict[str, Result] = {
                          script=("scripts/nbsvm.py",)),
     "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
                           bench=("--bench", "mnist", "--steps", "300", "--repeats", "3")),
-    # issue 20's loading bars, on the MNIST PNG folders (exported into the record's folder)
+    # image_folder's loading targets, on the MNIST PNG folders (exported into the record's folder)
     # and on 200k generated images; the records keep the script's whole report
     "loader_mnist_folder": Result("data=image_folder vs torchvision ImageFolder, MNIST PNGs", (),
                                   script=("scripts/loader_bench.py", "--mnist-folder",
