@@ -55,6 +55,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from functools import partial
@@ -441,8 +442,8 @@ def peak_memory(root: Path, workers: int = 2, batch_size: int = 64,
     cache, and one pass over every batch (train, val, test), and how much of it came after the
     imports (torch and Lightning alone hold most of a GB). Run it in a fresh process: the peak
     counts everything the process did before."""
-    before = _own_peak_rss_mb()
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+    before, anonymous_before = _own_peak_rss_mb(), _status_mb("RssAnon:")
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp, AnonymousPeak() as anonymous:
         dm, build_s = _timed(partial(ImageFolderDataModule, root=str(root),
                                      batch_size=batch_size, eval_batch_size=batch_size,
                                      val_size=0.1, test_size=0.1, workers=workers,
@@ -454,19 +455,50 @@ def peak_memory(root: Path, workers: int = 2, batch_size: int = 64,
     return {"images": count, "image_shape": shape, "workers": workers, "batch_size": batch_size,
             "seconds": {"build": build_s, "pass": pass_s},
             "peak_rss_mb": {"process": peak, "before": before, "data_path": peak - before,
+                            "anonymous": anonymous.peak_mb,
+                            "anonymous_before": anonymous_before,
                             "workers": _peak_rss_mb(resource.RUSAGE_CHILDREN)},
             "limit_mb": PEAK_LIMIT_MB, "under_limit": peak < PEAK_LIMIT_MB}
+
+
+class AnonymousPeak:
+    """The peak of this process's anonymous memory (RssAnon), sampled by a thread: the RSS peak
+    also counts the decoded cache's file pages that a pass maps in, which the kernel can drop
+    and read again, so a folder larger than memory still trains."""
+
+    def __init__(self, every_s: float = 0.005) -> None:
+        self.every_s, self.peak_mb, self._stop = every_s, 0.0, threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, _status_mb("RssAnon:"))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> AnonymousPeak:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _status_mb("RssAnon:"))
+
+
+def _status_mb(key: str) -> float:
+    """A field of /proc/self/status in MB (0 where there is none)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0.0
+    line = next((line for line in status.splitlines() if line.startswith(key)), None)
+    return int(line.split()[1]) / 1024 if line else 0.0
 
 
 def _own_peak_rss_mb() -> float:
     """This process's peak RSS: Linux's VmHWM, which starts afresh at exec (``ru_maxrss`` keeps
     the peak of the process that started this one, a child's fork of it included)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return _peak_rss_mb(resource.RUSAGE_SELF)
-    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), None)
-    return int(line.split()[1]) / 1024 if line else _peak_rss_mb(resource.RUSAGE_SELF)
+    return _status_mb("VmHWM:") or _peak_rss_mb(resource.RUSAGE_SELF)
 
 
 def peak_memory_fresh(root: Path, workers: int, batch_size: int,
@@ -487,7 +519,8 @@ def memory_table(record: dict) -> str:
     return (f"{record['images']} images -> {'x'.join(map(str, record['image_shape']))}: scan + "
             f"decode {record['seconds']['build']:.1f} s, one pass {record['seconds']['pass']:.1f}"
             f" s; peak RSS {rss['process']:.0f} MB ({rss['before']:.0f} MB after the imports, "
-            f"{rss['data_path']:.0f} MB more for the data; "
+            f"{rss['data_path']:.0f} MB more for the data; anonymous memory at most "
+            f"{rss.get('anonymous', 0):.0f} MB, the rest the cache's file pages; "
             f"largest worker {rss['workers']:.0f} MB); limit {record['limit_mb']} MB: "
             f"{'under' if record['under_limit'] else 'OVER'}")
 

@@ -155,6 +155,8 @@ TABLES: dict[str, Table] = {
     "transfer": Table("docs/semi_supervised_and_transfer.md", ["mnist_transfer"]),
     "benchmarks": Table("docs/benchmarks.md", ["bench_mnist"], ["ratio"]),
     "text": Table("docs/text.md", ["imdb_lstm", "imdb_nbsvm"]),
+    "loading": Table("docs/benchmarks.md", ["loader_mnist_folder", "loader_train_throughput",
+                                            "loader_peak_memory_200k"], ["loading"]),
 }
 HEADERS = {"test/acc": "test acc", "val/acc": "val acc", "wall_s": "whole process",
            "fit_s": "training", "ratio": "framework / plain"}
@@ -444,6 +446,8 @@ def table(name: str) -> str:
     link = "results/" if "/" not in spec.doc else "../results/"
     if spec.columns == ["ratio"]:
         return _bench_table(spec, link)
+    if spec.columns == ["loading"]:
+        return _loading_table(spec, link)
     lines = ["| result | command | " + " | ".join(HEADERS[c] for c in spec.columns)
              + " | CPU | record |",
              "| --- | --- | " + " | ".join("---" for _ in spec.columns) + " | --- | --- |"]
@@ -503,6 +507,37 @@ def _bench_table(spec: Table, link: str) -> str:
                 lines.append(f"| {r['bench']}/{r['case']} | {r['median']['framework']:.0f} | "
                              f"{r['median']['plain']:.0f} | {r['ratio']['median']:.3f} | "
                              f"{_cpu(rec)} | [{rec['_file']}]({link}{rec['_file']}) |")
+    return "\n".join(lines)
+
+
+def _loading_rows(name: str, run: dict) -> list[tuple[str, str, str]]:
+    """(measurement, value, target) rows of one loader_bench record."""
+    if name == "loader_mnist_folder":
+        sec, ratio = run["seconds"], run["ratio"]
+        n = f"{run['images'] // 1000}k MNIST PNGs"
+        return [(f"first epoch (scan, decode, pass) on {n}, vs torchvision `ImageFolder` + "
+                 "`DataLoader`", f"{ratio['first_epoch']:.2f}x", ">= 1.0x"),
+                ("a cached epoch, vs the same", f"{ratio['cached_epoch']:.0f}x", ">= 5x"),
+                (f"scan of the {n}: first / nothing changed",
+                 f"{sec['scan_cold']:.2f} s / {sec['scan_warm']:.2f} s", "<= 30 s / <= 1 s")]
+    if name == "loader_train_throughput":
+        return [("training `experiment=mnist_cnn` through the cached PNG folder, vs `data=mnist`",
+                 f"{run['ratio']['median']:.2f}x", f">= {run['ratio']['bar']}x")]
+    rss = run["peak_rss_mb"]
+    return [(f"peak memory through {run['images'] // 1000}k generated images (scan, decode, "
+             "one epoch): resident / allocated", f"{rss['process']:.0f} MB / "
+             f"{rss['anonymous']:.0f} MB ({rss['before']:.0f} / {rss['anonymous_before']:.0f} "
+             "MB after the imports)", f"< {run['limit_mb']} MB")]
+
+
+def _loading_table(spec: Table, link: str) -> str:
+    lines = ["| measurement | measured | target | CPU | record |",
+             "| --- | --- | --- | --- | --- |"]
+    for row in spec.rows:
+        for rec in map(_quiet, records(row)):
+            for what, value, target in _loading_rows(row, rec["runs"][0]):
+                lines.append(f"| {what} | {value} | {target} | {_cpu(rec)} | "
+                             f"[{rec['_file']}]({link}{rec['_file']}) |")
     return "\n".join(lines)
 
 
