@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +172,17 @@ def test_peak_memory_measures_scan_decode_and_a_pass(tmp_path: Path) -> None:
     assert rss["process"] >= rss["before"] > 0
     assert rss["data_path"] == pytest.approx(rss["process"] - rss["before"])
     assert record["under_limit"] == (rss["process"] < record["limit_mb"])
+    # allocated memory: part of the resident, and it grew (or held) while the data was read
+    assert 0 < rss["anonymous_before"] <= rss["anonymous"] <= rss["process"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]  # its cache dir is gone
+
+
+def test_the_anonymous_peak_sees_an_allocation_made_inside() -> None:
+    with bench.AnonymousPeak(every_s=0.001) as peak:
+        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MB, touched
+        time.sleep(0.05)
+        del block
+    assert peak.peak_mb >= bench._status_mb("RssAnon:") + 50
 
 
 @pytest.mark.integration  # a subprocess
