@@ -118,6 +118,11 @@ RESULTS_DEFS: dict[str, Result] = {
     "loader_mnist_folder": Result("data=image_folder vs torchvision ImageFolder, MNIST PNGs", (),
                                   script=("scripts/loader_bench.py", "--mnist-folder",
                                           "{work}/mnist_png", "--workers", "2")),
+    "loader_rgb_folder": Result("data=image_folder vs torchvision ImageFolder, mixed RGB", (),
+                                prepare=("scripts/loader_bench.py", "--make", "{work}/rgb",
+                                         "--source", "rgb", "--n", "5000"),
+                                script=("scripts/loader_bench.py", "{work}/rgb", "--size", "128",
+                                        "128", "--workers", "2")),
     "loader_train_throughput": Result("training through the MNIST PNG folder vs data=mnist", (),
                                       script=("scripts/loader_bench.py", "--train-throughput",
                                               "{work}/mnist_png", "--steps", "200",
@@ -131,7 +136,8 @@ SETS: dict[str, list[str]] = {
     "quick": ["mnist_cnn", "imdb_lstm"],
     "semi": ["mnist_supervised_100", "mnist_pseudo_label", "mnist_pseudo_label_long",
              "mnist_fixmatch", "mnist_fixmatch_best"],
-    "loader": ["loader_mnist_folder", "loader_train_throughput", "loader_peak_memory_200k"],
+    "loader": ["loader_mnist_folder", "loader_rgb_folder", "loader_train_throughput",
+               "loader_peak_memory_200k"],
     "full": list(RESULTS_DEFS),
 }
 
@@ -155,8 +161,9 @@ TABLES: dict[str, Table] = {
     "transfer": Table("docs/semi_supervised_and_transfer.md", ["mnist_transfer"]),
     "benchmarks": Table("docs/benchmarks.md", ["bench_mnist"], ["ratio"]),
     "text": Table("docs/text.md", ["imdb_lstm", "imdb_nbsvm"]),
-    "loading": Table("docs/benchmarks.md", ["loader_mnist_folder", "loader_train_throughput",
-                                            "loader_peak_memory_200k"], ["loading"]),
+    "loading": Table("docs/benchmarks.md", ["loader_mnist_folder", "loader_rgb_folder",
+                                            "loader_train_throughput", "loader_peak_memory_200k"],
+                     ["loading"]),
 }
 HEADERS = {"test/acc": "test acc", "val/acc": "val acc", "wall_s": "whole process",
            "fit_s": "training", "ratio": "framework / plain"}
@@ -327,9 +334,9 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
     result = RESULTS_DEFS[name]
     info = machine(threads)
     before = wait_for_quiet(info["cores"], patience_s)
-    prepared = None
     with OtherLoad() as others, tempfile.TemporaryDirectory(prefix=f"reproduce-{name}-") as tmp:
         work = Path(tmp)
+        prepared = prepare(result, work) if result.prepare else None
         if result.bench:
             runs = [bench_run(result, threads, work)]
         elif result.shell:
@@ -337,7 +344,6 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
         elif result.script:
             runs = [script_run(result, work)]
         else:
-            prepared = prepare(result, work) if result.prepare else None
             runs = [train_run(result, seed, threads, work, variant)
                     for variant in (result.variants or (("", ()),))
                     for seed in (result.seeds or (None,))]
@@ -512,14 +518,18 @@ def _bench_table(spec: Table, link: str) -> str:
 
 def _loading_rows(name: str, run: dict) -> list[tuple[str, str, str]]:
     """(measurement, value, target) rows of one loader_bench record."""
-    if name == "loader_mnist_folder":
-        sec, ratio = run["seconds"], run["ratio"]
-        n = f"{run['images'] // 1000}k MNIST PNGs"
-        return [(f"first epoch (scan, decode, pass) on {n}, vs torchvision `ImageFolder` + "
+    if name in ("loader_mnist_folder", "loader_rgb_folder"):
+        sec, ratio, k = run["seconds"], run["ratio"], f"{run['images'] // 1000}k"
+        n = f"{k} MNIST PNGs" if name == "loader_mnist_folder" else \
+            f"{k} RGB JPEGs and PNGs of mixed sizes, to {'x'.join(map(str, run['image_shape'][1:]))}"
+        rows = [(f"first epoch (scan, decode, pass) on {n}, vs torchvision `ImageFolder` + "
                  "`DataLoader`", f"{ratio['first_epoch']:.2f}x", ">= 1.0x"),
-                ("a cached epoch, vs the same", f"{ratio['cached_epoch']:.0f}x", ">= 5x"),
-                (f"scan of the {n}: first / nothing changed",
-                 f"{sec['scan_cold']:.2f} s / {sec['scan_warm']:.2f} s", "<= 30 s / <= 1 s")]
+                ("a cached epoch, vs the same", f"{ratio['cached_epoch']:.0f}x", ">= 5x")]
+        if name == "loader_mnist_folder":
+            rows.append((f"scan of the {n}: first / nothing changed",
+                         f"{sec['scan_cold']:.2f} s / {sec['scan_warm']:.2f} s",
+                         "<= 30 s / <= 1 s"))
+        return rows
     if name == "loader_train_throughput":
         return [("training `experiment=mnist_cnn` through the cached PNG folder, vs `data=mnist`",
                  f"{run['ratio']['median']:.2f}x", f">= {run['ratio']['bar']}x")]
