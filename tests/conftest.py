@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import struct
+import sys
+import types
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,20 @@ from dlexp.data.idx import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(REPO / "conf")
+
+
+def script_module(name: str) -> types.ModuleType:
+    """``scripts/<name>.py`` as the module ``name``, loaded once for the whole session: its
+    dataclasses and its worker processes look it up in ``sys.modules``, and a second copy of it
+    would make pickling its functions fail."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 # whole runs, subprocesses, sweeps, DDP, real data: `pytest -m "not integration"` skips them
 INTEGRATION_MODULES = {
     "test_train.py", "test_train_text.py", "test_eval_predict.py", "test_transfer.py",

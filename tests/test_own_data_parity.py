@@ -6,23 +6,18 @@ Parquet table (``data=text_table``), each trained as its built-in twin (``data=m
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, REPO, compose_train
+from conftest import FAST, compose_train, script_module
 
 from dlexp.train import train
 
 pytestmark = pytest.mark.slow
 
-spec = importlib.util.spec_from_file_location("loader_bench", REPO / "scripts" / "loader_bench.py")
-bench = importlib.util.module_from_spec(spec)
-sys.modules["loader_bench"] = bench  # its exporter's worker processes find its functions here
-spec.loader.exec_module(bench)
+bench = script_module("loader_bench")
 
 # the tuned CNN (3 epochs); data=mnist holds out 5000 training images for validation
 MNIST_RUN = [*FAST, "experiment=mnist_cnn", "logger=none", "data.val_size=5000"]

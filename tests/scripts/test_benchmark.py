@@ -3,7 +3,6 @@ script, never to timed tests)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -12,14 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, script_module
 
 from dlexp import hardware
 
-spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-bench = importlib.util.module_from_spec(spec)
-sys.modules["benchmark"] = bench  # its dataclasses look their module up
-spec.loader.exec_module(bench)
+bench = script_module("benchmark")
 
 SHORT = ["--steps", "3", "--warmup", "1", "--repeats", "2"]
 

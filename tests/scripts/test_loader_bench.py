@@ -3,22 +3,18 @@ measurements themselves belong to the script, never to timed tests)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+import mmap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import script_module
 from PIL import Image
 
-spec = importlib.util.spec_from_file_location("loader_bench", REPO / "scripts" / "loader_bench.py")
-bench = importlib.util.module_from_spec(spec)
-sys.modules["loader_bench"] = bench  # its writers' worker processes find its functions here
-spec.loader.exec_module(bench)
+bench = script_module("loader_bench")
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +174,12 @@ def test_peak_memory_measures_scan_decode_and_a_pass(tmp_path: Path) -> None:
 
 
 def test_the_anonymous_peak_sees_an_allocation_made_inside() -> None:
+    size = 64 * 2**20
     with bench.AnonymousPeak(every_s=0.001) as peak:
-        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MB, touched
+        block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # fresh pages
+        block.write(b"\1" * size)
         time.sleep(0.05)
-        del block
+        block.close()
     assert peak.peak_mb >= bench._status_mb("RssAnon:") + 50
 
 

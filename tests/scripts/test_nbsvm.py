@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, TEST_ONLY, make_imdb_tree
+from conftest import TEST_ONLY, make_imdb_tree, script_module
 from scipy import sparse
 
-spec = importlib.util.spec_from_file_location("nbsvm", REPO / "scripts" / "nbsvm.py")
-nbsvm = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(nbsvm)
+nbsvm = script_module("nbsvm")
 
 
 def test_grams_are_the_tokenizers_words_and_their_pairs() -> None:

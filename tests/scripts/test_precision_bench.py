@@ -3,17 +3,12 @@ to the script, never to a test)."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from conftest import REPO
+from conftest import script_module
 
 from dlexp import hardware
 
-spec = importlib.util.spec_from_file_location("precision_bench",
-                                              REPO / "scripts" / "precision_bench.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+bench = script_module("precision_bench")
 
 
 def test_both_precisions_are_timed_and_auto_is_named(capsys: pytest.CaptureFixture) -> None:

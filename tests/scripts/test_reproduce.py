@@ -3,7 +3,6 @@ docs/ that must equal the records."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,12 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_DATA
+from conftest import REPO, TINY_DATA, script_module
 
-spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
-reproduce = importlib.util.module_from_spec(spec)
-sys.modules["reproduce"] = reproduce  # its dataclasses look their module up
-spec.loader.exec_module(reproduce)
+reproduce = script_module("reproduce")
 
 
 def test_every_table_in_the_docs_equals_its_records() -> None:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO, TEST_ONLY, compose_train
+from conftest import FAST, TEST_ONLY, compose_train, script_module
 
 from dlexp import checkpoint
 from dlexp.models.word_vectors import read_word_vectors
 from dlexp.train import train
 
-spec = importlib.util.spec_from_file_location("word_vectors", REPO / "scripts" / "word_vectors.py")
-wv = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(wv)
+wv = script_module("word_vectors")
 
 
 def test_cooccurrences_are_symmetric_weighted_and_stay_inside_a_review() -> None:
