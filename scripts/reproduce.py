@@ -264,7 +264,7 @@ def train_run(result: Result, seed: int | None, threads: int, work: Path,
         raise SystemExit(f"error: {' '.join(overrides)} failed: "
                          f"{metrics.get('error') or done.stderr.strip()[-300:]}")
     keep = ("test/acc", "test/loss", "test/f1", "val/acc", "val/loss", "epoch", "global_step",
-            "fit_s", "train/samples_per_s")
+            "fit_s", "train/samples_per_s", "precision")
     return {"variant": variant[0], "seed": seed, "wall_s": wall,
             **{k: metrics.get(k) for k in keep},
             "curves": _curves(run_dir / "figures" / "curves.csv")}
@@ -355,9 +355,16 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
     return {"name": name, "command": command, "overrides": list(result.overrides),
             "seeds": list(result.seeds), "prepare": prepared, "git": git_state(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": {**info, "load_before": before, "load_after": after,
+            "machine": {**info, **ran_in(runs), "load_before": before, "load_after": after,
                         "other_cores": others.cores, "loaded": loaded},
             "versions": versions(), "runs": runs, "summary": summarize(runs)}
+
+
+def ran_in(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The precision the training runs resolved (``trainer.precision=auto`` picks it per CPU
+    class), for the record's machine; {} for scripts and benchmarks."""
+    used = sorted({r["precision"] for r in runs if "precision" in r})
+    return {"precision": used[0] if len(used) == 1 else used} if used else {}
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -51,6 +51,8 @@ def test_a_record_holds_the_run_and_where_it_ran(tiny_result: str, capsys) -> No
     assert rec["machine"]["cores"] >= 1 and rec["machine"]["threads"] == 1
     assert len(rec["machine"]["load_before"]) == 3 and "loaded" in rec["machine"]
     assert rec["machine"]["other_cores"] >= 0
+    # the precision the runs trained in (what precision=auto resolved to, or the one given)
+    assert rec["machine"]["precision"] == rec["runs"][0]["precision"] == "32-true"
     assert set(rec["versions"]) == {"python", "torch", "lightning", "dlexp"}
     for run in rec["runs"]:
         assert run["wall_s"] > run["fit_s"] > 0 and run["epoch"] == 2
