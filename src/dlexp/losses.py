@@ -4,7 +4,7 @@ cross-entropy on each output (:class:`BinaryCrossEntropy`, ``loss=bce``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,33 +15,37 @@ def class_weights(spec: str | Sequence[float] | None, counts: torch.Tensor | Non
                   ) -> torch.Tensor | None:
     """``balanced`` weights classes by n / (C * count_c), as scikit-learn does; a list is used
     as given; ``None`` means unweighted."""
-    if spec is None:
-        return None
-    if spec == "balanced":
+    def balanced() -> torch.Tensor:
         if counts is None:
             raise ValueError("loss.class_weights=balanced needs the class counts of the data")
-        counts = counts.float().clamp(min=1)
-        return counts.sum() / (len(counts) * counts)
-    if isinstance(spec, str):
-        raise ValueError(f"loss.class_weights must be 'balanced', a list or null, got {spec!r}")
-    return torch.tensor(list(spec), dtype=torch.float)
+        c = counts.float().clamp(min=1)
+        return c.sum() / (len(c) * c)
+    return _weights("class_weights", spec, balanced)
 
 
 def positive_weights(spec: str | Sequence[float] | None, targets: torch.Tensor | None
                      ) -> torch.Tensor | None:
     """BCE's ``pos_weight`` per label: ``balanced`` is negatives / positives of the training
     targets (N, C) (PyTorch's suggestion), a list is used as given, ``None`` is unweighted."""
-    if spec is None:
-        return None
-    if spec == "balanced":
+    def balanced() -> torch.Tensor | None:
         if targets is None:
             raise ValueError("loss.pos_weight=balanced needs the training targets")
         if not len(targets):  # a checkpoint evaluated on new data: no training split here
             return None
         positives = targets.float().sum(0)
         return (len(targets) - positives) / positives.clamp(min=1)
+    return _weights("pos_weight", spec, balanced)
+
+
+def _weights(key: str, spec: str | Sequence[float] | None,
+             balanced: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
+    """``loss.<key>``: null (unweighted), ``balanced`` (computed from the data) or a list."""
+    if spec is None:
+        return None
+    if spec == "balanced":
+        return balanced()
     if isinstance(spec, str):
-        raise ValueError(f"loss.pos_weight must be 'balanced', a list or null, got {spec!r}")
+        raise ValueError(f"loss.{key} must be 'balanced', a list or null, got {spec!r}")
     return torch.tensor(list(spec), dtype=torch.float)
 
 
