@@ -25,6 +25,7 @@ than a quarter of a core, is marked ``loaded`` and kept out of the tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import json
@@ -32,11 +33,13 @@ import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ from dlexp import hardware
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
+KEPT = REPO / "outputs" / "records"  # the folders of results that others start from (git-ignored)
 TOLERANCE = 0.002  # test accuracy a re-run may differ by (thread scheduling changes float sums)
 
 
@@ -64,6 +68,9 @@ class Result:
                                     # above) that writes its metrics to the file named by its
                                     # --json option
     tolerance: float = TOLERANCE
+    keep: bool = False              # its folder outlives the record (outputs/records/<name>):
+                                    # another result starts from what it made
+    needs: tuple[str, ...] = ()     # kept results it starts from ("{records}" in its overrides)
 
 
 # all but the check that the tables equal the records: a new record is not written yet
@@ -109,6 +116,12 @@ RESULTS_DEFS: dict[str, Result] = {
          '{work}/venv/bin/pip install -q -c {repo}/.ci/constraints.txt '
          '-e "{repo}[sweep,dev,export]"'),
         ("fast tests on Python 3.12", FAST_TESTS.replace("{python}", "{work}/venv/bin/python")))),
+    "imdb_lm": Result("BiLSTM language model, 1 epoch of train + unlabeled reviews",
+                      ("experiment=imdb_lm",), keep=True),
+    "imdb_lstm_best": Result("BiLSTM fine-tuned from the language model",
+                             ("experiment=imdb_lstm_best",
+                              "transfer.source={records}/imdb_lm/run/checkpoints/last.ckpt"),
+                             seeds=(0, 1, 2), needs=("imdb_lm",), tolerance=0.004),
     "imdb_nbsvm": Result("NB-weighted logistic regression, uni+bigrams (NBSVM-LR)", (),
                          script=("scripts/nbsvm.py",)),
     "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
@@ -271,7 +284,34 @@ def train_run(result: Result, seed: int | None, threads: int, work: Path,
 
 
 def _filled(args: tuple[str, ...], work: Path) -> list[str]:
-    return [a.replace("{work}", str(work)) for a in args]
+    return [a.replace("{work}", str(work)).replace("{records}", str(KEPT)) for a in args]
+
+
+def needed(result: Result) -> dict[str, Any]:
+    """The kept results ``result`` starts from, each as its record names it (commit, date,
+    summary); refuses in one line when one was not made here yet."""
+    out = {}
+    for name in result.needs:
+        rec = RESULTS / f"{name}.json"
+        if not (KEPT / name).is_dir() or not rec.is_file():
+            raise SystemExit(f"error: {result.label!r} starts from {name}'s output, which is not "
+                             f"in {KEPT / name}: run `python scripts/reproduce.py {name}` first")
+        was = json.loads(rec.read_text())
+        out[name] = {k: was.get(k) for k in ("git", "date", "summary")}
+    return out
+
+
+@contextlib.contextmanager
+def folder(name: str, result: Result) -> Iterator[Path]:
+    """The result's working folder: a temporary one, or outputs/records/<name> (emptied first)
+    for a result that others start from."""
+    if not result.keep:
+        with tempfile.TemporaryDirectory(prefix=f"reproduce-{name}-") as tmp:
+            yield Path(tmp)
+        return
+    shutil.rmtree(KEPT / name, ignore_errors=True)
+    (KEPT / name).mkdir(parents=True)
+    yield KEPT / name
 
 
 def prepare(result: Result, work: Path) -> dict[str, Any]:
@@ -333,9 +373,9 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
     """Run ``name`` and return its record (not yet written)."""
     result = RESULTS_DEFS[name]
     info = machine(threads)
+    starts_from = needed(result)
     before = wait_for_quiet(info["cores"], patience_s)
-    with OtherLoad() as others, tempfile.TemporaryDirectory(prefix=f"reproduce-{name}-") as tmp:
-        work = Path(tmp)
+    with OtherLoad() as others, folder(name, result) as work:
         prepared = prepare(result, work) if result.prepare else None
         if result.bench:
             runs = [bench_run(result, threads, work)]
@@ -353,7 +393,8 @@ def record(name: str, threads: int, patience_s: float) -> dict[str, Any]:
                "" if result.shell else "python " + " ".join(result.script) if result.script
                else "python train.py " + " ".join(result.overrides))
     return {"name": name, "command": command, "overrides": list(result.overrides),
-            "seeds": list(result.seeds), "prepare": prepared, "git": git_state(),
+            "seeds": list(result.seeds), "prepare": prepared,
+            **({"starts_from": starts_from} if starts_from else {}), "git": git_state(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": {**info, **ran_in(runs), "load_before": before, "load_after": after,
                         "other_cores": others.cores, "loaded": loaded},
