@@ -6,6 +6,7 @@ command reproduces. A result is a preset plus overrides, run as a user runs it (
     python scripts/reproduce.py full               # every result in README.md and docs/
     python scripts/reproduce.py semi               # MNIST with 100 labels, three subsets
     python scripts/reproduce.py loader             # image_folder's loading targets
+    python scripts/reproduce.py text               # the IMDB transfer ladder (about 2 hours)
     python scripts/reproduce.py mnist_cnn          # named results or sets, in order
     python scripts/reproduce.py --check quick      # run again and compare with the records
     python scripts/reproduce.py --table            # the tables README.md and docs/ show
@@ -78,6 +79,8 @@ FAST_TESTS = ('{python} -m pytest -q -p no:cacheprovider -m "not integration" --
               'tests/scripts/test_reproduce.py::test_every_table_in_the_docs_equals_its_records')
 SUBSETS = (0, 1, 2)  # seeds: three labeled subsets of 100, fixed before any tuning
 TRANSFER = ("experiment=mnist_transfer", "transfer.source={work}/source/checkpoints/last.ckpt")
+LM_SOURCE = ("experiment=imdb_lstm_best",
+             "transfer.source={records}/imdb_lm/run/checkpoints/last.ckpt")
 RESULTS_DEFS: dict[str, Result] = {
     "mnist_cnn": Result("tuned CNN", ("experiment=mnist_cnn",)),
     "mnist_cnn_best": Result("best CNN", ("experiment=mnist_cnn_best",)),
@@ -118,10 +121,23 @@ RESULTS_DEFS: dict[str, Result] = {
         ("fast tests on Python 3.12", FAST_TESTS.replace("{python}", "{work}/venv/bin/python")))),
     "imdb_lm": Result("BiLSTM language model, 1 epoch of train + unlabeled reviews",
                       ("experiment=imdb_lm",), keep=True),
-    "imdb_lstm_best": Result("BiLSTM fine-tuned from the language model",
-                             ("experiment=imdb_lstm_best",
-                              "transfer.source={records}/imdb_lm/run/checkpoints/last.ckpt"),
-                             seeds=(0, 1, 2), needs=("imdb_lm",), tolerance=0.004),
+    "imdb_lstm_best": Result("+ discriminative learning rates: BiLSTM fine-tuned from the "
+                             "language model (imdb_lstm_best)", LM_SOURCE, seeds=(0, 1, 2),
+                             needs=("imdb_lm",), tolerance=0.004),
+    # the ablation of imdb_lstm_best: each row adds one ingredient
+    "imdb_word_vectors": Result(
+        "BiLSTM + word vectors (PPMI-SVD, from the train + unlabeled reviews)",
+        ("experiment=imdb_lstm", "model.vectors={work}/vectors.txt"),
+        prepare=("scripts/word_vectors.py", "--with-train", "--out", "{work}/vectors.txt"),
+        tolerance=0.004),
+    "imdb_lm_ablation": Result(
+        "imdb_lstm_best less its ingredients", LM_SOURCE,
+        variants=(("256-wide BiLSTM from scratch (imdb_lstm_best's recipe, no language model)",
+                   ("transfer=none",)),
+                  ("+ language model encoder (one lr, max pooling)",
+                   ("transfer.lr_decay=null", "model.pooling=max")),
+                  ("+ concat pooling (one lr)", ("transfer.lr_decay=null",))),
+        needs=("imdb_lm",), tolerance=0.004),
     "imdb_nbsvm": Result("NB-weighted logistic regression, uni+bigrams (NBSVM-LR)", (),
                          script=("scripts/nbsvm.py",)),
     "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
@@ -149,6 +165,7 @@ SETS: dict[str, list[str]] = {
     "quick": ["mnist_cnn", "imdb_lstm"],
     "semi": ["mnist_supervised_100", "mnist_pseudo_label", "mnist_pseudo_label_long",
              "mnist_fixmatch", "mnist_fixmatch_best"],
+    "text": ["imdb_lm", "imdb_lstm_best", "imdb_lm_ablation", "imdb_word_vectors", "imdb_nbsvm"],
     "loader": ["loader_mnist_folder", "loader_rgb_folder", "loader_train_throughput",
                "loader_peak_memory_200k"],
     "full": list(RESULTS_DEFS),
@@ -174,6 +191,8 @@ TABLES: dict[str, Table] = {
     "transfer": Table("docs/semi_supervised_and_transfer.md", ["mnist_transfer"]),
     "benchmarks": Table("docs/benchmarks.md", ["bench_mnist"], ["ratio"]),
     "text": Table("docs/text.md", ["imdb_lstm", "imdb_nbsvm"]),
+    "text_transfer": Table("docs/text.md", ["imdb_lstm", "imdb_word_vectors", "imdb_lm",
+                                            "imdb_lm_ablation", "imdb_lstm_best", "imdb_nbsvm"]),
     "loading": Table("docs/benchmarks.md", ["loader_mnist_folder", "loader_rgb_folder",
                                             "loader_train_throughput", "loader_peak_memory_200k"],
                      ["loading"]),

@@ -33,6 +33,11 @@ PARTNERS = {("data", "imdb"): ["model=lstm"], ("data", "arrays"): ["data.path=ar
             ("experiment", "imdb_supervised_1000"): ["data.num_labeled=20"],
             ("experiment", "imdb_pseudo_label"): ["data.num_labeled=20"],
             ("experiment", "imdb_fixmatch"): ["data.num_labeled=20"],
+            ("transfer", "finetune"): ["transfer.source=source.ckpt"],
+            ("transfer", "gradual"): ["transfer.source=source.ckpt", "scheduler=none"],
+            ("transfer", "feature_extractor"): ["transfer.source=source.ckpt"],
+            ("experiment", "imdb_lstm_best"): ["transfer.source=source.ckpt"],
+            ("experiment", "imdb_lm"): ["method.task.cutoffs=[10]"],
             ("method", "language_model"): ["data=imdb", "model=lstm", "model.bidirectional=false",
                                            "method.task.cutoffs=[10]"]}
 

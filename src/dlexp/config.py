@@ -339,6 +339,10 @@ def check_transfer(cfg: DictConfig) -> None:
         raise ConfigError("transfer=gradual adds the backbone to the optimizer mid-run, which "
                           "scheduler=onecycle cannot follow; use scheduler=none, step or cosine")
     start = cfg.model.get("weights") or (cfg.model.get("pretrained") and "imagenet")
+    if node and node.mode != "none" and not node.get("source") and not start:
+        raise ConfigError(f"transfer={node.mode} needs transfer.source=<a .ckpt from python "
+                          "train.py> (or model=resnet18 with model.weights=imagenet or a .pth "
+                          "file)")
     if node and node.mode != "none" and node.get("source") and start:
         raise ConfigError(f"model.weights={start} and transfer.source both set the backbone "
                           "(the source's replaces the other): drop one of them")

@@ -133,6 +133,43 @@ def test_variants_share_their_preparation(tiny_mnist: Path, tmp_path: Path,
     assert set(rec["summary"]) == {"scratch", "finetune"}
 
 
+def test_a_result_that_starts_from_another_refuses_before_that_one_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(reproduce, "KEPT", tmp_path / "kept")
+    with pytest.raises(SystemExit, match=r"run `python scripts/reproduce.py imdb_lm` first"):
+        reproduce.record("imdb_lstm_best", 1, 0)
+    assert not (tmp_path / "kept").exists()  # nothing ran
+
+
+@pytest.mark.integration
+def test_a_kept_result_is_the_source_of_the_next(tiny_mnist: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pretraining kept in outputs/records/<name> is what its fine-tune starts from, and the
+    fine-tune's record names the pretraining record it used."""
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(reproduce, "KEPT", tmp_path / "kept")
+    base = ("model=mlp", "model.hidden=[16]", "trainer.max_epochs=1", "logger=none",
+            f"paths.data_dir={tiny_mnist}", *TINY_DATA)
+    monkeypatch.setitem(reproduce.RESULTS_DEFS, "tiny_source", reproduce.Result(
+        "tiny source", base, keep=True))
+    monkeypatch.setitem(reproduce.RESULTS_DEFS, "tiny_tuned", reproduce.Result(
+        "tiny tuned", (*base, "transfer=finetune",
+                       "transfer.source={records}/tiny_source/run/checkpoints/last.ckpt"),
+        needs=("tiny_source",)))
+    (tmp_path / "kept" / "tiny_source").mkdir(parents=True)
+    (tmp_path / "kept" / "tiny_source" / "stale").write_text("from an older record")
+    assert reproduce.main(["tiny_source", "tiny_tuned", "--threads", "1", "--patience", "0"]) == 0
+    kept = tmp_path / "kept" / "tiny_source"
+    assert (kept / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert not (kept / "stale").exists()  # a kept folder starts empty
+    source = json.loads((reproduce.RESULTS / "tiny_source.json").read_text())
+    tuned = json.loads((reproduce.RESULTS / "tiny_tuned.json").read_text())
+    assert tuned["starts_from"]["tiny_source"]["git"] == source["git"]
+    assert tuned["starts_from"]["tiny_source"]["date"] == source["date"]
+    assert tuned["runs"][0]["test/acc"] > 0.5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mnist_cnn", "imdb_lstm"])
 def test_a_headline_record_reproduces_within_its_tolerance(
