@@ -324,3 +324,43 @@ def test_imagenet_normalisation_is_what_torchvision_weights_expect(rgb_folder: P
     assert info["std"] == pytest.approx([0.229 * 255, 0.224 * 255, 0.225 * 255])
     gray = module(rgb_folder, tmp_path / "gray", normalize="imagenet", channels=1).describe()
     assert gray["mean"] == pytest.approx([(0.485 + 0.456 + 0.406) / 3 * 255])
+
+
+def _rss_file_mb() -> float:
+    """This process's resident file-backed pages (Linux), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no RssFile in /proc/self/status (not Linux)")
+
+
+def test_reading_the_decoded_cache_does_not_pile_up_in_resident_memory(tmp_path: Path) -> None:
+    """Pages read from the memory map leave the process's resident set when released, and the
+    map still reads the same bytes (from the kernel's page cache)."""
+    path = tmp_path / "cache.u8"
+    written = np.memmap(path, np.uint8, "w+", shape=(1024, 64 * 1024))  # 64 MB
+    written[:] = np.arange(1024, dtype=np.uint8)[:, None]
+    written.flush()
+    del written
+    images = np.memmap(path, np.uint8, "c", shape=(1024, 64 * 1024))
+    before = _rss_file_mb()
+    total = int(images.sum(dtype=np.uint64))
+    assert _rss_file_mb() >= before + 48  # the whole map is resident once read
+    image_folder.release_pages(images)
+    assert _rss_file_mb() <= before + 8
+    assert int(images.sum(dtype=np.uint64)) == total
+
+
+def test_batches_are_the_same_when_the_pages_are_released(rgb_folder: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    dm = module(rgb_folder, tmp_path, batch_size=4)
+    dm.describe()
+    released: list[int] = []
+    monkeypatch.setattr(image_folder, "RELEASE_EVERY", 1)
+    monkeypatch.setattr(image_folder, "release_pages", lambda pages: released.append(id(pages)))
+    with_release = [x for x, _ in dm.train_dataloader()]
+    assert released and set(released) == {id(dm._pages)}  # every batch, from the cache's map
+    monkeypatch.setattr(image_folder, "RELEASE_EVERY", 10**9)
+    without = [x for x, _ in dm.train_dataloader()]  # a new loader: the same epoch's order
+    assert len(with_release) == len(without) > 1
+    assert all(torch.equal(a, b) for a, b in zip(with_release, without, strict=True))

@@ -17,6 +17,7 @@ import functools
 import io
 import json
 import logging
+import mmap
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ STAT_ELEMENTS = 1 << 23  # pixel values per chunk of the statistics (uint8: 8 MB
 GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
 DEFAULT_SIZE = (128, 128)
 OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
+RELEASE_EVERY = 256  # batches read between drops of the decoded cache's pages (release_pages)
 BAD_FILE = ("error", "skip")
 NORMALIZE = ("standard", "unit", "none", "imagenet")
 # what torchvision's ImageNet weights were trained on (x/255 - mean) / std, in 0..255 units;
@@ -246,16 +248,30 @@ def _imagenet_statistics(channels: int) -> tuple[list[float], list[float]]:
 # ------------------------------------------------------------------------------ loading
 class RowBatchLoader(TensorBatchLoader):
     """Batches of (images, labels) gathered from one images tensor by row numbers: the parts
-    are (rows, labels), so the images are never copied per split."""
+    are (rows, labels), so the images are never copied per split. ``pages``: the memory map
+    the images are read from, whose pages are dropped every ``RELEASE_EVERY`` batches."""
 
     def __init__(self, images: torch.Tensor, part: tuple[torch.Tensor, torch.Tensor],
-                 batch_size: int, **kwargs) -> None:
+                 batch_size: int, pages: np.memmap | None = None, **kwargs) -> None:
         super().__init__(part, batch_size, **kwargs)
-        self.images = images
+        self.images, self.pages, self._read = images, pages, 0
 
     def make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows, labels = super().make_batch(idx)
+        self._read += 1
+        if self.pages is not None and self._read % RELEASE_EVERY == 0:
+            release_pages(self.pages)
         return gather(self.images, rows), labels
+
+
+def release_pages(images: np.ndarray) -> None:
+    """Drop the decoded cache's pages from this process's resident memory. They stay in the
+    kernel's page cache (reading one again is a minor fault), so an epoch over a cache larger
+    than RAM streams through it instead of keeping all of it resident. The map is private
+    and never written: nothing is lost."""
+    mapped = getattr(images, "_mmap", None)  # np.memmap's own mmap.mmap
+    if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def gather(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -338,7 +354,7 @@ class ImageFolderDataModule(TensorDataModule):
         elif len(scanned) == 0:
             raise DataError(f"{scanned.source}: no image files found")
         images, undecodable = self._read_images(scanned, channels)
-        self.images = torch.from_numpy(images)
+        self.images, self._pages = torch.from_numpy(images), images
         row_of = {r: i for i, r in enumerate(scanned.rels)}
         why = {scanned.rels[i]: e for i, e in folder.bad_files(scanned).items()}
         why.update((scanned.rels[i], e) for i, e in undecodable.items())
@@ -523,6 +539,7 @@ class ImageFolderDataModule(TensorDataModule):
             x = gather(self.images, chunk)
             for k in range(c):
                 counts[k] += torch.bincount(x[:, k].flatten(), minlength=256).double()
+        release_pages(self._pages)
         values = torch.arange(256, dtype=torch.float64)
         total = counts.sum(1).clamp(min=1)
         mean = counts @ values / total
@@ -536,8 +553,9 @@ class ImageFolderDataModule(TensorDataModule):
         images = self._images_on(self.data_device((self.images,)))
         rows, labels = (t.to(images.device) for t in part)
         size = batch_size or (self.batch_size if train else self.eval_batch_size)
-        return RowBatchLoader(images, (rows, labels), size, shuffle=train, seed=self.seed,
-                              rank=rank, world_size=world)
+        pages = self._pages if images is self.images else None  # not a copy on a device
+        return RowBatchLoader(images, (rows, labels), size, pages, shuffle=train,
+                              seed=self.seed, rank=rank, world_size=world)
 
     def _images_on(self, device: torch.device | None) -> torch.Tensor:
         """The images where training reads them: the memory map, or one copy on the
