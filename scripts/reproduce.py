@@ -533,7 +533,7 @@ def table(name: str) -> str:
             for variant, extra in result.variants or result.shell or (("", ()),):
                 command = (extra.replace("{python}", ".venv/bin/python").replace(
                     "{repo}", ".") if isinstance(extra, str) else " ".join([rec["command"], *extra])
-                          ).replace("{work}", "<work>")
+                          ).replace("{work}", "<work>").replace("{records}", "outputs/records")
                 cells = [_cell(summarize(rec["runs"])[variant], c) for c in spec.columns]
                 lines.append(f"| {variant or result.label}{seeds} | `{command}` | "
                              + " | ".join(cells) + f" | {_cpu(rec)} | "
