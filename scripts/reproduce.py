@@ -284,7 +284,8 @@ def versions() -> dict[str, str]:
 def train_run(result: Result, seed: int | None, threads: int, work: Path,
               variant: tuple[str, tuple[str, ...]] = ("", ())) -> dict[str, Any]:
     """One ``python train.py`` process; its metrics.json, curves and whole-process time."""
-    name = "-".join(x for x in (variant[0].replace(" ", "_"), f"seed{seed}" if seed else "") if x)
+    label = re.sub(r"[^A-Za-z0-9]+", "_", variant[0]).strip("_")[:60]  # a folder name
+    name = "-".join(x for x in (label, f"seed{seed}" if seed else "") if x)
     run_dir = work / (name or "run")
     overrides = [*_filled(result.overrides, work), *_filled(variant[1], work),
                  *([f"seed={seed}"] if seed is not None else []), f"threads={threads}"]

@@ -537,9 +537,9 @@ class ImageFolderDataModule(TensorDataModule):
         per_chunk = max(1, STAT_ELEMENTS // max(1, self.images[0].numel()))  # bounded memory
         for chunk in rows.sort().values.split(per_chunk):
             x = gather(self.images, chunk)
+            release_pages(self._pages)  # a pass over the whole training split: keep it streaming
             for k in range(c):
                 counts[k] += torch.bincount(x[:, k].flatten(), minlength=256).double()
-        release_pages(self._pages)
         values = torch.arange(256, dtype=torch.float64)
         total = counts.sum(1).clamp(min=1)
         mean = counts @ values / total
