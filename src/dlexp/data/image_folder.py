@@ -46,7 +46,7 @@ STAT_ELEMENTS = 1 << 23  # pixel values per chunk of the statistics (uint8: 8 MB
 GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
 DEFAULT_SIZE = (128, 128)
 OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
-RELEASE_EVERY = 256  # batches read between drops of the decoded cache's pages (release_pages)
+RELEASE_EVERY = 16  # batches between drops of the map's pages: a page fault maps its neighbours too
 BAD_FILE = ("error", "skip")
 NORMALIZE = ("standard", "unit", "none", "imagenet")
 # what torchvision's ImageNet weights were trained on (x/255 - mean) / std, in 0..255 units;
