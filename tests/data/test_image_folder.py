@@ -356,11 +356,13 @@ def test_batches_are_the_same_when_the_pages_are_released(rgb_folder: Path, tmp_
     dm = module(rgb_folder, tmp_path, batch_size=4)
     dm.describe()
     released: list[int] = []
-    monkeypatch.setattr(image_folder, "RELEASE_EVERY", 1)
     monkeypatch.setattr(image_folder, "release_pages", lambda pages: released.append(id(pages)))
-    with_release = [x for x, _ in dm.train_dataloader()]
-    assert released and set(released) == {id(dm._pages)}  # every batch, from the cache's map
-    monkeypatch.setattr(image_folder, "RELEASE_EVERY", 10**9)
-    without = [x for x, _ in dm.train_dataloader()]  # a new loader: the same epoch's order
+    without = [x for x, _ in dm.train_dataloader()]  # a small cache stays mapped
+    assert released == []
+    assert dm._pages.nbytes > 1000
+    monkeypatch.setattr(image_folder, "MAPPED_BUDGET", 1000)  # a cache larger than its budget
+    with_release = [x for x, _ in dm.train_dataloader()]  # a new loader: the same epoch's order
+    # a batch of 4 rows may map 4 x FAULT_AROUND, over the budget: dropped after every batch
+    assert len(released) == len(with_release) and set(released) == {id(dm._pages)}
     assert len(with_release) == len(without) > 1
     assert all(torch.equal(a, b) for a, b in zip(with_release, without, strict=True))

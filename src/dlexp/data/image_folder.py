@@ -46,7 +46,8 @@ STAT_ELEMENTS = 1 << 23  # pixel values per chunk of the statistics (uint8: 8 MB
 GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}
 DEFAULT_SIZE = (128, 128)
 OWN_SIZE_MAX = 256  # images that all share a size up to this are kept at it
-RELEASE_EVERY = 16  # batches between drops of the map's pages: a page fault maps its neighbours too
+MAPPED_BUDGET = 256 << 20  # bytes of the decoded cache a process keeps mapped (release_pages)
+FAULT_AROUND = 64 << 10  # what reading one row may map: a page fault maps its neighbours too
 BAD_FILE = ("error", "skip")
 NORMALIZE = ("standard", "unit", "none", "imagenet")
 # what torchvision's ImageNet weights were trained on (x/255 - mean) / std, in 0..255 units;
@@ -249,18 +250,23 @@ def _imagenet_statistics(channels: int) -> tuple[list[float], list[float]]:
 class RowBatchLoader(TensorBatchLoader):
     """Batches of (images, labels) gathered from one images tensor by row numbers: the parts
     are (rows, labels), so the images are never copied per split. ``pages``: the memory map
-    the images are read from, whose pages are dropped every ``RELEASE_EVERY`` batches."""
+    the images are read from; when it is larger than ``MAPPED_BUDGET``, its pages are dropped
+    whenever the rows read since the last drop may have mapped that much."""
 
     def __init__(self, images: torch.Tensor, part: tuple[torch.Tensor, torch.Tensor],
                  batch_size: int, pages: np.memmap | None = None, **kwargs) -> None:
         super().__init__(part, batch_size, **kwargs)
-        self.images, self.pages, self._read = images, pages, 0
+        self.images, self._mapped = images, 0
+        self.pages = pages if pages is not None and pages.nbytes > MAPPED_BUDGET else None
+        self._per_row = max(FAULT_AROUND, images[0].numel() if len(images) else 0)
 
     def make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows, labels = super().make_batch(idx)
-        self._read += 1
-        if self.pages is not None and self._read % RELEASE_EVERY == 0:
-            release_pages(self.pages)
+        if self.pages is not None:
+            self._mapped += len(rows) * self._per_row
+            if self._mapped >= MAPPED_BUDGET:
+                release_pages(self.pages)
+                self._mapped = 0
         return gather(self.images, rows), labels
 
 
