@@ -535,11 +535,20 @@ def table(name: str) -> str:
                 command = (extra.replace("{python}", ".venv/bin/python").replace(
                     "{repo}", ".") if isinstance(extra, str) else " ".join([rec["command"], *extra])
                           ).replace("{work}", "<work>").replace("{records}", "outputs/records")
-                cells = [_cell(summarize(rec["runs"])[variant], c) for c in spec.columns]
+                cells = [_cell(_with_val_loss(rec, variant), c) for c in spec.columns]
                 lines.append(f"| {variant or result.label}{seeds} | `{command}` | "
                              + " | ".join(cells) + f" | {_cpu(rec)} | "
                              f"[{rec['_file']}]({link}{rec['_file']}) |")
     return "\n".join(lines)
+
+
+def _with_val_loss(rec: dict[str, Any], variant: str) -> dict[str, Any]:
+    """A variant's summary, with its runs' mean val/loss (a language model's perplexity) where
+    the record's summary predates that key."""
+    stats = rec["summary"][variant]
+    losses = [r["val/loss"] for r in rec["runs"] if r.get("variant") == variant
+              and isinstance(r.get("val/loss"), int | float)]
+    return {"val/loss": statistics.fmean(losses), **stats} if losses else stats
 
 
 def _cpu(rec: dict[str, Any]) -> str:
