@@ -257,7 +257,7 @@ class RowBatchLoader(TensorBatchLoader):
                  batch_size: int, pages: np.memmap | None = None, **kwargs) -> None:
         super().__init__(part, batch_size, **kwargs)
         self.images, self._mapped = images, 0
-        self.pages = pages if pages is not None and pages.nbytes > MAPPED_BUDGET else None
+        self.pages = pages if over_budget(pages) else None
         self._per_row = max(FAULT_AROUND, images[0].numel() if len(images) else 0)
 
     def make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,6 +268,12 @@ class RowBatchLoader(TensorBatchLoader):
                 release_pages(self.pages)
                 self._mapped = 0
         return gather(self.images, rows), labels
+
+
+def over_budget(pages: np.ndarray | None) -> bool:
+    """Whether a process should drop the map's pages as it reads: a cache within
+    ``MAPPED_BUDGET`` stays mapped (dropping it would only cost page faults)."""
+    return pages is not None and pages.nbytes > MAPPED_BUDGET
 
 
 def release_pages(images: np.ndarray) -> None:
@@ -541,9 +547,11 @@ class ImageFolderDataModule(TensorDataModule):
             return [0.0] * c, [255.0 if self.normalize == "unit" else 1.0] * c
         counts = torch.zeros(c, 256, dtype=torch.float64)  # how often each uint8 value is
         per_chunk = max(1, STAT_ELEMENTS // max(1, self.images[0].numel()))  # bounded memory
+        stream = over_budget(self._pages)  # a pass over the whole training split
         for chunk in rows.sort().values.split(per_chunk):
             x = gather(self.images, chunk)
-            release_pages(self._pages)  # a pass over the whole training split: keep it streaming
+            if stream:
+                release_pages(self._pages)
             for k in range(c):
                 counts[k] += torch.bincount(x[:, k].flatten(), minlength=256).double()
         values = torch.arange(256, dtype=torch.float64)
