@@ -38,6 +38,7 @@ PARTNERS = {("data", "imdb"): ["model=lstm"], ("data", "arrays"): ["data.path=ar
             ("transfer", "feature_extractor"): ["transfer.source=source.ckpt"],
             ("experiment", "imdb_lstm_best"): ["transfer.source=source.ckpt"],
             ("experiment", "imdb_lm"): ["method.task.cutoffs=[10]"],
+            ("method", "adversarial"): ["data=imdb", "model=lstm"],
             ("method", "language_model"): ["data=imdb", "model=lstm", "model.bidirectional=false",
                                            "method.task.cutoffs=[10]"]}
 

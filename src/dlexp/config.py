@@ -311,9 +311,13 @@ def watches_val(monitor: Any) -> bool:
 
 def check_method(cfg: DictConfig) -> None:
     """A method that serves its own data (``method.data``: language_model) has no test stage;
-    the language model trains a text network's encoder, forward only."""
+    the language model trains a text network's encoder, forward only; adversarial training
+    perturbs a text network's embeddings."""
+    if cfg.method.name == "adversarial" and not _text_model(cfg):
+        raise ConfigError("method=adversarial perturbs word embeddings: use data=imdb (or your "
+                          "texts) with model=lstm, gru or rnn")
     if cfg.method.name == "language_model":
-        if getattr(target_class(cfg.model, "model"), "modality", None) != "text":
+        if not _text_model(cfg):
             raise ConfigError("method=language_model pretrains a text model: use data=imdb (or "
                               "your texts) with model=lstm, gru or rnn")
         bidirectional = bool(cfg.model.get("bidirectional"))
@@ -331,6 +335,10 @@ def check_method(cfg: DictConfig) -> None:
     if cfg.method.get("data") and cfg.test:
         raise ConfigError(f"method={cfg.method.name} has no test stage (the test split stays "
                           "unseen until a classifier is tested): set test=false")
+
+
+def _text_model(cfg: DictConfig) -> bool:
+    return getattr(target_class(cfg.model, "model"), "modality", None) == "text"
 
 
 def check_transfer(cfg: DictConfig) -> None:
