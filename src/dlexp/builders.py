@@ -104,6 +104,12 @@ def build_loss(loss_cfg: DictConfig | dict, datamodule: Any, multilabel: bool = 
     return instantiate(node, weight=class_weights(spec, counts))
 
 
+# what build_task gives every method's task; method.task holds the method's own options
+TASK_ARGS = ("net", "optimizer", "num_classes", "loss", "regularization", "scheduler",
+             "scheduler_interval", "scheduler_monitor", "checkpoint_extras", "multilabel",
+             "threshold")
+
+
 def build_task(cfg: DictConfig, net: nn.Module, datamodule: Any, checkpoint_extras: dict
                ) -> ClassificationTask:
     """The method's LightningModule (``method.task``) around ``net``, with the optimizer,

@@ -21,9 +21,10 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from dlexp import backends, hardware, plugins
-from dlexp.builders import check_label_kind, target_class
+from dlexp.builders import TASK_ARGS, check_label_kind, target_class
 from dlexp.data.table import is_multilabel
 from dlexp.errors import ConfigError
+from dlexp.task import ClassificationTask
 
 log = logging.getLogger("dlexp.config")
 
@@ -313,6 +314,7 @@ def check_method(cfg: DictConfig) -> None:
     """A method that serves its own data (``method.data``: language_model) has no test stage;
     the language model trains a text network's encoder, forward only; adversarial training
     perturbs a text network's embeddings."""
+    check_task_options(cfg.method.task, cfg.method.name)
     if cfg.method.name == "adversarial" and not _text_model(cfg):
         raise ConfigError("method=adversarial perturbs word embeddings: use data=imdb (or your "
                           "texts) with model=lstm, gru or rnn")
@@ -335,6 +337,26 @@ def check_method(cfg: DictConfig) -> None:
     if cfg.method.get("data") and cfg.test:
         raise ConfigError(f"method={cfg.method.name} has no test stage (the test split stays "
                           "unseen until a classifier is tested): set test=false")
+
+
+def check_task_options(node: DictConfig, method: str) -> None:
+    """Every ``method.task`` key is an argument of the method's task class (a preset's option
+    left behind by ``method=...`` on the command line would stop the run at its build)."""
+    accepted: set[str] = set()
+    for cls in target_class(node, "method.task").__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(cls.__init__).parameters.values()
+        named = {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        accepted |= named - {"self"} - (set(TASK_ARGS) if cls is ClassificationTask else set())
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    options = sorted(accepted)
+    unknown = sorted(set(node) - set(options) - {"_target_", "_partial_"})
+    if unknown:
+        raise ConfigError(f"method={method} has no option {', '.join(unknown)} "
+                          f"(method.task.{unknown[0]}); its options: "
+                          f"{', '.join(options) or 'none'}")
 
 
 def _text_model(cfg: DictConfig) -> bool:

@@ -123,3 +123,15 @@ def test_a_whole_run_learns_the_generated_sentiment(kind: str, tmp_path: Path,
                                   tmp_path, tiny_imdb))
     assert metrics["status"] == "ok", metrics.get("error")
     assert metrics["test/acc"] >= 0.8, metrics
+
+
+def test_an_option_another_method_lacks_is_refused_before_any_data(tmp_path: Path) -> None:
+    # a preset's method option left behind when the command line picks another method
+    cfg = compose_train(["experiment=imdb_lstm_best", "transfer.source=x.ckpt",
+                         "method=supervised", "+method.task.kind=virtual"], tmp_path)
+    with pytest.raises(ConfigError, match=r"method=supervised has no option kind "
+                                          r"\(method.task.kind\); its options: none"):
+        config.check(cfg)
+    cfg = compose_train([*SMALL, "method=adversarial", "+method.task.epsilom=3"], tmp_path)
+    with pytest.raises(ConfigError, match="no option epsilom .* epsilon, kind, weight, xi"):
+        config.check(cfg)
