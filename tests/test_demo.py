@@ -83,6 +83,7 @@ def test_a_drawing_gets_the_probabilities_predict_gives(untrained_image_ckpt: st
     (ranked,) = predict_images(untrained_image_ckpt, [str(tmp_path / "canvas.png")])
     assert shown == pytest.approx(in_class_order(ranked, classes), abs=1e-7)
     assert result["class"] == ranked[0][0] and sum(shown) == pytest.approx(1, abs=1e-5)
+    assert result["labels"] == [result["class"]]
 
 
 def test_a_review_gets_the_probabilities_predict_gives(untrained_text_ckpt: str) -> None:

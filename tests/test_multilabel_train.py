@@ -5,6 +5,7 @@ threshold) and export from the checkpoint alone."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from pathlib import Path
@@ -18,6 +19,7 @@ from test_image_folder_train import evaluate_checkpoint
 
 import dlexp
 from dlexp import checkpoint, config
+from dlexp.demo import predict_payload
 from dlexp.errors import ConfigError, DataError
 from dlexp.export import export
 from dlexp.predict import main as predict_main
@@ -88,6 +90,13 @@ def test_image_table_with_label_sets(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert probs.shape == (1, 3) and not torch.allclose(probs.sum(-1), torch.ones(1))
     model.threshold = 0.0  # every label is over 0
     assert sorted(model.predict(str(tmp_path / "photos" / "0.png"))) == sorted(COLOURS)
+    image = {"image": base64.b64encode((tmp_path / "photos" / "0.png").read_bytes()).decode()}
+    shown = predict_payload(model, image)  # the demo's answer: the labels over the threshold
+    assert sorted(shown["labels"]) == sorted(COLOURS) and shown["threshold"] == 0.0
+    model.threshold = 0.999999
+    shown = predict_payload(model, image)
+    assert shown["labels"] == [] and shown["class"] == "no label over 0.999999"
+    assert [e["class"] for e in shown["probabilities"]] == ["blue", "green", "red"]
     capsys.readouterr()  # training's output
     predict_main([metrics["best_ckpt"], str(tmp_path / "photos" / "0.png"), "--json",
                   "--threshold", "0.001"])

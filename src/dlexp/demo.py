@@ -100,8 +100,10 @@ class DemoHandler(BaseHTTPRequestHandler):
 
 
 def predict_payload(model: Predictor, payload: Any) -> dict:
-    """``{"class", "probabilities": [{"class", "probability"}, ...]}`` in class order, for
-    ``{"image": <PNG data URL or base64>}`` or ``{"text": <review>}``; ValueError otherwise."""
+    """``{"class", "labels", "probabilities": [{"class", "probability"}, ...]}`` in class order,
+    for ``{"image": <PNG data URL or base64>}`` or ``{"text": <review>}``; ValueError otherwise.
+    ``labels``: the predicted class, or a multi-label model's labels over its threshold
+    (``class`` names them; ``threshold`` is given too)."""
     if not isinstance(payload, dict) or len(payload.keys() & {"image", "text"}) != 1:
         raise ValueError('send {"image": "data:image/png;base64,..."} or {"text": "..."}')
     if "image" in payload:
@@ -109,9 +111,14 @@ def predict_payload(model: Predictor, payload: Any) -> dict:
     else:
         probs = model.classify_texts([model.prepare_text(payload["text"])])
     p = probs[0].tolist()
-    return {"class": model.class_names[max(range(len(p)), key=p.__getitem__)],
-            "probabilities": [{"class": c, "probability": v}
+    body = {"probabilities": [{"class": c, "probability": v}
                               for c, v in zip(model.class_names, p, strict=True)]}
+    if model.multilabel:
+        labels = [c for c, _ in model.over_threshold(model.rank(probs)[0])]
+        shown = ", ".join(labels) or f"no label over {model.threshold:g}"
+        return {"class": shown, "labels": labels, "threshold": model.threshold, **body}
+    best = model.class_names[max(range(len(p)), key=p.__getitem__)]
+    return {"class": best, "labels": [best], **body}
 
 
 def _png_bytes(data: Any) -> io.BytesIO:

@@ -4,11 +4,15 @@ two-pass one, virtual adversarial training, refusals, and whole runs on the tiny
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, compose_train
+from conftest import FAST, REPO, compose_train
 
 from dlexp import config
 from dlexp.errors import ConfigError
@@ -115,6 +119,7 @@ def test_an_image_model_is_refused_before_any_data(tmp_path: Path) -> None:
         config.check(cfg)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["adversarial", "virtual"])
 def test_a_whole_run_learns_the_generated_sentiment(kind: str, tmp_path: Path,
                                                     tiny_imdb: Path) -> None:
@@ -135,3 +140,18 @@ def test_an_option_another_method_lacks_is_refused_before_any_data(tmp_path: Pat
     cfg = compose_train([*SMALL, "method=adversarial", "+method.task.epsilom=3"], tmp_path)
     with pytest.raises(ConfigError, match="no option epsilom .* epsilon, kind, weight, xi"):
         config.check(cfg)
+
+
+@pytest.mark.integration
+def test_two_ddp_processes_train_with_it(tmp_path: Path, tiny_imdb: Path) -> None:
+    # the clean loss's gradient travels in the loss DDP reduces, not in .grad
+    args = [sys.executable, str(REPO / "train.py"), "trainer=ddp_cpu", *SMALL,
+            "method=adversarial", "trainer.max_epochs=2", f"paths.data_dir={tiny_imdb}",
+            f"paths.log_dir={tmp_path}", "~callbacks.progress_bar"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["epoch"] == 2
+    assert metrics["test/acc"] >= 0.6, metrics
