@@ -146,12 +146,12 @@ def test_an_option_another_method_lacks_is_refused_before_any_data(tmp_path: Pat
 def test_two_ddp_processes_train_with_it(tmp_path: Path, tiny_imdb: Path) -> None:
     # the clean loss's gradient travels in the loss DDP reduces, not in .grad
     args = [sys.executable, str(REPO / "train.py"), "trainer=ddp_cpu", *SMALL,
-            "method=adversarial", "trainer.max_epochs=2", f"paths.data_dir={tiny_imdb}",
+            "method=adversarial", "trainer.max_epochs=8", f"paths.data_dir={tiny_imdb}",
             f"paths.log_dir={tmp_path}", "~callbacks.progress_bar"]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "train" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] == "ok" and metrics["epoch"] == 2
-    assert metrics["test/acc"] >= 0.6, metrics
+    assert metrics["status"] == "ok" and metrics["epoch"] == 8
+    assert metrics["test/acc"] >= 0.75, metrics  # it learns: chance is 0.5
