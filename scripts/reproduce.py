@@ -191,7 +191,7 @@ class Table:
 TABLES: dict[str, Table] = {
     "setup": Table("docs/benchmarks.md", ["setup", "setup_py312"], ["wall_s"]),
     "headline": Table("README.md", ["mnist_cnn", "mnist_cnn_best", "imdb_lstm",
-                                    "mnist_fixmatch_best", "mnist_mlp_course",
+                                    "imdb_lstm_best", "mnist_fixmatch_best", "mnist_mlp_course",
                                     "mnist_cnn_course"]),
     "semi_supervised": Table("docs/semi_supervised_and_transfer.md",
                              ["mnist_supervised_100", "mnist_pseudo_label",
