@@ -199,7 +199,7 @@ TABLES: dict[str, Table] = {
                               "mnist_fixmatch_best"]),
     "transfer": Table("docs/semi_supervised_and_transfer.md", ["mnist_transfer"]),
     "benchmarks": Table("docs/benchmarks.md", ["bench_mnist"], ["ratio"]),
-    "text": Table("docs/text.md", ["imdb_lstm", "imdb_nbsvm"]),
+    "text": Table("docs/text.md", ["imdb_lstm", "imdb_lstm_best", "imdb_nbsvm"]),
     "text_lm": Table("docs/text.md", ["imdb_lm"], ["val/ppl", "fit_s", "wall_s"]),
     "text_transfer": Table("docs/text.md", ["imdb_lstm", "imdb_word_vectors", "imdb_lm_ablation",
                                             "imdb_lstm_best", "imdb_vat", "imdb_at_scratch",
