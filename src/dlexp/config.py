@@ -342,21 +342,31 @@ def check_method(cfg: DictConfig) -> None:
 def check_task_options(node: DictConfig, method: str) -> None:
     """Every ``method.task`` key is an argument of the method's task class (a preset's option
     left behind by ``method=...`` on the command line would stop the run at its build)."""
-    accepted: set[str] = set()
-    for cls in target_class(node, "method.task").__mro__:
+    task = target_class(node, "method.task")
+    defaults: dict[str, Any] = {}
+    for cls in task.__mro__:
         if "__init__" not in vars(cls):
             continue
         params = inspect.signature(cls.__init__).parameters.values()
-        named = {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        accepted |= named - {"self"} - (set(TASK_ARGS) if cls is ClassificationTask else set())
+        named = {p.name: p.default for p in params
+                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
+                 and not (cls is ClassificationTask and p.name in TASK_ARGS)}
+        defaults = named | defaults  # a subclass's default wins
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
-    options = sorted(accepted)
+    options = sorted(defaults)
     unknown = sorted(set(node) - set(options) - {"_target_", "_partial_"})
     if unknown:
         raise ConfigError(f"method={method} has no option {', '.join(unknown)} "
                           f"(method.task.{unknown[0]}); its options: "
                           f"{', '.join(options) or 'none'}")
+    given = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+             if not k.startswith("_")}
+    if hasattr(task, "check_options"):
+        try:
+            task.check_options(**(defaults | given))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _text_model(cfg: DictConfig) -> bool:

@@ -134,6 +134,12 @@ class ClassificationTask(L.LightningModule):
     the macro F1 over labels at ``threshold``, and ``{val,test}/map`` the macro mean average
     precision."""
 
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """Raise ValueError, naming the key, for a ``method.task`` value that is wrong whatever
+        the data. The config check calls it with every option (defaults filled in) before any
+        data is read; a method's ``__init__`` calls it too, for tasks built in Python."""
+
     def __init__(
         self,
         net: nn.Module,

@@ -108,6 +108,16 @@ def test_options_out_of_range_are_refused(kwargs: dict, message: str) -> None:
         _task(**kwargs)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("method.task.kind=fgsm", "kind must be one of adversarial, virtual, got 'fgsm'"),
+    ("method.task.xi=0", "epsilon and xi must be > 0")])
+def test_options_out_of_range_are_refused_before_any_data(override: str, message: str,
+                                                          tmp_path: Path) -> None:
+    cfg = compose_train([*SMALL, "method=adversarial", override], tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        config.check(cfg)
+
+
 def test_a_network_without_embedding_is_refused() -> None:
     with pytest.raises(ValueError, match="has no `embedding`"):
         AdversarialTask(net=CNN(), optimizer=None, num_classes=10)

@@ -11,6 +11,8 @@ import torch
 from conftest import FAST, TINY_DATA, compose_train
 from torch import nn
 
+from dlexp import config
+from dlexp.errors import ConfigError
 from dlexp.methods.ema import EMA
 from dlexp.methods.fixmatch import FixMatchTask
 from dlexp.train import train
@@ -98,6 +100,15 @@ def test_ema_teacher_needs_the_callback() -> None:
 def test_bad_options_are_refused(key: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"method.task.{key}"):
         _task(**{key: value})
+
+
+@pytest.mark.parametrize("override", ["method.task.teacher=mean", "method.task.threshold=1.5",
+                                      "method.task.flex_momentum=1"])
+def test_bad_options_are_refused_before_any_data(override: str, tmp_path: Path) -> None:
+    key = override.split("=")[0]
+    cfg = compose_train(["method=fixmatch", override], tmp_path)
+    with pytest.raises(ConfigError, match=key):
+        config.check(cfg)
 
 
 def test_defaults_leave_fixmatch_unchanged() -> None:

@@ -32,11 +32,7 @@ class AdversarialTask(ClassificationTask):
     def __init__(self, *args: Any, kind: str = "adversarial", epsilon: float = 5.0,
                  weight: float = 1.0, xi: float = 1e-6, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if kind not in KINDS:
-            raise ValueError(f"method.task.kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if epsilon <= 0 or weight < 0 or xi <= 0:
-            raise ValueError("method.task.epsilon and xi must be > 0 and weight >= 0, got "
-                             f"epsilon={epsilon}, weight={weight}, xi={xi}")
+        self.check_options(kind=kind, epsilon=epsilon, weight=weight, xi=xi)
         if not isinstance(getattr(self.net, "embedding", None), nn.Embedding):
             raise ValueError(f"method=adversarial perturbs word embeddings: "
                              f"{type(self.net).__name__} has no `embedding` (use model=lstm, "
@@ -45,6 +41,16 @@ class AdversarialTask(ClassificationTask):
             raise ValueError("method=adversarial is single-label; multi-label data trains "
                              "with method=supervised")
         self.kind, self.epsilon, self.weight, self.xi = kind, epsilon, weight, xi
+
+    @classmethod
+    def check_options(cls, *, kind: str, epsilon: float, weight: float, xi: float,
+                      **options: Any) -> None:
+        super().check_options(**options)
+        if kind not in KINDS:
+            raise ValueError(f"method.task.kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if epsilon <= 0 or weight < 0 or xi <= 0:
+            raise ValueError("method.task.epsilon and xi must be > 0 and weight >= 0, got "
+                             f"epsilon={epsilon}, weight={weight}, xi={xi}")
 
     @contextmanager
     def _embedding(self, shift: torch.Tensor | None = None) -> Iterator[list[torch.Tensor]]:

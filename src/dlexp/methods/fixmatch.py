@@ -25,15 +25,31 @@ class FixMatchTask(ClassificationTask):
     TEACHERS = ("student", "ema")
     THRESHOLD_MODES = ("fixed", "flexmatch")
 
+    @classmethod
+    def check_options(cls, *, threshold: float, teacher: str, threshold_mode: str,
+                      da_momentum: float, flex_momentum: float, **options: Any) -> None:
+        """Unknown choices and values out of range fail before training, named."""
+        super().check_options(**options)
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"method.task.threshold must be in [0, 1], got {threshold}")
+        if teacher not in cls.TEACHERS:
+            raise ValueError(f"method.task.teacher must be one of {cls.TEACHERS}, got "
+                             f"{teacher!r}")
+        if threshold_mode not in cls.THRESHOLD_MODES:
+            raise ValueError(f"method.task.threshold_mode must be one of "
+                             f"{cls.THRESHOLD_MODES}, got {threshold_mode!r}")
+        for key, m in (("da_momentum", da_momentum), ("flex_momentum", flex_momentum)):
+            if not 0 <= m < 1:
+                raise ValueError(f"method.task.{key} must be in [0, 1), got {m}")
+
     def __init__(self, *args: Any, threshold: float = 0.95, unlabeled_weight: float = 1.0,
                  augment: dict | None = None, teacher: str = "student",
                  distribution_alignment: bool = False, da_momentum: float = 0.999,
                  threshold_mode: str = "fixed", flex_momentum: float = 0.99,
                  flex_warmup: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"method.task.threshold must be in [0, 1], got {threshold}")
-        _check_options(teacher, threshold_mode, da_momentum, flex_momentum)
+        self.check_options(threshold=threshold, teacher=teacher, threshold_mode=threshold_mode,
+                           da_momentum=da_momentum, flex_momentum=flex_momentum)
         self.threshold, self.unlabeled_weight = threshold, unlabeled_weight
         self.augment = dict(augment or {})
         check_view_options(self.augment, "method.task.augment")
@@ -181,16 +197,3 @@ class FixMatchTask(ClassificationTask):
         self.pseudo_sums.zero_()
         super().on_train_epoch_end()
 
-
-def _check_options(teacher: str, threshold_mode: str, da_momentum: float,
-                   flex_momentum: float) -> None:
-    """Unknown choices and momentums out of range fail before training, named."""
-    if teacher not in FixMatchTask.TEACHERS:
-        raise ValueError(f"method.task.teacher must be one of {FixMatchTask.TEACHERS}, got "
-                         f"{teacher!r}")
-    if threshold_mode not in FixMatchTask.THRESHOLD_MODES:
-        raise ValueError(f"method.task.threshold_mode must be one of "
-                         f"{FixMatchTask.THRESHOLD_MODES}, got {threshold_mode!r}")
-    for key, m in (("da_momentum", da_momentum), ("flex_momentum", flex_momentum)):
-        if not 0 <= m < 1:
-            raise ValueError(f"method.task.{key} must be in [0, 1), got {m}")
