@@ -144,8 +144,8 @@ RESULTS_DEFS: dict[str, Result] = {
                        (*LM_SOURCE, "method.task.kind=virtual"), needs=("imdb_lm",),
                        tolerance=0.004),
     "imdb_at_scratch": Result("256-wide BiLSTM from scratch with adversarial training (no "
-                              "language model)", (*LM_SOURCE, "transfer=none"),
-                              needs=("imdb_lm",), tolerance=0.004),
+                              "language model)", ("experiment=imdb_lstm_best", "transfer=none"),
+                              tolerance=0.004),
     "imdb_nbsvm": Result("NB-weighted logistic regression, uni+bigrams (NBSVM-LR)", (),
                          script=("scripts/nbsvm.py",)),
     "bench_mnist": Result("framework vs plain PyTorch, MNIST", (),
