@@ -22,7 +22,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from dlexp import hardware
-from dlexp.backends import keep_freed_memory
+from dlexp.allocator import keep_freed_memory
 from dlexp.builders import build_net
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -62,14 +59,6 @@ def test_matmul_precision_is_set_and_checked(tmp_path: Path) -> None:
         backends.check(compose_train(["threads=0"], tmp_path))
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_glibc_accepts_the_kept_memory_settings() -> None:
-    out = subprocess.run([sys.executable, "-c", "from dlexp import backends; "
-                          "print(backends.keep_freed_memory())"],
-                         capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "True"
-
-
 def test_keep_memory_is_asked_for_by_the_setting(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
@@ -78,12 +67,3 @@ def test_keep_memory_is_asked_for_by_the_setting(tmp_path: Path,
     assert calls == []
     backends.apply(compose_train([], tmp_path))
     assert calls == [1]
-
-
-def test_keep_memory_is_a_no_op_without_mallopt(monkeypatch: pytest.MonkeyPatch) -> None:
-    class NoMallopt:  # macOS's libc
-        def __init__(self, name: str) -> None:
-            pass
-
-    monkeypatch.setattr(backends.ctypes, "CDLL", NoMallopt)
-    assert backends.keep_freed_memory() is False

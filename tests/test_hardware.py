@@ -65,31 +65,51 @@ def test_on_avx2_auto_is_float32_bf16_lstm_is_refused_before_it_would_crash() ->
 
 def test_on_this_cpu_auto_follows_native_bf16() -> None:
     out = probe({})
-    native = out["describe"]["native_bf16"]
-    assert out["auto"] == ("bf16-mixed" if native and out["describe"]["amx"] else "32-true")
+    described = out["describe"]
+    native = described["native_bf16"]
+    # AVX512_BF16 without AMX: measured on this CPU (and recorded), bf16 where it is faster
+    measured = native and not described["amx"]
+    assert ("bf16_step_ratio" in described) == measured
+    faster = described["amx"] or measured and described["bf16_step_ratio"] < hardware.BF16_FASTER
+    assert out["auto"] == ("bf16-mixed" if native and faster else "32-true")
     assert out["describe"]["cpu_class"] in ({"AMX", "AVX512_BF16"} if native
                                             else {"AVX512", "AVX2", "DEFAULT"})
     if out["describe"]["onednn_bf16"]:  # where oneDNN has bf16, the LSTM runs and is allowed
         assert out["lstm"] == "ran" and out["refused"] is None
 
 
-def fake_cpu(monkeypatch: pytest.MonkeyPatch, **kw: object) -> None:
+def fake_cpu(monkeypatch: pytest.MonkeyPatch, ratio: float | None = None, **kw: object) -> None:
+    """A CPU of the given features; ``ratio`` is what the bf16 probe would measure on it."""
     info = dict(capability="AVX512", avx512_bf16=True, amx=False, onednn_bf16=True) | kw
     monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.CpuInfo(**info))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
+    def probe() -> float:
+        assert ratio is not None, "only AVX512_BF16 without AMX is measured"
+        return ratio
 
-@pytest.mark.parametrize(("kw", "cls", "auto"), [
-    ({}, "AVX512_BF16", "32-true"),  # bf16 instructions without AMX: slower than float32
-    ({"amx": True}, "AMX", "bf16-mixed"),
-    ({"avx512_bf16": False}, "AVX512", "32-true"),  # AVX-512 without bf16: emulated
-    ({"capability": "AVX2", "onednn_bf16": False}, "AVX2", "32-true"),
+    monkeypatch.setattr(hardware, "bf16_step_ratio", probe)
+
+
+@pytest.mark.parametrize(("kw", "ratio", "cls", "auto"), [
+    ({}, 1.3, "AVX512_BF16", "32-true"),  # bf16 instructions without AMX, measured slower
+    ({}, 0.95, "AVX512_BF16", "32-true"),  # faster, but not by enough to be worth it
+    ({}, 0.72, "AVX512_BF16", "bf16-mixed"),  # measured faster
+    ({"amx": True}, None, "AMX", "bf16-mixed"),
+    ({"avx512_bf16": False}, None, "AVX512", "32-true"),  # AVX-512 without bf16: emulated
+    ({"capability": "AVX2", "onednn_bf16": False}, None, "AVX2", "32-true"),
 ])
-def test_cpu_class_and_auto(monkeypatch: pytest.MonkeyPatch, kw: dict, cls: str,
-                            auto: str) -> None:
-    fake_cpu(monkeypatch, **kw)
+def test_cpu_class_and_auto(monkeypatch: pytest.MonkeyPatch, kw: dict, ratio: float | None,
+                            cls: str, auto: str) -> None:
+    fake_cpu(monkeypatch, ratio, **kw)
     assert hardware.cpu_info().cpu_class == cls
-    assert hardware.resolve_precision("auto")[0] == auto
+    precision, why = hardware.resolve_precision("auto")
+    assert precision == auto
+    if ratio is not None:  # the measurement is named in the log line
+        assert f"a bf16 step takes {ratio:.2f}x the time" in why
+        assert hardware.describe()["bf16_step_ratio"] == ratio
+    else:
+        assert "bf16_step_ratio" not in hardware.describe()
 
 
 def test_gpu_auto_is_bf16_or_float16_with_its_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,9 +134,14 @@ def test_auto_is_resolved_in_the_config_and_explicit_bf16_warns_on_emulation(
     config.check_precision(cfg)
     assert "has no native bf16: bf16 would be emulated, slower than float32" in caplog.text
     caplog.clear()
-    fake_cpu(monkeypatch)  # AVX512_BF16 without AMX
+    fake_cpu(monkeypatch, ratio=1.3)  # AVX512_BF16 without AMX, measured slower
     config.check_precision(cfg)
-    assert "bf16 instructions but no AMX tiles: bf16 trains slower" in caplog.text
+    assert "without AMX, measured no faster than float32 here (a bf16 step takes 1.30x" \
+        in caplog.text
+    caplog.clear()
+    fake_cpu(monkeypatch, ratio=0.7)  # the same, measured faster: nothing to warn about
+    config.check_precision(cfg)
+    assert caplog.text == ""
     fake_cpu(monkeypatch, capability="AVX2", onednn_bf16=False)
     cfg = compose_train(["experiment=imdb_lstm", "trainer.precision=bf16-mixed"], tmp_path)
     with pytest.raises(ConfigError, match="oneDNN has no bf16 LSTM on this CPU"):

@@ -260,7 +260,7 @@ def check_pair(cfg: DictConfig) -> None:
 
 def check_precision(cfg: DictConfig) -> None:
     """A precision this CPU cannot serve: refused (an LSTM whose bf16 primitive oneDNN lacks
-    here, which fails at the first step) or named in one warning (bf16 emulated, or without AMX)."""
+    here, which fails at the first step) or named in one warning (bf16 emulated, or measured no faster)."""
     precision, accelerator = cfg.trainer.get("precision"), str(cfg.trainer.get("accelerator"))
     if str(precision) == hardware.AUTO:
         return

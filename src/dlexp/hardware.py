@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 AUTO = "auto"
+BF16_FASTER = 0.9  # bf16 is picked below this ratio of step times: a gain worth its rounding
 BF16 = ("bf16-mixed", "bf16-true", "bf16")
 # the settings that hold oneDNN and ATen below what the CPU has (tests, and users, may set them)
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
@@ -34,13 +36,6 @@ class CpuInfo:
                 and (self.avx512_bf16 or self.amx))
 
     @property
-    def fast_bf16(self) -> bool:
-        """bf16 faster than float32 in training: with AMX's matrix tiles. AVX512_BF16 alone
-        only has bf16 dot-product instructions: its convolutions and LSTMs train slower in bf16
-        than in float32 (scripts/precision_bench.py measures it)."""
-        return self.native_bf16 and self.amx
-
-    @property
     def cpu_class(self) -> str:
         """The class a record's CPU timings belong to."""
         if self.native_bf16:
@@ -57,11 +52,54 @@ def cpu_info() -> CpuInfo:
 
 
 def describe() -> dict[str, object]:
-    """For records: the class, what it is made of, and any setting that held the CPU lower."""
+    """For records: the class, what it is made of, any setting that held the CPU lower, and
+    where it was measured, how bf16 steps compare with float32 ones."""
     info = cpu_info()
     limits = {k: os.environ[k] for k in ISA_LIMITS if os.environ.get(k)}
+    measured = {"bf16_step_ratio": bf16_step_ratio()} if measures_bf16(info) else {}
     return {"cpu_class": info.cpu_class, "native_bf16": info.native_bf16, **asdict(info),
-            **({"isa_limits": limits} if limits else {})}
+            **({"isa_limits": limits} if limits else {}), **measured}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measures_bf16(info: CpuInfo) -> bool:
+    """AVX512_BF16 without AMX: bf16 dot products, but no matrix tiles. Whether a training step
+    is faster in bf16 there depends on the chip, so it is measured, not assumed."""
+    return info.native_bf16 and not info.amx
+
+
+def bf16_step_ratio() -> float:
+    """bf16 autocast's time per training step over float32's on this CPU (dlexp.bf16_probe),
+    measured once per CPU and kept in the user's cache."""
+    from dlexp import bf16_probe  # only the CPUs that need it pay for the probe
+
+    machine = f"{cpu_name()}|{cpu_info()}|{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}"
+    return bf16_probe.step_ratio(machine)
+
+
+def bf16_speed() -> tuple[bool, str]:
+    """Whether bf16 autocast trains faster than float32 on this CPU, and why, in words."""
+    info = cpu_info()
+    if not info.native_bf16:
+        return False, "has no native bf16: bf16 would be emulated, slower than float32"
+    if info.amx:
+        return True, "has AMX: bf16 matrix tiles"
+    ratio = bf16_step_ratio()
+    if ratio < BF16_FASTER:
+        return True, (f"has bf16 instructions without AMX, measured faster than float32 here "
+                      f"(a bf16 step takes {ratio:.2f}x the time)")
+    return False, (f"has bf16 instructions without AMX, measured no faster than float32 here "
+                   f"(a bf16 step takes {ratio:.2f}x the time)")
 
 
 def physical_cores(sys_cpu: Path = Path("/sys/devices/system/cpu")) -> int:
@@ -94,25 +132,19 @@ def resolve_precision(accelerator: str) -> tuple[str, str]:
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bf16-mixed", f"{name} computes bf16 natively"
         return "16-mixed", f"{name} has no native bf16; float16 with a loss scaler"
-    info = cpu_info()
-    if info.fast_bf16:
-        return "bf16-mixed", f"the CPU has AMX: bf16 matrix tiles ({info.cpu_class})"
-    return "32-true", f"the CPU ({info.cpu_class}) {_slow_bf16_reason(info)}"
-
-
-def _slow_bf16_reason(info: CpuInfo) -> str:
-    if info.native_bf16:  # AVX512_BF16 without AMX
-        return "has bf16 instructions but no AMX tiles: bf16 trains slower than float32"
-    return "has no native bf16: bf16 would be emulated, slower than float32"
+    fast, why = bf16_speed()
+    return ("bf16-mixed" if fast else "32-true"), f"the CPU ({cpu_info().cpu_class}) {why}"
 
 
 def slow_bf16_warning(precision: str, accelerator: str) -> str | None:
     """An explicit bf16 that this CPU trains slower than float32: one line, not an error."""
-    info = cpu_info()
-    if str(precision) not in BF16 or uses_gpu(accelerator) or info.fast_bf16:
+    if str(precision) not in BF16 or uses_gpu(accelerator):
         return None
-    return (f"trainer.precision={precision}: this CPU ({info.cpu_class}) "
-            f"{_slow_bf16_reason(info)}; trainer.precision=auto or 32-true is faster here")
+    fast, why = bf16_speed()
+    if fast:
+        return None
+    return (f"trainer.precision={precision}: this CPU ({cpu_info().cpu_class}) {why}; "
+            "trainer.precision=auto or 32-true is faster here")
 
 
 def lstm_bf16_missing(precision: str, accelerator: str) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from dlexp.cache import user_cache_dir
 from dlexp.data import splits
 from dlexp.data.download import download, file_digest, safe_extract
 from dlexp.data.token_cache import cache_key, load_cache, save_cache
@@ -61,7 +62,7 @@ def default_cache_dir(root: Path) -> Path:
     if env := os.environ.get("DLEXP_CACHE_DIR"):
         return Path(env).expanduser()
     existing = next(p for p in (root, *root.absolute().parents) if p.exists())
-    return root if writable(existing) else Path.home() / ".cache" / "dlexp"
+    return root if writable(existing) else user_cache_dir()
 
 
 def writable(path: Path) -> bool:

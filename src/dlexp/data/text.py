@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from dlexp import cluster
+from dlexp.cache import user_cache_dir
 from dlexp.data import splits
 from dlexp.data import table as tables
 from dlexp.data.arrays import resolve
@@ -58,8 +59,7 @@ TOKENS_LAYOUT = {"version": None, "tokenizer": None, "flat": None, "offsets": No
 def default_cache_dir() -> Path:
     """``$DLEXP_CACHE_DIR``, else ``~/.cache/dlexp``: never inside the user's data folder,
     where a cache folder would read as one more class."""
-    env = os.environ.get("DLEXP_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dlexp"
+    return user_cache_dir()
 
 
 def run_dir() -> Path | None:

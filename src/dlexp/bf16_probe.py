@@ -1,0 +1,123 @@
+"""Is bf16 autocast faster than float32 on this CPU? Measured, for the CPUs where the answer
+depends on the chip: those with AVX512_BF16's dot-product instructions but no AMX tiles (some
+train a small CNN and an LSTM faster in bf16, others slower). A fraction of a second of
+training steps, timed once per CPU, torch version and thread count in a fresh process (with the
+allocator setting training runs use, and nothing left behind in the caller), and kept in the
+user's cache, so later runs read the answer.
+
+    python -m dlexp.bf16_probe THREADS   # prints the ratio; what step_ratio runs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dlexp.cache import user_cache_dir
+
+FILE = "bf16_probe.json"
+log = logging.getLogger("dlexp.bf16_probe")
+
+
+def step_ratio(machine: str) -> float:
+    """bf16 autocast's time per training step over float32's on this CPU: read from the cache,
+    else measured and kept there. ``machine`` names the CPU and its limits (part of the key)."""
+    key = f"{machine}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    path = user_cache_dir() / FILE
+    known = read(path)
+    if key in known:
+        return known[key]
+    ratio = measure_in_a_new_process(torch.get_num_threads())
+    if ratio is None:
+        return 1.0  # unmeasured: no faster, and asked again next time
+    write(path, {**known, key: ratio})
+    return ratio
+
+
+def measure_in_a_new_process(threads: int) -> float | None:
+    done = subprocess.run([sys.executable, "-m", __name__, str(threads)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    try:
+        return float(done.stdout.split()[-1])
+    except (IndexError, ValueError):
+        log.warning("the bf16 probe failed (%s); training in float32",
+                    (done.stderr.strip().splitlines() or ["no output"])[-1])
+        return None
+
+
+def read(path: Path) -> dict[str, float]:
+    """The kept ratios; an unreadable or foreign file counts as empty (it is measured again)."""
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(known, dict):
+        return {}
+    return {k: float(v) for k, v in known.items() if isinstance(v, int | float)}
+
+
+def write(path: Path, known: dict[str, float]) -> None:
+    """Kept for the next run; a cache that cannot be written costs a new probe, not the run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{time.time_ns()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(path)
+    except OSError as e:
+        log.debug("bf16 probe not cached: %s", e)
+
+
+def measure(blocks: int = 12, steps: int = 2) -> float:
+    """The fastest block of ``steps`` training steps in bf16 over the fastest in float32, the
+    two precisions in alternating blocks (the order reversed every other block) so both see
+    the same load; the fastest block is the one least disturbed by anything else running."""
+    step = probe_step()
+    for bf16 in (False, True):  # warm-up: oneDNN builds its primitives on first use
+        for _ in range(3):
+            step(bf16)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for block in range(blocks):
+        for bf16 in (False, True) if block % 2 == 0 else (True, False):
+            started = time.perf_counter()
+            for _ in range(steps):
+                step(bf16)
+            times[bf16].append(time.perf_counter() - started)
+    return round(min(times[True]) / min(times[False]), 3)
+
+
+def probe_step() -> Callable[[bool], None]:
+    """Forward and backward of a small CNN and a one-layer LSTM, the two kinds of network
+    whose bf16 kernels differ most from chip to chip, on fixed random inputs."""
+    gen = torch.Generator().manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(32 * 10 * 10, 128), nn.ReLU(),
+                        nn.Linear(128, 10))
+    lstm = nn.LSTM(128, 128, batch_first=True)
+    images = torch.randn(128, 1, 28, 28, generator=gen)
+    sequences = torch.randn(32, 64, 128, generator=gen)
+    params = [*cnn.parameters(), *lstm.parameters()]
+
+    def step(bf16: bool) -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = cnn(images).float().sum() + lstm(sequences)[0].float().sum()
+        loss.backward()
+        for p in params:
+            p.grad = None
+
+    return step
+
+
+if __name__ == "__main__":
+    from dlexp.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as training runs do (keep_memory: true): steady step times
+    torch.set_num_threads(int(sys.argv[1]))
+    print(measure())
