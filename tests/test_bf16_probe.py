@@ -35,7 +35,7 @@ def test_a_cpu_is_measured_once_and_read_from_the_cache(measured: list[int],
     assert len(measured) == 2
     kept = json.loads((tmp_path / "cache" / bf16_probe.FILE).read_text())
     assert sorted(k.split("|")[0] for k in kept) == ["cpu A", "cpu B"]
-    assert all("|torch " in k and "|threads " in k for k in kept)
+    assert all("|torch " in k and "|threads " in k and "|probe " in k for k in kept)
 
 
 def test_a_damaged_cache_is_measured_again(measured: list[int], tmp_path: Path) -> None:

@@ -24,13 +24,15 @@ from torch import nn
 from dlexp.cache import user_cache_dir
 
 FILE = "bf16_probe.json"
+VERSION = 2  # of the probe's workload: a changed probe measures again
 log = logging.getLogger("dlexp.bf16_probe")
 
 
 def step_ratio(machine: str) -> float:
     """bf16 autocast's time per training step over float32's on this CPU: read from the cache,
     else measured and kept there. ``machine`` names the CPU and its limits (part of the key)."""
-    key = f"{machine}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    key = (f"{machine}|torch {torch.__version__}|threads {torch.get_num_threads()}|"
+           f"probe {VERSION}")
     path = user_cache_dir() / FILE
     known = read(path)
     if key in known:
