@@ -32,7 +32,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import resource
 import shutil
@@ -214,17 +213,8 @@ HEADERS = {"test/acc": "test acc", "val/acc": "val acc", "wall_s": "whole proces
 
 # ----------------------------------------------------------------------------- machine
 def machine(threads: int) -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                if line.startswith("model name")), platform.processor() or platform.machine())
     # the CPU class (AVX2, AVX512, AVX512_BF16, AMX) decides bf16's speed: times compare within one
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, **hardware.describe()}
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
+    return {"cpu": hardware.cpu_name(), "cores": os.cpu_count(), "threads": threads, **hardware.describe()}
 
 
 def load() -> list[float]:
