@@ -64,9 +64,18 @@ def test_a_failed_probe_means_float32_and_is_asked_again(
     failed = subprocess.CompletedProcess([], 1, stdout="", stderr="Traceback\nRuntimeError: no")
     monkeypatch.setattr(bf16_probe.subprocess, "run", lambda *a, **kw: failed)
     with caplog.at_level(logging.WARNING):
-        assert bf16_probe.step_ratio("cpu A") == 1.0
+        assert bf16_probe.step_ratio("cpu A") is None
     assert "the bf16 probe failed (RuntimeError: no); training in float32" in caplog.text
     assert not (tmp_path / "cache" / bf16_probe.FILE).exists()
+
+    def hangs(*args: object, **kw: object) -> None:
+        raise subprocess.TimeoutExpired("probe", 300)
+
+    monkeypatch.setattr(bf16_probe.subprocess, "run", hangs)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert bf16_probe.step_ratio("cpu A") is None
+    assert "the bf16 probe failed (no answer in 300 s); training in float32" in caplog.text
 
 
 @pytest.mark.skipif(not hardware.cpu_info().onednn_bf16,

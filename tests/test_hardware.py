@@ -4,6 +4,7 @@ one held to AVX2 (no native bf16, no bf16 LSTM in oneDNN), whatever CPU the test
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -79,14 +80,15 @@ def test_on_this_cpu_auto_follows_native_bf16() -> None:
 
 
 def fake_cpu(monkeypatch: pytest.MonkeyPatch, ratio: float | None = None, **kw: object) -> None:
-    """A CPU of the given features; ``ratio`` is what the bf16 probe would measure on it."""
+    """A CPU of the given features; ``ratio`` is what the bf16 probe would measure on it
+    (nan: the probe fails)."""
     info = dict(capability="AVX512", avx512_bf16=True, amx=False, onednn_bf16=True) | kw
     monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.CpuInfo(**info))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
-    def probe() -> float:
+    def probe() -> float | None:
         assert ratio is not None, "only AVX512_BF16 without AMX is measured"
-        return ratio
+        return None if math.isnan(ratio) else ratio
 
     monkeypatch.setattr(hardware, "bf16_step_ratio", probe)
 
@@ -142,6 +144,10 @@ def test_auto_is_resolved_in_the_config_and_explicit_bf16_warns_on_emulation(
     fake_cpu(monkeypatch, ratio=0.7)  # the same, measured faster: nothing to warn about
     config.check_precision(cfg)
     assert caplog.text == ""
+    fake_cpu(monkeypatch, ratio=math.nan)  # the probe failed: float32, and bf16 is not promised
+    assert hardware.resolve_precision("auto") == (
+        "32-true", "the CPU (AVX512_BF16) has bf16 instructions without AMX, and the bf16 probe "
+        "failed: float32")
     fake_cpu(monkeypatch, capability="AVX2", onednn_bf16=False)
     cfg = compose_train(["experiment=imdb_lstm", "trainer.precision=bf16-mixed"], tmp_path)
     with pytest.raises(ConfigError, match="oneDNN has no bf16 LSTM on this CPU"):

@@ -28,9 +28,10 @@ VERSION = 2  # of the probe's workload: a changed probe measures again
 log = logging.getLogger("dlexp.bf16_probe")
 
 
-def step_ratio(machine: str) -> float:
+def step_ratio(machine: str) -> float | None:
     """bf16 autocast's time per training step over float32's on this CPU: read from the cache,
-    else measured and kept there. ``machine`` names the CPU and its limits (part of the key)."""
+    else measured and kept there; None when the probe failed (asked again next time).
+    ``machine`` names the CPU and its limits (part of the key)."""
     key = (f"{machine}|torch {torch.__version__}|threads {torch.get_num_threads()}|"
            f"probe {VERSION}")
     path = user_cache_dir() / FILE
@@ -38,21 +39,22 @@ def step_ratio(machine: str) -> float:
     if key in known:
         return known[key]
     ratio = measure_in_a_new_process(torch.get_num_threads())
-    if ratio is None:
-        return 1.0  # unmeasured: no faster, and asked again next time
-    write(path, {**known, key: ratio})
+    if ratio is not None:
+        write(path, {**known, key: ratio})
     return ratio
 
 
-def measure_in_a_new_process(threads: int) -> float | None:
-    done = subprocess.run([sys.executable, "-m", __name__, str(threads)], capture_output=True,
-                          text=True, timeout=300, check=False)
+def measure_in_a_new_process(threads: int, timeout: float = 300) -> float | None:
     try:
+        done = subprocess.run([sys.executable, "-m", __name__, str(threads)],
+                              capture_output=True, text=True, timeout=timeout, check=False)
         return float(done.stdout.split()[-1])
+    except subprocess.TimeoutExpired:
+        why = f"no answer in {timeout:g} s"
     except (IndexError, ValueError):
-        log.warning("the bf16 probe failed (%s); training in float32",
-                    (done.stderr.strip().splitlines() or ["no output"])[-1])
-        return None
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    log.warning("the bf16 probe failed (%s); training in float32", why)
+    return None
 
 
 def read(path: Path) -> dict[str, float]:

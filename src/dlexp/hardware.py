@@ -78,9 +78,9 @@ def measures_bf16(info: CpuInfo) -> bool:
     return info.native_bf16 and not info.amx
 
 
-def bf16_step_ratio() -> float:
+def bf16_step_ratio() -> float | None:
     """bf16 autocast's time per training step over float32's on this CPU (dlexp.bf16_probe),
-    measured once per CPU and kept in the user's cache."""
+    measured once per CPU and kept in the user's cache; None if the probe failed."""
     from dlexp import bf16_probe  # only the CPUs that need it pay for the probe
 
     machine = f"{cpu_name()}|{cpu_info()}|{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}"
@@ -95,6 +95,8 @@ def bf16_speed() -> tuple[bool, str]:
     if info.amx:
         return True, "has AMX: bf16 matrix tiles"
     ratio = bf16_step_ratio()
+    if ratio is None:
+        return False, "has bf16 instructions without AMX, and the bf16 probe failed: float32"
     if ratio < BF16_FASTER:
         return True, (f"has bf16 instructions without AMX, measured faster than float32 here "
                       f"(a bf16 step takes {ratio:.2f}x the time)")
