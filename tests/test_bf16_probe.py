@@ -28,14 +28,16 @@ def measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[int]:
 
 def test_a_cpu_is_measured_once_and_read_from_the_cache(measured: list[int],
                                                         tmp_path: Path) -> None:
-    assert bf16_probe.step_ratio("cpu A") == 0.7
-    assert bf16_probe.step_ratio("cpu A") == 0.7
+    assert bf16_probe.step_ratio("cpu A", 2) == 0.7
+    assert bf16_probe.step_ratio("cpu A", 2) == 0.7
     assert len(measured) == 1
-    assert bf16_probe.step_ratio("cpu B") == 0.7  # another CPU (or limits): measured again
+    assert bf16_probe.step_ratio("cpu B", 2) == 0.7  # another CPU (or limits): measured again
     assert len(measured) == 2
     kept = json.loads((tmp_path / "cache" / bf16_probe.FILE).read_text())
     assert sorted(k.split("|")[0] for k in kept) == ["cpu A", "cpu B"]
-    assert all("|torch " in k and "|threads " in k and "|probe " in k for k in kept)
+    assert all("|torch " in k and "|probe " in k for k in kept)
+    assert bf16_probe.step_ratio("cpu A", 1) == 0.7  # a DDP rank with one thread: the same
+    assert measured == [2, 2]
 
 
 def test_a_damaged_cache_is_measured_again(measured: list[int], tmp_path: Path) -> None:
@@ -43,7 +45,7 @@ def test_a_damaged_cache_is_measured_again(measured: list[int], tmp_path: Path) 
     path.parent.mkdir(parents=True)
     for damaged in ("{not json", "[1, 2]", json.dumps({"x": "fast"})):
         path.write_text(damaged)
-        assert bf16_probe.step_ratio("cpu A") == 0.7
+        assert bf16_probe.step_ratio("cpu A", 2) == 0.7
         path.write_text(damaged)
     assert len(measured) == 3
 
@@ -53,7 +55,7 @@ def test_an_unwritable_cache_costs_a_probe_not_the_run(measured: list[int], tmp_
     blocked = tmp_path / "file"
     blocked.write_text("")
     monkeypatch.setenv("DLEXP_CACHE_DIR", str(blocked / "cache"))  # below a file: no folder
-    assert bf16_probe.step_ratio("cpu A") == bf16_probe.step_ratio("cpu A") == 0.7
+    assert bf16_probe.step_ratio("cpu A", 2) == bf16_probe.step_ratio("cpu A", 2) == 0.7
     assert len(measured) == 2
 
 
@@ -64,7 +66,7 @@ def test_a_failed_probe_means_float32_and_is_asked_again(
     failed = subprocess.CompletedProcess([], 1, stdout="", stderr="Traceback\nRuntimeError: no")
     monkeypatch.setattr(bf16_probe.subprocess, "run", lambda *a, **kw: failed)
     with caplog.at_level(logging.WARNING):
-        assert bf16_probe.step_ratio("cpu A") is None
+        assert bf16_probe.step_ratio("cpu A", 2) is None
     assert "the bf16 probe failed (RuntimeError: no); training in float32" in caplog.text
     assert not (tmp_path / "cache" / bf16_probe.FILE).exists()
 
@@ -74,7 +76,7 @@ def test_a_failed_probe_means_float32_and_is_asked_again(
     monkeypatch.setattr(bf16_probe.subprocess, "run", hangs)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert bf16_probe.step_ratio("cpu A") is None
+        assert bf16_probe.step_ratio("cpu A", 2) is None
     assert "the bf16 probe failed (no answer in 300 s); training in float32" in caplog.text
 
 

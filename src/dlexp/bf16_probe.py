@@ -1,9 +1,9 @@
 """Is bf16 autocast faster than float32 on this CPU? Measured, for the CPUs where the answer
 depends on the chip: those with AVX512_BF16's dot-product instructions but no AMX tiles (some
 train a small CNN and an LSTM faster in bf16, others slower). A fraction of a second of
-training steps, timed once per CPU, torch version and thread count in a fresh process (with the
-allocator setting training runs use, and nothing left behind in the caller), and kept in the
-user's cache, so later runs read the answer.
+training steps, timed once per CPU and torch version in a fresh process (one thread per core,
+the allocator setting training runs use, nothing left behind in the caller), and kept in the
+user's cache, so later runs (and every DDP rank) read the same answer.
 
     python -m dlexp.bf16_probe THREADS   # prints the ratio; what step_ratio runs
 """
@@ -28,17 +28,17 @@ VERSION = 2  # of the probe's workload: a changed probe measures again
 log = logging.getLogger("dlexp.bf16_probe")
 
 
-def step_ratio(machine: str) -> float | None:
+def step_ratio(machine: str, threads: int) -> float | None:
     """bf16 autocast's time per training step over float32's on this CPU: read from the cache,
-    else measured and kept there; None when the probe failed (asked again next time).
-    ``machine`` names the CPU and its limits (part of the key)."""
-    key = (f"{machine}|torch {torch.__version__}|threads {torch.get_num_threads()}|"
-           f"probe {VERSION}")
+    else measured on ``threads`` threads and kept there; None when the probe failed (asked
+    again next time). ``machine`` names the CPU and its limits (the key, with torch's version:
+    not the thread count, so that processes with fewer threads, DDP's, agree)."""
+    key = f"{machine}|torch {torch.__version__}|probe {VERSION}"
     path = user_cache_dir() / FILE
     known = read(path)
     if key in known:
         return known[key]
-    ratio = measure_in_a_new_process(torch.get_num_threads())
+    ratio = measure_in_a_new_process(threads)
     if ratio is not None:
         write(path, {**known, key: ratio})
     return ratio

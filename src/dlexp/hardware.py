@@ -84,7 +84,7 @@ def bf16_step_ratio() -> float | None:
     from dlexp import bf16_probe  # only the CPUs that need it pay for the probe
 
     machine = f"{cpu_name()}|{cpu_info()}|{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}"
-    return bf16_probe.step_ratio(machine)
+    return bf16_probe.step_ratio(machine, physical_cores())
 
 
 def bf16_speed() -> tuple[bool, str]:
