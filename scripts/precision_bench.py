@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -23,6 +22,7 @@ from hydra import compose, initialize_config_module
 
 from dlexp import hardware
 from dlexp.allocator import keep_freed_memory
+from dlexp.bf16_probe import interleaved
 from dlexp.builders import build_net
 
 
@@ -54,17 +54,9 @@ def preset_step(preset: str) -> Callable[[bool], None]:
 
 
 def measure(step: Callable[[bool], None], steps: int, repeats: int) -> dict[bool, float]:
-    for bf16 in (False, True):  # warm-up: oneDNN builds its primitives on first use
-        for _ in range(2):
-            step(bf16)
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for r in range(repeats):
-        for bf16 in ((False, True) if r % 2 == 0 else (True, False)):
-            start = time.perf_counter()
-            for _ in range(steps):
-                step(bf16)
-            times[bf16].append((time.perf_counter() - start) / steps * 1000)
-    return {bf16: statistics.median(t) for bf16, t in times.items()}
+    """Median ms per step in each precision (True: bf16)."""
+    times = interleaved(step, repeats, steps, warmup=2)
+    return {bf16: statistics.median(t) * 1000 for bf16, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

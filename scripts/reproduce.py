@@ -214,7 +214,8 @@ HEADERS = {"test/acc": "test acc", "val/acc": "val acc", "wall_s": "whole proces
 # ----------------------------------------------------------------------------- machine
 def machine(threads: int) -> dict[str, Any]:
     # the CPU class (AVX2, AVX512, AVX512_BF16, AMX) decides bf16's speed: times compare within one
-    return {"cpu": hardware.cpu_name(), "cores": os.cpu_count(), "threads": threads, **hardware.describe()}
+    return {"cpu": hardware.cpu_name(), "cores": os.cpu_count(), "threads": threads,
+            **hardware.describe()}
 
 
 def load() -> list[float]:

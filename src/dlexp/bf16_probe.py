@@ -80,12 +80,19 @@ def write(path: Path, known: dict[str, float]) -> None:
 
 
 def measure(blocks: int = 12, steps: int = 2) -> float:
-    """The fastest block of ``steps`` training steps in bf16 over the fastest in float32, the
-    two precisions in alternating blocks (the order reversed every other block) so both see
-    the same load; the fastest block is the one least disturbed by anything else running."""
-    step = probe_step()
-    for bf16 in (False, True):  # warm-up: oneDNN builds its primitives on first use
-        for _ in range(3):
+    """The fastest block in bf16 over the fastest in float32: the fastest block is the one
+    least disturbed by anything else running."""
+    times = interleaved(probe_step(), blocks, steps, warmup=3)
+    return round(min(times[True]) / min(times[False]), 3)
+
+
+def interleaved(step: Callable[[bool], None], blocks: int, steps: int,
+                warmup: int) -> dict[bool, list[float]]:
+    """Seconds per step of ``blocks`` blocks of ``steps`` steps in each precision (True: bf16),
+    the two in alternating blocks, the order reversed every other block, so both see the same
+    load; after ``warmup`` steps of each (oneDNN builds its primitives on first use)."""
+    for bf16 in (False, True):
+        for _ in range(warmup):
             step(bf16)
     times: dict[bool, list[float]] = {False: [], True: []}
     for block in range(blocks):
@@ -93,8 +100,8 @@ def measure(blocks: int = 12, steps: int = 2) -> float:
             started = time.perf_counter()
             for _ in range(steps):
                 step(bf16)
-            times[bf16].append(time.perf_counter() - started)
-    return round(min(times[True]) / min(times[False]), 3)
+            times[bf16].append((time.perf_counter() - started) / steps)
+    return times
 
 
 def probe_step() -> Callable[[bool], None]:
