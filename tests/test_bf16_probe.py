@@ -88,3 +88,11 @@ def test_the_probe_process_prints_a_ratio() -> None:
                           text=True, timeout=300, env=os.environ)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 0.05 < float(done.stdout.split()[-1]) < 20
+
+
+@pytest.mark.parametrize("arg", ["abc", "0"])
+def test_the_probe_process_refuses_a_bad_thread_count_in_one_line(arg: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "dlexp.bf16_probe", arg], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "threads" in done.stderr.strip().splitlines()[-1]

@@ -10,6 +10,7 @@ user's cache, so later runs (and every DDP rank) read the same answer.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dlexp.allocator import keep_freed_memory
 from dlexp.cache import user_cache_dir
 
 FILE = "bf16_probe.json"
@@ -126,9 +128,17 @@ def probe_step() -> Callable[[bool], None]:
     return step
 
 
-if __name__ == "__main__":
-    from dlexp.allocator import keep_freed_memory
-
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dlexp.bf16_probe",
+                                     description="bf16 / float32 step time on this CPU")
+    parser.add_argument("threads", type=int, help="CPU threads to time on (>= 1)")
+    threads = parser.parse_args(argv).threads
+    if threads < 1:
+        parser.error(f"threads must be >= 1, got {threads}")
     keep_freed_memory()  # as training runs do (keep_memory: true): steady step times
-    torch.set_num_threads(int(sys.argv[1]))
+    torch.set_num_threads(threads)
     print(measure())
+
+
+if __name__ == "__main__":
+    main()
