@@ -208,6 +208,16 @@ def test_a_folder_of_text_files(untrained_text_ckpt: str, tmp_path: Path,
                    f"{tmp_path / 'reviews/neg/3.txt'} (not UTF-8 (byte 3))"]
 
 
+def test_undecodable_arguments_are_named_escaped_in_one_line(
+        untrained_text_ckpt: str, capsys: pytest.CaptureFixture) -> None:
+    # what the fuzzer below once found: a lone surrogate (undecodable bytes in argv) crashed
+    # the error line itself
+    code, out, err = _run([untrained_text_ckpt, "--", "\ud800", "caf\udce9 ok"], capsys)
+    assert (code, out) == (1, [])
+    assert err == ["error: \\ud800: not valid Unicode (undecodable bytes)",
+                   "error: caf\\udce9 ok: not valid Unicode (undecodable bytes)"]
+
+
 # ------------------------------------------------------------------ fuzzing the command
 @FUZZ
 @given(text=st.text(st.characters(exclude_categories=()), max_size=200)

@@ -43,6 +43,15 @@ class Item:
     error: str | None = None
     walked: bool = False
 
+    def __post_init__(self) -> None:
+        # undecodable bytes in argv or a file name arrive as lone surrogates, which no stream
+        # can print: they are shown escaped (\udcff), in every line and CSV cell
+        self.shown, self.name = _printable(self.shown), _printable(self.name)
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 def predict_images(ckpt_path: str, images: list[str]) -> list[list[tuple[str, float]]]:
     """Per image, (class name, probability) pairs sorted by probability."""
