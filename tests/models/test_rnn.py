@@ -148,6 +148,8 @@ def test_zero_lengths_are_treated_as_one_token() -> None:
     ({"dropout": 1.0}, "dropout must be in [0, 1)"),
     ({"embedding_dropout": -0.1}, "embedding_dropout must be in [0, 1)"),
     ({"hidden_size": 0}, "hidden_size must be >= 1"),
+    # refused before building: thousands of layers grew past the machine's memory (OOM kill)
+    ({"num_layers": 3000}, "num_layers must be at most 32, got 3000"),
 ])
 def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):

@@ -45,6 +45,8 @@ def padding_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
+MAX_LAYERS = 32  # stacked recurrent layers: thousands of them fill any machine's memory
+
 class RNNClassifier(nn.Module):
     """Sentiment-style classifier over token ids. ``forward(ids, lengths)`` returns logits."""
 
@@ -76,6 +78,9 @@ class RNNClassifier(nn.Module):
                             ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if num_layers > MAX_LAYERS:
+            raise ValueError(f"num_layers must be at most {MAX_LAYERS}, got {num_layers} "
+                             "(deep recurrent stacks stop training well after a few layers)")
         check_dropout(dropout)
         check_dropout(embedding_dropout, "embedding_dropout")
         self.pad_idx, self.pooling, self.packed = pad_idx, pooling, packed
